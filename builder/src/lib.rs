@@ -1,0 +1,1 @@
+//! Build triggers, the build queue and Docker engine builds.

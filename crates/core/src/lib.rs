@@ -1,0 +1,15 @@
+//! Names, references, digests and OCI models shared by every buildgrid crate.
+//!
+//! Everything here is pure: no I/O, no async runtime, no HTTP server, no Docker engine.
+
+mod digest;
+mod error_code;
+pub mod media_type;
+mod name;
+
+pub use digest::{Digest, DigestError, Sha256Writer};
+pub use error_code::ErrorCode;
+pub use name::{NameError, Reference, RepoName, Tag};
+
+/// OCI image and distribution models (manifests, indexes, descriptors, configurations).
+pub use oci_spec::image as oci;
