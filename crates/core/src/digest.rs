@@ -166,7 +166,10 @@ mod tests {
             &format!("sha512:{}", "ab".repeat(64)),
             Err(DigestError::UnsupportedAlgorithm("sha512".into())),
         );
-        check("latest", Err(DigestError::MissingAlgorithm("latest".into())));
+        check(
+            "latest",
+            Err(DigestError::MissingAlgorithm("latest".into())),
+        );
         check("../x:y", Err(DigestError::Malformed("../x:y".into())));
         let traversal = format!("sha256:../../{}", "a".repeat(58));
         check(&traversal, Err(DigestError::Malformed(traversal.clone())));

@@ -17,6 +17,8 @@ pub enum ErrorCode {
     TooManyRequests,
     /// Not in the OCI list; CNCF distribution's code for an unsatisfiable range.
     RangeInvalid,
+    /// Not in the OCI list; CNCF distribution's code for a bad `n` in a paginated list.
+    PaginationNumberInvalid,
     /// Not in the OCI list; what every registry answers for its own failures.
     Unknown,
 }
@@ -39,6 +41,7 @@ impl ErrorCode {
             ErrorCode::Unsupported => "UNSUPPORTED",
             ErrorCode::TooManyRequests => "TOOMANYREQUESTS",
             ErrorCode::RangeInvalid => "RANGE_INVALID",
+            ErrorCode::PaginationNumberInvalid => "PAGINATION_NUMBER_INVALID",
             ErrorCode::Unknown => "UNKNOWN",
         }
     }
@@ -54,7 +57,8 @@ impl ErrorCode {
             | ErrorCode::ManifestBlobUnknown
             | ErrorCode::ManifestInvalid
             | ErrorCode::NameInvalid
-            | ErrorCode::SizeInvalid => 400,
+            | ErrorCode::SizeInvalid
+            | ErrorCode::PaginationNumberInvalid => 400,
             ErrorCode::Unauthorized => 401,
             ErrorCode::Denied => 403,
             ErrorCode::Unsupported => 405,

@@ -1,0 +1,55 @@
+//! buildgrid's storage: content-addressed blobs on disk and metadata in SQLite, all under one
+//! data directory. This crate is the only code that touches that directory.
+//!
+//! ```text
+//! <data>/
+//!   buildgrid.db            SQLite (WAL), metadata
+//!   blobs/sha256/ab/ab…     every blob, named by its digest, immutable
+//!   tmp/                    staging area; a blob is renamed out of it only complete and verified
+//! ```
+
+mod blobs;
+mod db;
+mod error;
+pub mod ingest;
+
+use std::path::{Path, PathBuf};
+
+pub use blobs::{BlobStore, BlobWriter, StagedBlob};
+pub use db::{
+    BlobRow, Db, DownloadCount, ImageRecord, LayerRow, ManifestRecord, ManifestRow, ReferrerRow,
+};
+pub use error::StoreError;
+
+/// The data directory: blobs and metadata.
+pub struct Store {
+    root: PathBuf,
+    pub blobs: BlobStore,
+    pub db: Db,
+}
+
+impl Store {
+    /// Opens the data directory, creating it and migrating its database as needed.
+    pub fn open(root: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(root).map_err(|e| StoreError::io(root, e))?;
+        let blobs = BlobStore::open(root)?;
+        let db = Db::open(&root.join("buildgrid.db"))?;
+        Ok(Store {
+            root: root.to_owned(),
+            blobs,
+            db,
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub(crate) fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

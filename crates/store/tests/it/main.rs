@@ -1,0 +1,7 @@
+//! Integration tests of buildgrid-store: synthetic image archives (legacy `docker save`, OCI
+//! layouts, multi-platform indexes) imported into a store in a temporary directory.
+
+mod bad_input;
+mod ingest;
+mod listing;
+mod support;

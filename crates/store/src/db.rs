@@ -1,0 +1,503 @@
+//! All SQL of buildgrid lives in this module.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use buildgrid_core::{Digest, RepoName, Tag};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::{StoreError, now};
+
+/// Schema migrations, applied in order; `PRAGMA user_version` counts those applied.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE blobs (
+    digest      TEXT PRIMARY KEY,
+    size        INTEGER NOT NULL,
+    created_at  INTEGER NOT NULL
+) WITHOUT ROWID;
+
+-- An uncompressed layer (by diff id) and the stored blob that holds it compressed.
+CREATE TABLE layers (
+    diff_id     TEXT PRIMARY KEY,
+    digest      TEXT NOT NULL REFERENCES blobs(digest),
+    media_type  TEXT NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE repositories (
+    id          INTEGER PRIMARY KEY,
+    name        TEXT NOT NULL UNIQUE,
+    created_at  INTEGER NOT NULL
+);
+
+CREATE TABLE manifests (
+    repo_id        INTEGER NOT NULL REFERENCES repositories(id),
+    digest         TEXT NOT NULL REFERENCES blobs(digest),
+    media_type     TEXT NOT NULL,
+    artifact_type  TEXT,
+    subject        TEXT,
+    annotations    TEXT,
+    created_at     INTEGER NOT NULL,
+    PRIMARY KEY (repo_id, digest)
+) WITHOUT ROWID;
+CREATE INDEX manifests_by_subject ON manifests(repo_id, subject) WHERE subject IS NOT NULL;
+
+-- Blobs (configs and layers) a repository may serve.
+CREATE TABLE repo_blobs (
+    repo_id  INTEGER NOT NULL REFERENCES repositories(id),
+    digest   TEXT NOT NULL REFERENCES blobs(digest),
+    PRIMARY KEY (repo_id, digest)
+) WITHOUT ROWID;
+
+CREATE TABLE tags (
+    repo_id     INTEGER NOT NULL,
+    name        TEXT NOT NULL,
+    digest      TEXT NOT NULL,
+    updated_at  INTEGER NOT NULL,
+    PRIMARY KEY (repo_id, name),
+    FOREIGN KEY (repo_id, digest) REFERENCES manifests(repo_id, digest)
+) WITHOUT ROWID;
+
+CREATE TABLE downloads (
+    repo_id     INTEGER NOT NULL,
+    digest      TEXT NOT NULL,
+    count       INTEGER NOT NULL,
+    last_at     INTEGER NOT NULL,
+    PRIMARY KEY (repo_id, digest),
+    FOREIGN KEY (repo_id, digest) REFERENCES manifests(repo_id, digest)
+) WITHOUT ROWID;
+"#];
+
+/// The SQLite database, with a small pool of connections (WAL: readers never wait for a writer).
+pub struct Db {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestRow {
+    pub digest: Digest,
+    pub media_type: String,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobRow {
+    pub digest: Digest,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerRow {
+    pub diff_id: Digest,
+    pub digest: Digest,
+    pub size: u64,
+    pub media_type: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReferrerRow {
+    pub digest: Digest,
+    pub media_type: String,
+    pub size: u64,
+    pub artifact_type: Option<String>,
+    /// JSON object, as stored in the manifest.
+    pub annotations: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestRecord {
+    pub digest: Digest,
+    pub media_type: String,
+    pub size: u64,
+    pub artifact_type: Option<String>,
+    pub subject: Option<Digest>,
+    pub annotations: Option<String>,
+}
+
+/// Everything one ingested image adds, written in one transaction.
+#[derive(Debug, Clone)]
+pub struct ImageRecord {
+    pub repo: RepoName,
+    pub tag: Option<Tag>,
+    /// Every blob the manifests reference (configs, layers) and the manifests themselves.
+    pub blobs: Vec<BlobRow>,
+    /// Digests of the configs and layers the repository may serve.
+    pub repo_blobs: Vec<Digest>,
+    pub layers: Vec<LayerRow>,
+    /// Children first, the tagged manifest last.
+    pub manifests: Vec<ManifestRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DownloadCount {
+    pub repo: RepoName,
+    pub digest: Digest,
+    pub count: u64,
+}
+
+fn digest_column(row: &rusqlite::Row<'_>, index: usize) -> rusqlite::Result<Digest> {
+    let text: String = row.get(index)?;
+    Digest::parse(&text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+impl Db {
+    pub fn open(path: &Path) -> Result<Db, StoreError> {
+        let db = Db {
+            path: path.to_owned(),
+            idle: Mutex::new(Vec::new()),
+        };
+        let mut conn = db.connect()?;
+        migrate(&mut conn, path)?;
+        db.idle.lock().unwrap().push(conn);
+        Ok(db)
+    }
+
+    fn connect(&self) -> Result<Connection, StoreError> {
+        let conn = Connection::open(&self.path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        Ok(conn)
+    }
+
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let pooled = self.idle.lock().unwrap().pop();
+        let mut conn = match pooled {
+            Some(conn) => conn,
+            None => self.connect()?,
+        };
+        let result = f(&mut conn);
+        let mut idle = self.idle.lock().unwrap();
+        if idle.len() < 16 {
+            idle.push(conn);
+        }
+        result
+    }
+
+    pub fn repo_exists(&self, repo: &RepoName) -> Result<bool, StoreError> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached("SELECT 1 FROM repositories WHERE name = ?1")?;
+            Ok(stmt.exists([repo.as_str()])?)
+        })
+    }
+
+    pub fn manifest_by_tag(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+    ) -> Result<Option<ManifestRow>, StoreError> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT m.digest, m.media_type, b.size
+                 FROM repositories r
+                 JOIN tags t ON t.repo_id = r.id
+                 JOIN manifests m ON m.repo_id = r.id AND m.digest = t.digest
+                 JOIN blobs b ON b.digest = m.digest
+                 WHERE r.name = ?1 AND t.name = ?2",
+            )?;
+            Ok(stmt
+                .query_row(params![repo.as_str(), tag.as_str()], manifest_row)
+                .optional()?)
+        })
+    }
+
+    pub fn manifest_by_digest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<ManifestRow>, StoreError> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT m.digest, m.media_type, b.size
+                 FROM repositories r
+                 JOIN manifests m ON m.repo_id = r.id
+                 JOIN blobs b ON b.digest = m.digest
+                 WHERE r.name = ?1 AND m.digest = ?2",
+            )?;
+            Ok(stmt
+                .query_row(params![repo.as_str(), digest.to_string()], manifest_row)
+                .optional()?)
+        })
+    }
+
+    /// A config or layer blob the repository may serve.
+    pub fn repo_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<BlobRow>, StoreError> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT b.digest, b.size
+                 FROM repositories r
+                 JOIN repo_blobs rb ON rb.repo_id = r.id
+                 JOIN blobs b ON b.digest = rb.digest
+                 WHERE r.name = ?1 AND rb.digest = ?2",
+            )?;
+            Ok(stmt
+                .query_row(params![repo.as_str(), digest.to_string()], |row| {
+                    Ok(BlobRow {
+                        digest: digest_column(row, 0)?,
+                        size: row.get(1)?,
+                    })
+                })
+                .optional()?)
+        })
+    }
+
+    /// Up to `limit` tags of `repo` after `last`, in lexical (byte) order.
+    pub fn tags(
+        &self,
+        repo: &RepoName,
+        last: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT t.name FROM tags t JOIN repositories r ON r.id = t.repo_id
+                 WHERE r.name = ?1 AND t.name > ?2
+                 ORDER BY t.name LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(
+                params![repo.as_str(), last.unwrap_or(""), limit as i64],
+                |row| row.get(0),
+            )?;
+            Ok(rows.collect::<Result<Vec<String>, _>>()?)
+        })
+    }
+
+    /// Up to `limit` repository names after `last`, in lexical order.
+    pub fn repositories(
+        &self,
+        last: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT name FROM repositories WHERE name > ?1 ORDER BY name LIMIT ?2",
+            )?;
+            let rows =
+                stmt.query_map(params![last.unwrap_or(""), limit as i64], |row| row.get(0))?;
+            Ok(rows.collect::<Result<Vec<String>, _>>()?)
+        })
+    }
+
+    /// Manifests of `repo` whose subject is `subject`, optionally of one artifact type.
+    pub fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<ReferrerRow>, StoreError> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT m.digest, m.media_type, b.size, m.artifact_type, m.annotations
+                 FROM repositories r
+                 JOIN manifests m ON m.repo_id = r.id
+                 JOIN blobs b ON b.digest = m.digest
+                 WHERE r.name = ?1 AND m.subject = ?2
+                   AND (?3 IS NULL OR m.artifact_type = ?3)
+                 ORDER BY m.created_at, m.digest",
+            )?;
+            let rows = stmt.query_map(
+                params![repo.as_str(), subject.to_string(), artifact_type],
+                |row| {
+                    Ok(ReferrerRow {
+                        digest: digest_column(row, 0)?,
+                        media_type: row.get(1)?,
+                        size: row.get(2)?,
+                        artifact_type: row.get(3)?,
+                        annotations: row.get(4)?,
+                    })
+                },
+            )?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    /// The stored blob holding the layer with this uncompressed digest, if any.
+    pub fn layer_by_diff_id(&self, diff_id: &Digest) -> Result<Option<LayerRow>, StoreError> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT l.diff_id, l.digest, b.size, l.media_type
+                 FROM layers l JOIN blobs b ON b.digest = l.digest
+                 WHERE l.diff_id = ?1",
+            )?;
+            Ok(stmt
+                .query_row([diff_id.to_string()], |row| {
+                    Ok(LayerRow {
+                        diff_id: digest_column(row, 0)?,
+                        digest: digest_column(row, 1)?,
+                        size: row.get(2)?,
+                        media_type: row.get(3)?,
+                    })
+                })
+                .optional()?)
+        })
+    }
+
+    /// Records an ingested image. Its blobs must already be published.
+    pub fn commit_image(&self, image: &ImageRecord) -> Result<(), StoreError> {
+        let at = now();
+        self.with(|conn| {
+            let tx = conn.transaction()?;
+            tx.execute(
+                "INSERT INTO repositories (name, created_at) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO NOTHING",
+                params![image.repo.as_str(), at],
+            )?;
+            let repo_id: i64 = tx.query_row(
+                "SELECT id FROM repositories WHERE name = ?1",
+                [image.repo.as_str()],
+                |row| row.get(0),
+            )?;
+            for blob in &image.blobs {
+                tx.prepare_cached(
+                    "INSERT INTO blobs (digest, size, created_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (digest) DO NOTHING",
+                )?
+                .execute(params![blob.digest.to_string(), blob.size, at])?;
+            }
+            for layer in &image.layers {
+                tx.prepare_cached(
+                    "INSERT INTO layers (diff_id, digest, media_type) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (diff_id) DO NOTHING",
+                )?
+                .execute(params![
+                    layer.diff_id.to_string(),
+                    layer.digest.to_string(),
+                    layer.media_type
+                ])?;
+            }
+            for digest in &image.repo_blobs {
+                tx.prepare_cached(
+                    "INSERT INTO repo_blobs (repo_id, digest) VALUES (?1, ?2)
+                     ON CONFLICT DO NOTHING",
+                )?
+                .execute(params![repo_id, digest.to_string()])?;
+            }
+            for manifest in &image.manifests {
+                tx.prepare_cached(
+                    "INSERT INTO manifests
+                       (repo_id, digest, media_type, artifact_type, subject, annotations, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                     ON CONFLICT DO NOTHING",
+                )?
+                .execute(params![
+                    repo_id,
+                    manifest.digest.to_string(),
+                    manifest.media_type,
+                    manifest.artifact_type,
+                    manifest.subject.as_ref().map(Digest::to_string),
+                    manifest.annotations,
+                    at
+                ])?;
+            }
+            if let (Some(tag), Some(top)) = (&image.tag, image.manifests.last()) {
+                tx.execute(
+                    "INSERT INTO tags (repo_id, name, digest, updated_at) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (repo_id, name) DO UPDATE SET digest = ?3, updated_at = ?4",
+                    params![repo_id, tag.as_str(), top.digest.to_string(), at],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    /// Adds download counts; counts of manifests no longer stored are dropped.
+    pub fn add_downloads(&self, counts: &[DownloadCount]) -> Result<(), StoreError> {
+        let at = now();
+        self.with(|conn| {
+            let tx = conn.transaction()?;
+            for c in counts {
+                tx.prepare_cached(
+                    "INSERT INTO downloads (repo_id, digest, count, last_at)
+                     SELECT m.repo_id, m.digest, ?3, ?4
+                     FROM manifests m JOIN repositories r ON r.id = m.repo_id
+                     WHERE r.name = ?1 AND m.digest = ?2
+                     ON CONFLICT (repo_id, digest)
+                     DO UPDATE SET count = count + ?3, last_at = ?4",
+                )?
+                .execute(params![
+                    c.repo.as_str(),
+                    c.digest.to_string(),
+                    c.count,
+                    at
+                ])?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    pub fn downloads(&self, repo: &RepoName, digest: &Digest) -> Result<u64, StoreError> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT d.count FROM downloads d JOIN repositories r ON r.id = d.repo_id
+                 WHERE r.name = ?1 AND d.digest = ?2",
+            )?;
+            Ok(stmt
+                .query_row(params![repo.as_str(), digest.to_string()], |row| row.get(0))
+                .optional()?
+                .unwrap_or(0))
+        })
+    }
+
+    /// Counts rows of every table: a cheap fingerprint of the metadata, for checks that a
+    /// refused request changed nothing.
+    pub fn row_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        self.with(|conn| {
+            let mut counts = Vec::new();
+            for table in [
+                "blobs",
+                "layers",
+                "repositories",
+                "manifests",
+                "repo_blobs",
+                "tags",
+                "downloads",
+            ] {
+                let n: i64 =
+                    conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |row| {
+                        row.get(0)
+                    })?;
+                counts.push((table.to_owned(), n));
+            }
+            Ok(counts)
+        })
+    }
+}
+
+fn manifest_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ManifestRow> {
+    Ok(ManifestRow {
+        digest: digest_column(row, 0)?,
+        media_type: row.get(1)?,
+        size: row.get(2)?,
+    })
+}
+
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let applied: i64 = tx.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    let known = MIGRATIONS.len() as i64;
+    if applied > known {
+        return Err(StoreError::SchemaTooNew {
+            path: path.to_owned(),
+            found: applied,
+            known,
+        });
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", index as i64 + 1)?;
+    }
+    tx.commit()?;
+    Ok(())
+}

@@ -1,0 +1,189 @@
+//! Random access to the members of a tar archive on disk, without unpacking it.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use super::IngestError;
+
+/// Metadata files (`manifest.json`, `index.json`, configs, manifests) above this size are refused.
+const JSON_LIMIT: u64 = 64 << 20;
+
+pub(crate) struct Archive {
+    path: PathBuf,
+    file: File,
+    files: HashMap<String, Member>,
+}
+
+#[derive(Clone, Debug)]
+enum Member {
+    File { offset: u64, size: u64 },
+    Symlink(String),
+    Hardlink(String),
+}
+
+impl Archive {
+    pub(crate) fn open(path: &Path) -> Result<Archive, IngestError> {
+        let mut file = File::open(path).map_err(|source| IngestError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        let len = file
+            .metadata()
+            .map_err(|source| IngestError::Open {
+                path: path.to_owned(),
+                source,
+            })?
+            .len();
+        let not_tar = |reason: String| IngestError::NotAnArchive {
+            path: path.to_owned(),
+            reason,
+        };
+        let mut magic = [0u8; 2];
+        if file.read_exact(&mut magic).is_ok() && magic == [0x1f, 0x8b] {
+            return Err(not_tar(
+                "it is gzip-compressed; decompress it first (gunzip)".into(),
+            ));
+        }
+        if len < 512 {
+            return Err(not_tar(format!("it is only {len} bytes long")));
+        }
+        file.seek(SeekFrom::Start(0))
+            .map_err(|e| not_tar(e.to_string()))?;
+        let mut tar = tar::Archive::new(BufReader::new(&file));
+        let mut files = HashMap::new();
+        let entries = tar
+            .entries_with_seek()
+            .map_err(|e| not_tar(e.to_string()))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| not_tar(e.to_string()))?;
+            let name = entry.path().map_err(|e| not_tar(e.to_string()))?;
+            let name = normalize(&name.to_string_lossy());
+            let kind = entry.header().entry_type();
+            let member = if kind.is_symlink() || kind.is_hard_link() {
+                let target = entry
+                    .link_name()
+                    .map_err(|e| not_tar(e.to_string()))?
+                    .map(|t| t.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                if kind.is_symlink() {
+                    Member::Symlink(target)
+                } else {
+                    Member::Hardlink(normalize(&target))
+                }
+            } else if kind.is_file() {
+                let offset = entry.raw_file_position();
+                let size = entry.size();
+                if offset + size > len {
+                    return Err(IngestError::Truncated {
+                        path: path.to_owned(),
+                        member: name,
+                        end: offset + size,
+                        len,
+                    });
+                }
+                Member::File { offset, size }
+            } else {
+                continue;
+            };
+            files.insert(name, member);
+        }
+        if files.is_empty() {
+            return Err(not_tar("it holds no files".into()));
+        }
+        Ok(Archive {
+            path: path.to_owned(),
+            file,
+            files,
+        })
+    }
+
+    pub(crate) fn contains(&self, name: &str) -> bool {
+        self.resolve(name).is_ok()
+    }
+
+    /// The offset and size of a regular file, following links inside the archive.
+    fn resolve(&self, name: &str) -> Result<(u64, u64), IngestError> {
+        let mut name = normalize(name);
+        for _ in 0..16 {
+            match self.files.get(&name) {
+                Some(Member::File { offset, size }) => return Ok((*offset, *size)),
+                Some(Member::Hardlink(target)) => name = target.clone(),
+                Some(Member::Symlink(target)) => {
+                    let dir = name.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+                    name = normalize(&format!("{dir}/{target}"));
+                }
+                None => break,
+            }
+        }
+        Err(IngestError::MissingMember {
+            path: self.path.clone(),
+            member: name,
+        })
+    }
+
+    pub(crate) fn size(&self, name: &str) -> Result<u64, IngestError> {
+        Ok(self.resolve(name)?.1)
+    }
+
+    pub(crate) fn reader(&self, name: &str) -> Result<impl BufRead + use<>, IngestError> {
+        let (offset, size) = self.resolve(name)?;
+        let mut file = self.file.try_clone().map_err(|source| IngestError::Open {
+            path: self.path.clone(),
+            source,
+        })?;
+        file.seek(SeekFrom::Start(offset))
+            .map_err(|source| IngestError::Open {
+                path: self.path.clone(),
+                source,
+            })?;
+        Ok(BufReader::with_capacity(1 << 20, file.take(size)))
+    }
+
+    /// A small metadata file, whole.
+    pub(crate) fn read_json_file(&self, name: &str) -> Result<Vec<u8>, IngestError> {
+        let size = self.size(name)?;
+        if size > JSON_LIMIT {
+            return Err(IngestError::Invalid(format!(
+                "{name} is {size} bytes, more than the {JSON_LIMIT} bytes a metadata file may have"
+            )));
+        }
+        let mut bytes = Vec::with_capacity(size as usize);
+        self.reader(name)?
+            .read_to_end(&mut bytes)
+            .map_err(|source| IngestError::Open {
+                path: self.path.clone(),
+                source,
+            })?;
+        Ok(bytes)
+    }
+}
+
+/// `./a//b/../c` → `a/c`; never climbs above the archive root.
+fn normalize(name: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in name.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            part => parts.push(part),
+        }
+    }
+    parts.join("/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize;
+
+    #[test]
+    fn normalizes_member_names() {
+        assert_eq!(normalize("./manifest.json"), "manifest.json");
+        assert_eq!(normalize("abc/../def/layer.tar"), "def/layer.tar");
+        assert_eq!(normalize("../../etc/passwd"), "etc/passwd");
+        assert_eq!(normalize("blobs//sha256/x"), "blobs/sha256/x");
+    }
+}

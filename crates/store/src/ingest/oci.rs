@@ -1,0 +1,320 @@
+//! The OCI image layout: `index.json` and `blobs/<alg>/<hex>`, as written by Docker 25+
+//! `docker save`, `skopeo copy … oci-archive:` and other OCI tools.
+
+use buildgrid_core::Digest;
+use buildgrid_core::media_type::{
+    self, DOCKER_CONFIG, DOCKER_LAYER_GZIP, LayerCompression, OCI_CONFIG, OCI_INDEX,
+    OCI_LAYER_GZIP, OCI_MANIFEST,
+};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use super::archive::Archive;
+use super::stage::Staging;
+use super::{IngestError, Stored, parse_digest};
+use crate::ManifestRecord;
+
+/// The parts of an image configuration ingest needs.
+#[derive(Deserialize)]
+pub(super) struct ConfigSummary {
+    pub rootfs: RootFs,
+    #[serde(default)]
+    pub os: String,
+    #[serde(default)]
+    pub architecture: String,
+    #[serde(default)]
+    pub variant: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct RootFs {
+    pub diff_ids: Vec<String>,
+}
+
+impl ConfigSummary {
+    pub(super) fn platform(&self) -> String {
+        match &self.variant {
+            Some(variant) => format!("{}/{}/{variant}", self.os, self.architecture),
+            None => format!("{}/{}", self.os, self.architecture),
+        }
+    }
+}
+
+pub(super) fn parse_json<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, IngestError> {
+    serde_json::from_slice(bytes).map_err(|e| IngestError::Invalid(format!("{what}: {e}")))
+}
+
+pub(super) fn ingest(archive: &Archive, staging: &mut Staging<'_>) -> Result<Stored, IngestError> {
+    let index: Value = parse_json(&archive.read_json_file("index.json")?, "index.json")?;
+    let entries = descriptors(&index, "manifests", "index.json")?;
+    match entries.as_slice() {
+        [] => Err(IngestError::Invalid("index.json lists no image".into())),
+        [entry] => {
+            let stored = ingest_manifest(archive, staging, entry)?;
+            Ok(stored.expect("a lone entry is required"))
+        }
+        many => {
+            let platforms: Vec<Option<&Value>> = many.iter().map(|d| d.get("platform")).collect();
+            let distinct = platforms.iter().all(Option::is_some)
+                && (1..platforms.len()).all(|i| !platforms[..i].contains(&platforms[i]));
+            if !distinct {
+                let names: Vec<&str> = many
+                    .iter()
+                    .map(|d| {
+                        d.pointer("/annotations/io.containerd.image.name")
+                            .or_else(|| d.pointer("/annotations/org.opencontainers.image.ref.name"))
+                            .or_else(|| d.get("digest"))
+                            .and_then(Value::as_str)
+                            .unwrap_or("?")
+                    })
+                    .collect();
+                return Err(IngestError::Invalid(format!(
+                    "index.json lists {} images ({}); an archive must hold one image, or one per platform",
+                    many.len(),
+                    names.join(", ")
+                )));
+            }
+            let index = json!({
+                "schemaVersion": 2,
+                "mediaType": OCI_INDEX,
+                "manifests": many,
+            });
+            let bytes = serde_json::to_vec(&index).expect("JSON values serialize");
+            ingest_index_bytes(archive, staging, &bytes, OCI_INDEX)
+        }
+    }
+}
+
+fn descriptors<'v>(
+    value: &'v Value,
+    field: &str,
+    what: &str,
+) -> Result<Vec<&'v Value>, IngestError> {
+    let list = value
+        .get(field)
+        .and_then(Value::as_array)
+        .ok_or_else(|| IngestError::Invalid(format!("{what} has no {field} list")))?;
+    Ok(list.iter().collect())
+}
+
+fn field<'v>(descriptor: &'v Value, name: &str, what: &str) -> Result<&'v str, IngestError> {
+    descriptor
+        .get(name)
+        .and_then(Value::as_str)
+        .ok_or_else(|| IngestError::Invalid(format!("a descriptor in {what} has no {name}")))
+}
+
+fn blob_member(digest: &Digest) -> String {
+    format!("blobs/sha256/{}", digest.hex())
+}
+
+/// Reads a blob of the layout and checks it against its digest.
+fn read_blob(archive: &Archive, digest: &Digest) -> Result<Vec<u8>, IngestError> {
+    let member = blob_member(digest);
+    let bytes = archive.read_json_file(&member)?;
+    let actual = Digest::of(&bytes);
+    if actual != *digest {
+        return Err(IngestError::Corrupt {
+            member,
+            expected: digest.clone(),
+            actual,
+        });
+    }
+    Ok(bytes)
+}
+
+/// Stores the manifest or index a descriptor points to. `None` when its blob is absent from
+/// the archive and `optional` allowed that.
+fn ingest_descriptor(
+    archive: &Archive,
+    staging: &mut Staging<'_>,
+    descriptor: &Value,
+    optional: bool,
+) -> Result<Option<Stored>, IngestError> {
+    let media_type = field(descriptor, "mediaType", "index")?;
+    let digest = parse_digest(field(descriptor, "digest", "index")?, "index entry")?;
+    if optional && !archive.contains(&blob_member(&digest)) {
+        tracing::warn!(%digest, "the archive lacks one platform of the index; leaving it out");
+        return Ok(None);
+    }
+    let bytes = read_blob(archive, &digest)?;
+    if media_type::is_index(media_type) {
+        return ingest_index_bytes(archive, staging, &bytes, media_type).map(Some);
+    }
+    if !media_type::is_manifest(media_type) {
+        return Err(IngestError::Invalid(format!(
+            "{digest} has media type {media_type}, which is neither an image manifest nor an index"
+        )));
+    }
+    ingest_manifest_bytes(archive, staging, &bytes, media_type).map(Some)
+}
+
+fn ingest_manifest(
+    archive: &Archive,
+    staging: &mut Staging<'_>,
+    descriptor: &Value,
+) -> Result<Option<Stored>, IngestError> {
+    ingest_descriptor(archive, staging, descriptor, false)
+}
+
+fn ingest_index_bytes(
+    archive: &Archive,
+    staging: &mut Staging<'_>,
+    bytes: &[u8],
+    media_type: &str,
+) -> Result<Stored, IngestError> {
+    let mut index: Value = parse_json(bytes, "image index")?;
+    let mut changed = media_type != OCI_INDEX;
+    let children: Vec<Value> = descriptors(&index, "manifests", "image index")?
+        .into_iter()
+        .cloned()
+        .collect();
+    let mut kept = Vec::with_capacity(children.len());
+    for mut child in children {
+        let Some(stored) = ingest_descriptor(archive, staging, &child, true)? else {
+            changed = true;
+            continue;
+        };
+        let old_digest = child.get("digest").and_then(Value::as_str).unwrap_or("");
+        if old_digest != stored.digest.to_string() {
+            changed = true;
+        }
+        child["mediaType"] = json!(stored.media_type);
+        child["digest"] = json!(stored.digest.to_string());
+        child["size"] = json!(stored.size);
+        kept.push(child);
+    }
+    if kept.is_empty() {
+        return Err(IngestError::Invalid(
+            "the archive holds none of the images its index lists".into(),
+        ));
+    }
+    let bytes = if changed {
+        index["mediaType"] = json!(OCI_INDEX);
+        index["manifests"] = Value::Array(kept);
+        serde_json::to_vec(&index).expect("JSON values serialize")
+    } else {
+        bytes.to_vec()
+    };
+    let artifact_type = index
+        .get("artifactType")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let subject = subject_of(&index)?;
+    let annotations = index.get("annotations").map(Value::to_string);
+    staging.manifest(&bytes, |digest, size| ManifestRecord {
+        digest,
+        media_type: OCI_INDEX.to_owned(),
+        size,
+        artifact_type,
+        subject,
+        annotations,
+    })
+}
+
+fn subject_of(manifest: &Value) -> Result<Option<Digest>, IngestError> {
+    match manifest.pointer("/subject/digest").and_then(Value::as_str) {
+        Some(text) => Ok(Some(parse_digest(text, "subject")?)),
+        None => Ok(None),
+    }
+}
+
+fn ingest_manifest_bytes(
+    archive: &Archive,
+    staging: &mut Staging<'_>,
+    bytes: &[u8],
+    media_type: &str,
+) -> Result<Stored, IngestError> {
+    let mut manifest: Value = parse_json(bytes, "image manifest")?;
+    let mut changed = media_type != OCI_MANIFEST;
+
+    let config = manifest
+        .get("config")
+        .cloned()
+        .ok_or_else(|| IngestError::Invalid("an image manifest has no config".into()))?;
+    let config_type = field(&config, "mediaType", "manifest config")?.to_owned();
+    let config_digest = parse_digest(field(&config, "digest", "manifest config")?, "config")?;
+    let config_bytes = read_blob(archive, &config_digest)?;
+    let is_image = config_type == OCI_CONFIG || config_type == DOCKER_CONFIG;
+    let summary: Option<ConfigSummary> = if is_image {
+        let summary: ConfigSummary = parse_json(&config_bytes, "image config")?;
+        staging.platforms.push(summary.platform());
+        Some(summary)
+    } else {
+        None
+    };
+    staging.config(&config_bytes)?;
+    if config_type == DOCKER_CONFIG {
+        manifest["config"]["mediaType"] = json!(OCI_CONFIG);
+        changed = true;
+    }
+
+    let layers: Vec<Value> = descriptors(&manifest, "layers", "image manifest")?
+        .into_iter()
+        .cloned()
+        .collect();
+    let mut new_layers = Vec::with_capacity(layers.len());
+    for (i, mut layer) in layers.into_iter().enumerate() {
+        let layer_type = field(&layer, "mediaType", "image manifest")?.to_owned();
+        let digest = parse_digest(field(&layer, "digest", "image manifest")?, "layer")?;
+        let member = blob_member(&digest);
+        let diff_id = match summary.as_ref().and_then(|s| s.rootfs.diff_ids.get(i)) {
+            Some(text) => Some(parse_digest(text, "image config diff id")?),
+            None => None,
+        };
+        let reader = || -> Result<Box<dyn std::io::BufRead>, IngestError> {
+            Ok(Box::new(archive.reader(&member)?))
+        };
+        let stored = match media_type::layer_compression(&layer_type) {
+            Some(LayerCompression::None) => {
+                // An uncompressed layer's digest is its diff id.
+                staging.uncompressed_layer(&member, &digest, reader)?
+            }
+            Some(LayerCompression::Gzip) => {
+                let stored_type = if layer_type == DOCKER_LAYER_GZIP {
+                    OCI_LAYER_GZIP
+                } else {
+                    layer_type.as_str()
+                };
+                staging.compressed_layer(
+                    &member,
+                    Some(&digest),
+                    stored_type,
+                    reader()?,
+                    diff_id.as_ref(),
+                )?
+            }
+            _ => staging.compressed_layer(&member, Some(&digest), &layer_type, reader()?, None)?,
+        };
+        if stored.digest != digest || stored.media_type != layer_type {
+            changed = true;
+        }
+        layer["mediaType"] = json!(stored.media_type);
+        layer["digest"] = json!(stored.digest.to_string());
+        layer["size"] = json!(stored.size);
+        new_layers.push(layer);
+    }
+    let bytes = if changed {
+        manifest["mediaType"] = json!(OCI_MANIFEST);
+        manifest["layers"] = Value::Array(new_layers);
+        serde_json::to_vec(&manifest).expect("JSON values serialize")
+    } else {
+        bytes.to_vec()
+    };
+    let artifact_type = manifest
+        .get("artifactType")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .or(Some(config_type.replace(DOCKER_CONFIG, OCI_CONFIG)));
+    let subject = subject_of(&manifest)?;
+    let annotations = manifest.get("annotations").map(Value::to_string);
+    staging.manifest(&bytes, |digest, size| ManifestRecord {
+        digest,
+        media_type: OCI_MANIFEST.to_owned(),
+        size,
+        artifact_type,
+        subject,
+        annotations,
+    })
+}

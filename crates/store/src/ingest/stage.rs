@@ -1,0 +1,278 @@
+//! Staged blobs and rows of one ingest, published together at the end.
+
+use std::collections::HashMap;
+use std::io::{self, BufRead, Read, Write};
+
+use buildgrid_core::media_type::{LayerCompression, OCI_LAYER_GZIP};
+use buildgrid_core::{Digest, RepoName, Sha256Writer, Tag};
+use flate2::Compression;
+use flate2::bufread::MultiGzDecoder;
+
+use super::{GZIP_LEVEL, IngestError, Stored};
+use crate::blobs::stage_bytes;
+use crate::{
+    BlobRow, BlobWriter, ImageRecord, LayerRow, ManifestRecord, StagedBlob, Store, StoreError,
+};
+
+pub(crate) struct Staging<'a> {
+    store: &'a Store,
+    dir: tempfile::TempDir,
+    staged: Vec<StagedBlob>,
+    blobs: Vec<BlobRow>,
+    repo_blobs: Vec<Digest>,
+    layers: Vec<LayerRow>,
+    manifests: Vec<ManifestRecord>,
+    layers_by_diff_id: HashMap<Digest, LayerRow>,
+    pub platforms: Vec<String>,
+    pub layers_compressed: usize,
+    pub layers_reused: usize,
+    pub layers_copied: usize,
+}
+
+/// A layer as the new manifest describes it.
+pub(crate) struct StoredLayer {
+    pub digest: Digest,
+    pub size: u64,
+    pub media_type: String,
+}
+
+impl<'a> Staging<'a> {
+    pub(crate) fn new(store: &'a Store) -> Result<Staging<'a>, IngestError> {
+        Ok(Staging {
+            store,
+            dir: store.blobs.staging()?,
+            staged: Vec::new(),
+            blobs: Vec::new(),
+            repo_blobs: Vec::new(),
+            layers: Vec::new(),
+            manifests: Vec::new(),
+            layers_by_diff_id: HashMap::new(),
+            platforms: Vec::new(),
+            layers_compressed: 0,
+            layers_reused: 0,
+            layers_copied: 0,
+        })
+    }
+
+    /// Stages a config blob (kept byte for byte, so the image ID stays the same).
+    pub(crate) fn config(&mut self, bytes: &[u8]) -> Result<BlobRow, IngestError> {
+        let blob = stage_bytes(self.dir.path(), bytes)?;
+        let row = BlobRow {
+            digest: blob.digest.clone(),
+            size: blob.size,
+        };
+        self.repo_blobs.push(blob.digest.clone());
+        self.blobs.push(row.clone());
+        self.staged.push(blob);
+        Ok(row)
+    }
+
+    /// Stages a manifest or index and records it.
+    pub(crate) fn manifest(
+        &mut self,
+        bytes: &[u8],
+        record: impl FnOnce(Digest, u64) -> ManifestRecord,
+    ) -> Result<Stored, IngestError> {
+        let blob = stage_bytes(self.dir.path(), bytes)?;
+        let record = record(blob.digest.clone(), blob.size);
+        let stored = Stored {
+            digest: record.digest.clone(),
+            media_type: record.media_type.clone(),
+            size: record.size,
+        };
+        self.blobs.push(BlobRow {
+            digest: blob.digest.clone(),
+            size: blob.size,
+        });
+        self.staged.push(blob);
+        self.manifests.push(record);
+        Ok(stored)
+    }
+
+    fn known_layer(&self, diff_id: &Digest) -> Result<Option<LayerRow>, StoreError> {
+        if let Some(layer) = self.layers_by_diff_id.get(diff_id) {
+            return Ok(Some(layer.clone()));
+        }
+        self.store.db.layer_by_diff_id(diff_id)
+    }
+
+    fn use_layer(&mut self, layer: LayerRow) -> StoredLayer {
+        self.repo_blobs.push(layer.digest.clone());
+        self.blobs.push(BlobRow {
+            digest: layer.digest.clone(),
+            size: layer.size,
+        });
+        self.layers_by_diff_id
+            .insert(layer.diff_id.clone(), layer.clone());
+        self.layers.push(layer.clone());
+        StoredLayer {
+            digest: layer.digest,
+            size: layer.size,
+            media_type: layer.media_type,
+        }
+    }
+
+    /// Stores an uncompressed layer compressed with gzip, or reuses the stored blob of the same
+    /// diff id. `diff_id` is what the image config declares; the content is checked against it.
+    pub(crate) fn uncompressed_layer(
+        &mut self,
+        member: &str,
+        diff_id: &Digest,
+        content: impl FnOnce() -> Result<Box<dyn BufRead>, IngestError>,
+    ) -> Result<StoredLayer, IngestError> {
+        if let Some(layer) = self.known_layer(diff_id)? {
+            self.layers_reused += 1;
+            return Ok(self.use_layer(layer));
+        }
+        let mut input = content()?;
+        let peek = input.fill_buf().map_err(|e| read_error(member, e))?;
+        if peek.starts_with(&[0x1f, 0x8b]) {
+            // Some tools write compressed layers where docker writes plain tars.
+            return self.compressed_layer(member, None, OCI_LAYER_GZIP, input, Some(diff_id));
+        }
+        let writer = BlobWriter::create(self.dir.path())?;
+        let mut encoder = flate2::GzBuilder::new().write(writer, Compression::new(GZIP_LEVEL));
+        let mut uncompressed = Sha256Writer::new();
+        copy_into(&mut input, &mut [&mut uncompressed, &mut encoder])
+            .map_err(|e| read_error(member, e))?;
+        let (actual, _) = uncompressed.finish();
+        if actual != *diff_id {
+            return Err(IngestError::Corrupt {
+                member: member.to_owned(),
+                expected: diff_id.clone(),
+                actual,
+            });
+        }
+        let writer = encoder.finish().map_err(|e| read_error(member, e))?;
+        let blob = writer.finish(None)?;
+        let layer = LayerRow {
+            diff_id: diff_id.clone(),
+            digest: blob.digest.clone(),
+            size: blob.size,
+            media_type: OCI_LAYER_GZIP.to_owned(),
+        };
+        self.staged.push(blob);
+        self.layers_compressed += 1;
+        Ok(self.use_layer(layer))
+    }
+
+    /// Stores an already compressed layer as it is, verified against `digest` when known. A gzip
+    /// layer is also decompressed to check its diff id, so that later images may reuse it.
+    pub(crate) fn compressed_layer(
+        &mut self,
+        member: &str,
+        digest: Option<&Digest>,
+        media_type: &str,
+        mut input: Box<dyn BufRead>,
+        diff_id: Option<&Digest>,
+    ) -> Result<StoredLayer, IngestError> {
+        let compression = buildgrid_core::media_type::layer_compression(media_type);
+        let mut writer = BlobWriter::create(self.dir.path())?;
+        let actual_diff_id = if compression == Some(LayerCompression::Gzip) {
+            let mut uncompressed = Sha256Writer::new();
+            let tee = TeeReader {
+                inner: &mut input,
+                copy: &mut writer,
+            };
+            let mut decoder = MultiGzDecoder::new(io::BufReader::with_capacity(1 << 20, tee));
+            io::copy(&mut decoder, &mut uncompressed).map_err(|e| read_error(member, e))?;
+            // Whatever follows the gzip stream is part of the blob too.
+            let mut rest = decoder.into_inner();
+            io::copy(&mut rest, &mut io::sink()).map_err(|e| read_error(member, e))?;
+            Some(uncompressed.finish().0)
+        } else {
+            io::copy(&mut input, &mut writer).map_err(|e| read_error(member, e))?;
+            None
+        };
+        let blob = writer.finish(digest).map_err(|e| match e {
+            StoreError::DigestMismatch { expected, actual } => IngestError::Corrupt {
+                member: member.to_owned(),
+                expected,
+                actual,
+            },
+            e => e.into(),
+        })?;
+        if let (Some(expected), Some(actual)) = (diff_id, &actual_diff_id) {
+            if expected != actual {
+                return Err(IngestError::Corrupt {
+                    member: format!("{member} (uncompressed)"),
+                    expected: expected.clone(),
+                    actual: actual.clone(),
+                });
+            }
+        }
+        let row = BlobRow {
+            digest: blob.digest.clone(),
+            size: blob.size,
+        };
+        let stored = StoredLayer {
+            digest: blob.digest.clone(),
+            size: blob.size,
+            media_type: media_type.to_owned(),
+        };
+        self.staged.push(blob);
+        self.layers_copied += 1;
+        match actual_diff_id {
+            Some(diff_id) => {
+                self.use_layer(LayerRow {
+                    diff_id,
+                    digest: row.digest,
+                    size: row.size,
+                    media_type: media_type.to_owned(),
+                });
+            }
+            None => {
+                self.repo_blobs.push(row.digest.clone());
+                self.blobs.push(row);
+            }
+        }
+        Ok(stored)
+    }
+
+    /// Publishes the staged blobs, then records everything in one transaction.
+    pub(crate) fn commit(self, repo: &RepoName, tag: Option<&Tag>) -> Result<(), IngestError> {
+        self.store.blobs.publish(&self.staged)?;
+        self.store.db.commit_image(&ImageRecord {
+            repo: repo.clone(),
+            tag: tag.cloned(),
+            blobs: self.blobs,
+            repo_blobs: self.repo_blobs,
+            layers: self.layers,
+            manifests: self.manifests,
+        })?;
+        Ok(())
+    }
+}
+
+fn read_error(member: &str, error: io::Error) -> IngestError {
+    IngestError::Invalid(format!("cannot read {member}: {error}"))
+}
+
+/// Copies `input` into every writer.
+fn copy_into(input: &mut dyn BufRead, outputs: &mut [&mut dyn Write]) -> io::Result<()> {
+    loop {
+        let chunk = input.fill_buf()?;
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        for output in outputs.iter_mut() {
+            output.write_all(chunk)?;
+        }
+        let n = chunk.len();
+        input.consume(n);
+    }
+}
+
+/// Reads from `inner` and writes what it read into `copy`.
+struct TeeReader<'r, 'w> {
+    inner: &'r mut dyn BufRead,
+    copy: &'w mut dyn Write,
+}
+
+impl Read for TeeReader<'_, '_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.copy.write_all(&buf[..n])?;
+        Ok(n)
+    }
+}

@@ -1,0 +1,451 @@
+//! Imports of well-formed archives of every layout.
+
+use buildgrid_core::Digest;
+use buildgrid_core::media_type::{OCI_INDEX, OCI_MANIFEST};
+use serde_json::Value;
+
+use crate::support::{
+    Image, LayerFormat, Member, check_blob_files, check_stored_image, docker_save, file, gzip,
+    layer, oci_image, oci_index, oci_layout, oci_single, platform_descriptor, repo_name, tag_name,
+    tar, test_store,
+};
+
+/// What the report of an import says about its layers.
+#[derive(Debug, PartialEq, Eq)]
+struct LayerCounts {
+    compressed: usize,
+    reused: usize,
+    copied: usize,
+}
+
+fn layer_counts(report: &buildgrid_store::ingest::ImportReport) -> LayerCounts {
+    LayerCounts {
+        compressed: report.layers_compressed,
+        reused: report.layers_reused,
+        copied: report.layers_copied,
+    }
+}
+
+/// Imports `members` as `app:v1` into a fresh store and checks it is a single-platform image of
+/// `image` with `counts`. Returns the stored manifest digest.
+#[track_caller]
+fn check_single_image(members: &[Member], image: &Image, counts: LayerCounts) -> Digest {
+    let t = test_store();
+    let report = t.import("image.tar", &tar(members), "app", "v1").unwrap();
+    assert_eq!(report.repo, repo_name("app"));
+    assert_eq!(report.tag, tag_name("v1"));
+    assert_eq!(report.media_type, OCI_MANIFEST);
+    assert_eq!(report.platforms, ["linux/amd64"]);
+    assert_eq!(layer_counts(&report), counts);
+
+    let by_tag = t
+        .store
+        .db
+        .manifest_by_tag(&repo_name("app"), &tag_name("v1"))
+        .unwrap();
+    let by_tag = by_tag.expect("the tag resolves");
+    assert_eq!(by_tag.digest, report.digest);
+    assert_eq!(by_tag.media_type, OCI_MANIFEST);
+    check_stored_image(&t.store, &repo_name("app"), &report.digest, image);
+    check_blob_files(&t.store);
+    report.digest
+}
+
+#[test]
+fn imports_legacy_docker_save() {
+    let image = Image::new("amd64", &[layer("base"), layer("app"), layer("config")]);
+    let counts = LayerCounts {
+        compressed: 3,
+        reused: 0,
+        copied: 0,
+    };
+    check_single_image(&docker_save(&[("app:v1", &image)]), &image, counts);
+}
+
+#[test]
+fn imports_docker_save_whose_repeated_layer_is_a_symlink() {
+    let image = Image::new("amd64", &[layer("base"), layer("app"), layer("base")]);
+    let members = docker_save(&[("app:v1", &image)]);
+    let symlinks = members
+        .iter()
+        .filter(|m| matches!(m, Member::Symlink(..)))
+        .count();
+    assert_eq!(symlinks, 1, "docker_save links the repeated layer");
+    let counts = LayerCounts {
+        compressed: 2,
+        reused: 1,
+        copied: 0,
+    };
+    check_single_image(&members, &image, counts);
+}
+
+/// Some tools write gzip layers where docker writes plain tars: they are kept as they are.
+#[test]
+fn imports_docker_save_with_gzip_layer() {
+    let image = Image::new("amd64", &[layer("base"), layer("app")]);
+    let mut members = docker_save(&[("app:v1", &image)]);
+    for member in &mut members {
+        if let Member::File(name, bytes) = member {
+            if name.ends_with("/layer.tar") && *bytes == image.layers[1] {
+                *bytes = gzip(bytes);
+            }
+        }
+    }
+    let counts = LayerCounts {
+        compressed: 1,
+        reused: 0,
+        copied: 1,
+    };
+    check_single_image(&members, &image, counts);
+}
+
+/// docker links a layer to the copy of another image saved in the same archive; here the only
+/// listed path of the layer is a link, so its target must be read.
+#[test]
+fn reads_layers_through_links() {
+    let image = Image::new("amd64", &[layer("base")]);
+    let config_name = format!("{}.json", Digest::of(&image.config).hex());
+    let manifest = format!(
+        r#"[{{"Config":"{config_name}","RepoTags":["app:v1"],"Layers":["bbb/layer.tar"]}}]"#
+    );
+    let links = [
+        Member::Symlink("bbb/layer.tar".into(), "../aaa/layer.tar".into()),
+        Member::Symlink("bbb/layer.tar".into(), "../ccc/../aaa/./layer.tar".into()),
+        Member::Hardlink("bbb/layer.tar".into(), "aaa/layer.tar".into()),
+        Member::Hardlink("bbb/layer.tar".into(), "./aaa/layer.tar".into()),
+    ];
+    for link in links {
+        let members = [
+            file("aaa/layer.tar", image.layers[0].clone()),
+            link,
+            file(&config_name, image.config.clone()),
+            file("manifest.json", manifest.clone()),
+        ];
+        let counts = LayerCounts {
+            compressed: 1,
+            reused: 0,
+            copied: 0,
+        };
+        check_single_image(&members, &image, counts);
+    }
+}
+
+#[test]
+fn imports_oci_layout_with_uncompressed_layers() {
+    let image = Image::new("amd64", &[layer("base"), layer("app")]);
+    let oci = oci_image(&image, LayerFormat::Tar);
+    let counts = LayerCounts {
+        compressed: 2,
+        reused: 0,
+        copied: 0,
+    };
+    let digest = check_single_image(&oci_single(&oci), &image, counts);
+    assert_ne!(
+        digest, oci.digest,
+        "the manifest is rewritten for the compressed layers"
+    );
+}
+
+#[test]
+fn imports_oci_layout_with_gzip_layers_byte_for_byte() {
+    let image = Image::new("amd64", &[layer("base"), layer("app")]);
+    let oci = oci_image(&image, LayerFormat::Gzip);
+    let counts = LayerCounts {
+        compressed: 0,
+        reused: 0,
+        copied: 2,
+    };
+    let digest = check_single_image(&oci_single(&oci), &image, counts);
+    assert_eq!(digest, oci.digest);
+}
+
+/// The same gzip layers and manifest as in the archive: the stored blobs are the archive's.
+#[test]
+fn keeps_gzip_layers_and_manifest_as_they_are() {
+    let t = test_store();
+    let image = Image::new("amd64", &[layer("base")]);
+    let oci = oci_image(&image, LayerFormat::Gzip);
+    let report = t
+        .import("image.tar", &tar(&oci_single(&oci)), "app", "v1")
+        .unwrap();
+    assert_eq!(t.store.blobs.read(&report.digest).unwrap(), oci.manifest);
+    for blob in &oci.blobs {
+        assert_eq!(t.store.blobs.read(&Digest::of(blob)).unwrap(), *blob);
+    }
+}
+
+/// `index.json` → a nested OCI index of two platforms, as `docker save` of a multi-platform
+/// image writes it. Returns the archive and the digest of its nested index.
+fn multi_platform_archive(format: LayerFormat) -> (Vec<u8>, Digest, [Image; 2]) {
+    let amd64 = Image::new("amd64", &[layer("base"), layer("amd64")]);
+    let arm64 = Image::new("arm64", &[layer("base-arm"), layer("arm64")]);
+    let amd64_oci = oci_image(&amd64, format);
+    let arm64_oci = oci_image(&arm64, format);
+    let nested = oci_index(&[
+        platform_descriptor(OCI_MANIFEST, &amd64_oci.manifest, "amd64"),
+        platform_descriptor(OCI_MANIFEST, &arm64_oci.manifest, "arm64"),
+    ]);
+    let mut blobs: Vec<&[u8]> = Vec::new();
+    for oci in [&amd64_oci, &arm64_oci] {
+        blobs.extend(oci.blobs.iter().map(Vec::as_slice));
+        blobs.push(&oci.manifest);
+    }
+    blobs.push(&nested);
+    let top = crate::support::descriptor(OCI_INDEX, &nested);
+    let archive = tar(&oci_layout(&[top], &blobs));
+    (archive, Digest::of(&nested), [amd64, arm64])
+}
+
+#[test]
+fn imports_multi_platform_index() {
+    for format in [LayerFormat::Tar, LayerFormat::Gzip] {
+        let t = test_store();
+        let (archive, nested_digest, images) = multi_platform_archive(format);
+        let report = t.import("multi.tar", &archive, "app", "v1").unwrap();
+        assert_eq!(report.media_type, OCI_INDEX, "{format:?}");
+        assert_eq!(
+            report.platforms,
+            ["linux/amd64", "linux/arm64"],
+            "{format:?}"
+        );
+        // Rewritten when the children are (their layers compressed), kept byte for byte otherwise.
+        let kept = format == LayerFormat::Gzip;
+        assert_eq!(report.digest == nested_digest, kept, "{format:?}");
+
+        let repo = repo_name("app");
+        let top = t
+            .store
+            .db
+            .manifest_by_tag(&repo, &tag_name("v1"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(top.digest, report.digest, "{format:?}");
+        assert_eq!(top.media_type, OCI_INDEX, "{format:?}");
+        let index: Value =
+            serde_json::from_slice(&t.store.blobs.read(&top.digest).unwrap()).unwrap();
+        assert_eq!(index["mediaType"], OCI_INDEX, "{format:?}");
+        let children = index["manifests"].as_array().unwrap();
+        assert_eq!(children.len(), 2, "{format:?}");
+        for (child, (image, architecture)) in
+            children.iter().zip(images.iter().zip(["amd64", "arm64"]))
+        {
+            assert_eq!(child["mediaType"], OCI_MANIFEST, "{format:?}");
+            assert_eq!(child["platform"]["os"], "linux", "{format:?}");
+            assert_eq!(
+                child["platform"]["architecture"], architecture,
+                "{format:?}"
+            );
+            let digest = Digest::parse(child["digest"].as_str().unwrap()).unwrap();
+            let row = t
+                .store
+                .db
+                .manifest_by_digest(&repo, &digest)
+                .unwrap()
+                .unwrap();
+            assert_eq!(row.size, child["size"].as_u64().unwrap(), "{format:?}");
+            check_stored_image(&t.store, &repo, &digest, image);
+        }
+        check_blob_files(&t.store);
+    }
+}
+
+/// Docker 25+ with the containerd image store may list one manifest per platform directly in
+/// `index.json`: the store makes an index of them.
+#[test]
+fn makes_an_index_of_index_json_listing_one_manifest_per_platform() {
+    let t = test_store();
+    let amd64 = Image::new("amd64", &[layer("base")]);
+    let arm64 = Image::new("arm64", &[layer("base-arm")]);
+    let amd64_oci = oci_image(&amd64, LayerFormat::Gzip);
+    let arm64_oci = oci_image(&arm64, LayerFormat::Gzip);
+    let mut blobs: Vec<&[u8]> = Vec::new();
+    for oci in [&amd64_oci, &arm64_oci] {
+        blobs.extend(oci.blobs.iter().map(Vec::as_slice));
+        blobs.push(&oci.manifest);
+    }
+    let entries = [
+        platform_descriptor(OCI_MANIFEST, &amd64_oci.manifest, "amd64"),
+        platform_descriptor(OCI_MANIFEST, &arm64_oci.manifest, "arm64"),
+    ];
+    let report = t
+        .import(
+            "multi.tar",
+            &tar(&oci_layout(&entries, &blobs)),
+            "app",
+            "v1",
+        )
+        .unwrap();
+    assert_eq!(report.media_type, OCI_INDEX);
+    assert_eq!(report.platforms, ["linux/amd64", "linux/arm64"]);
+    let index: Value =
+        serde_json::from_slice(&t.store.blobs.read(&report.digest).unwrap()).unwrap();
+    assert_eq!(index["manifests"].as_array().unwrap().as_slice(), entries);
+    let repo = repo_name("app");
+    check_stored_image(&t.store, &repo, &amd64_oci.digest, &amd64);
+    check_stored_image(&t.store, &repo, &arm64_oci.digest, &arm64);
+}
+
+/// Every layout, for the determinism checks.
+fn all_layouts() -> Vec<(&'static str, Vec<u8>)> {
+    let image = Image::new("amd64", &[layer("base"), layer("app"), layer("base")]);
+    vec![
+        ("docker save", tar(&docker_save(&[("app:v1", &image)]))),
+        (
+            "oci tar layers",
+            tar(&oci_single(&oci_image(&image, LayerFormat::Tar))),
+        ),
+        (
+            "oci gzip layers",
+            tar(&oci_single(&oci_image(&image, LayerFormat::Gzip))),
+        ),
+        (
+            "multi-platform tar layers",
+            multi_platform_archive(LayerFormat::Tar).0,
+        ),
+        (
+            "multi-platform gzip layers",
+            multi_platform_archive(LayerFormat::Gzip).0,
+        ),
+    ]
+}
+
+#[test]
+fn same_archive_gives_same_digests_in_fresh_stores() {
+    for (name, archive) in all_layouts() {
+        let first = test_store();
+        let second = test_store();
+        let a = first.import("image.tar", &archive, "app", "v1").unwrap();
+        let b = second
+            .import("image.tar", &archive, "other/name", "v2")
+            .unwrap();
+        assert_eq!(a.digest, b.digest, "{name}");
+        assert_eq!(
+            crate::support::snapshot(&first.store).files,
+            crate::support::snapshot(&second.store).files,
+            "{name}: the same blobs"
+        );
+    }
+}
+
+#[test]
+fn importing_again_reuses_every_uncompressed_layer() {
+    let image = Image::new("amd64", &[layer("base"), layer("app"), layer("extra")]);
+    let cases = [
+        ("docker save", tar(&docker_save(&[("app:v1", &image)]))),
+        (
+            "oci tar layers",
+            tar(&oci_single(&oci_image(&image, LayerFormat::Tar))),
+        ),
+    ];
+    for (name, archive) in cases {
+        let t = test_store();
+        let first = t.import("image.tar", &archive, "app", "v1").unwrap();
+        let before = crate::support::snapshot(&t.store);
+        let again = t.import("image.tar", &archive, "app", "v1").unwrap();
+        assert_eq!(again.digest, first.digest, "{name}");
+        let counts = LayerCounts {
+            compressed: 0,
+            reused: 3,
+            copied: 0,
+        };
+        assert_eq!(layer_counts(&again), counts, "{name}");
+        assert_eq!(
+            crate::support::snapshot(&t.store),
+            before,
+            "{name}: nothing new"
+        );
+    }
+}
+
+/// Two images sharing a base layer, each archive in either layout: the second import reuses the
+/// blob the first stored, and both manifests name it.
+#[test]
+fn layer_shared_by_two_images_is_compressed_once() {
+    let base = layer("base");
+    let first = Image::new("amd64", &[base.clone(), layer("first")]);
+    let second = Image::new("amd64", &[base.clone(), layer("second")]);
+    let docker = |image: &Image| tar(&docker_save(&[("x:y", image)]));
+    let oci = |image: &Image| tar(&oci_single(&oci_image(image, LayerFormat::Tar)));
+    let layouts: [(&str, &dyn Fn(&Image) -> Vec<u8>); 2] = [("docker", &docker), ("oci", &oci)];
+    for (first_layout, first_archive) in layouts {
+        for (second_layout, second_archive) in layouts {
+            let case = format!("{first_layout} then {second_layout}");
+            let t = test_store();
+            let a = t
+                .import("a.tar", &first_archive(&first), "first", "v1")
+                .unwrap();
+            let b = t
+                .import("b.tar", &second_archive(&second), "second", "v1")
+                .unwrap();
+            assert_eq!(
+                layer_counts(&a),
+                LayerCounts {
+                    compressed: 2,
+                    reused: 0,
+                    copied: 0
+                },
+                "{case}"
+            );
+            assert_eq!(
+                layer_counts(&b),
+                LayerCounts {
+                    compressed: 1,
+                    reused: 1,
+                    copied: 0
+                },
+                "{case}"
+            );
+            let a_manifest = check_stored_image(&t.store, &repo_name("first"), &a.digest, &first);
+            let b_manifest = check_stored_image(&t.store, &repo_name("second"), &b.digest, &second);
+            assert_eq!(a_manifest["layers"][0], b_manifest["layers"][0], "{case}");
+            assert_ne!(a_manifest["layers"][1], b_manifest["layers"][1], "{case}");
+            check_blob_files(&t.store);
+        }
+    }
+}
+
+/// Blobs and manifests are served only for the repositories that imported them.
+#[test]
+fn blobs_and_manifests_belong_to_their_repository() {
+    let t = test_store();
+    let image = Image::new("amd64", &[layer("base")]);
+    let report = t
+        .import("a.tar", &tar(&docker_save(&[("a:b", &image)])), "app", "v1")
+        .unwrap();
+    let other = Image::new("amd64", &[layer("other")]);
+    t.import(
+        "b.tar",
+        &tar(&docker_save(&[("a:b", &other)])),
+        "other",
+        "v1",
+    )
+    .unwrap();
+
+    let manifest = check_stored_image(&t.store, &repo_name("app"), &report.digest, &image);
+    let other_repo = repo_name("other");
+    assert_eq!(
+        t.store
+            .db
+            .manifest_by_digest(&other_repo, &report.digest)
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        t.store
+            .db
+            .manifest_by_tag(&repo_name("app"), &tag_name("v2"))
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        t.store
+            .db
+            .manifest_by_tag(&repo_name("nobody"), &tag_name("v1"))
+            .unwrap(),
+        None
+    );
+    for descriptor in [&manifest["config"], &manifest["layers"][0]] {
+        let digest = Digest::parse(descriptor["digest"].as_str().unwrap()).unwrap();
+        assert_eq!(t.store.db.repo_blob(&other_repo, &digest).unwrap(), None);
+    }
+}

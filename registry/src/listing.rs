@@ -1,0 +1,167 @@
+//! Tag lists, the catalog and the referrers API.
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use buildgrid_core::media_type::OCI_INDEX;
+use buildgrid_core::{Digest, ErrorCode};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::manifests::{parse_name, unknown};
+use crate::{Registry, RegistryError};
+
+/// The most entries one page lists, whatever `n` asks.
+const PAGE_LIMIT: usize = 1000;
+
+#[derive(Deserialize)]
+struct PageQuery {
+    n: Option<String>,
+    last: Option<String>,
+}
+
+/// The page size and the entry to start after.
+fn page(request: &HttpRequest) -> Result<(usize, Option<String>), RegistryError> {
+    let query = web::Query::<PageQuery>::from_query(request.query_string()).map_err(|e| {
+        RegistryError::new(
+            ErrorCode::PaginationNumberInvalid,
+            format!("bad query: {e}"),
+        )
+    })?;
+    let query = query.into_inner();
+    let n = match query.n.as_deref() {
+        None | Some("") => PAGE_LIMIT,
+        Some(text) => text.parse::<usize>().map_err(|_| {
+            RegistryError::new(
+                ErrorCode::PaginationNumberInvalid,
+                format!("n must be a whole number of entries, not {text:?}"),
+            )
+        })?,
+    };
+    Ok((n.min(PAGE_LIMIT), query.last))
+}
+
+/// `entries` holds up to `n + 1` items; the extra one only says that a next page exists.
+fn paginated(
+    mut entries: Vec<String>,
+    n: usize,
+    path: &str,
+    body: impl FnOnce(Vec<String>) -> Value,
+) -> HttpResponse {
+    let more = entries.len() > n;
+    entries.truncate(n);
+    let mut response = HttpResponse::Ok();
+    response.content_type("application/json");
+    if more {
+        if let Some(last) = entries.last() {
+            response.insert_header((
+                header::LINK,
+                format!("<{path}?n={n}&last={last}>; rel=\"next\""),
+            ));
+        }
+    }
+    response.body(body(entries).to_string())
+}
+
+pub(crate) fn tags(
+    request: &HttpRequest,
+    registry: &Registry,
+    name: &str,
+) -> Result<HttpResponse, RegistryError> {
+    let name = parse_name(name)?;
+    let (n, last) = page(request)?;
+    let tags = registry.store.db.tags(&name, last.as_deref(), n + 1)?;
+    if tags.is_empty() && !registry.store.db.repo_exists(&name)? {
+        return Err(unknown(
+            registry,
+            &name,
+            ErrorCode::NameUnknown,
+            String::new(),
+        ));
+    }
+    let path = format!("/v2/{name}/tags/list");
+    Ok(paginated(
+        tags,
+        n,
+        &path,
+        |tags| json!({ "name": name.as_str(), "tags": tags }),
+    ))
+}
+
+pub(crate) fn catalog(
+    request: &HttpRequest,
+    registry: &Registry,
+) -> Result<HttpResponse, RegistryError> {
+    let (n, last) = page(request)?;
+    let names = registry.store.db.repositories(last.as_deref(), n + 1)?;
+    Ok(paginated(
+        names,
+        n,
+        "/v2/_catalog",
+        |names| json!({ "repositories": names }),
+    ))
+}
+
+#[derive(Deserialize)]
+struct ReferrersQuery {
+    #[serde(rename = "artifactType")]
+    artifact_type: Option<String>,
+}
+
+pub(crate) fn referrers(
+    request: &HttpRequest,
+    registry: &Registry,
+    name: &str,
+    digest: &str,
+) -> Result<HttpResponse, RegistryError> {
+    let name = parse_name(name)?;
+    let digest = Digest::parse(digest)
+        .map_err(|e| RegistryError::new(ErrorCode::DigestInvalid, e.to_string()))?;
+    let query = web::Query::<ReferrersQuery>::from_query(request.query_string())
+        .map(web::Query::into_inner)
+        .unwrap_or(ReferrersQuery {
+            artifact_type: None,
+        });
+    let filter = query.artifact_type.filter(|t| !t.is_empty());
+    if !registry.store.db.repo_exists(&name)? {
+        return Err(unknown(
+            registry,
+            &name,
+            ErrorCode::NameUnknown,
+            String::new(),
+        ));
+    }
+    let rows = registry
+        .store
+        .db
+        .referrers(&name, &digest, filter.as_deref())?;
+    let manifests: Vec<Value> = rows
+        .into_iter()
+        .map(|row| {
+            let mut descriptor = json!({
+                "mediaType": row.media_type,
+                "digest": row.digest.to_string(),
+                "size": row.size,
+            });
+            if let Some(artifact_type) = row.artifact_type {
+                descriptor["artifactType"] = json!(artifact_type);
+            }
+            if let Some(annotations) = row.annotations {
+                if let Ok(value) = serde_json::from_str::<Value>(&annotations) {
+                    descriptor["annotations"] = value;
+                }
+            }
+            descriptor
+        })
+        .collect();
+    let body = json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": manifests,
+    });
+    let mut response = HttpResponse::Ok();
+    response.content_type(OCI_INDEX);
+    if filter.is_some() {
+        response.insert_header(("OCI-Filters-Applied", "artifactType"));
+    }
+    Ok(response.body(body.to_string()))
+}

@@ -1,0 +1,113 @@
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse};
+use buildgrid_core::{Digest, ErrorCode, Reference, RepoName};
+use buildgrid_store::ManifestRow;
+use bytes::Bytes;
+
+use crate::{Registry, RegistryError};
+
+/// Manifest bytes by digest. Content under a digest never changes, so entries never go stale.
+#[derive(Default)]
+pub(crate) struct ManifestCache {
+    entries: Mutex<HashMap<Digest, Bytes>>,
+}
+
+/// Past this many cached bytes the cache starts over.
+const CACHE_LIMIT: usize = 8 << 20;
+
+impl ManifestCache {
+    fn get_or_load(
+        &self,
+        digest: &Digest,
+        load: impl FnOnce() -> Result<Vec<u8>, RegistryError>,
+    ) -> Result<Bytes, RegistryError> {
+        if let Some(bytes) = self.entries.lock().unwrap().get(digest) {
+            return Ok(bytes.clone());
+        }
+        let bytes = Bytes::from(load()?);
+        let mut entries = self.entries.lock().unwrap();
+        let used: usize = entries.values().map(Bytes::len).sum();
+        if used + bytes.len() > CACHE_LIMIT {
+            entries.clear();
+        }
+        entries.insert(digest.clone(), bytes.clone());
+        Ok(bytes)
+    }
+}
+
+pub(crate) fn parse_name(name: &str) -> Result<RepoName, RegistryError> {
+    RepoName::parse(name).map_err(RegistryError::invalid_name)
+}
+
+/// The error for something missing from a repository: the repository itself, or the thing.
+pub(crate) fn unknown(
+    registry: &Registry,
+    name: &RepoName,
+    code: ErrorCode,
+    what: String,
+) -> RegistryError {
+    match registry.store.db.repo_exists(name) {
+        Ok(false) => RegistryError::new(
+            ErrorCode::NameUnknown,
+            format!("repository {name} is not known to this registry"),
+        ),
+        Ok(true) => RegistryError::new(code, what),
+        Err(error) => error.into(),
+    }
+}
+
+pub(crate) fn get(
+    request: &HttpRequest,
+    registry: &Registry,
+    name: &str,
+    reference: &str,
+    head: bool,
+) -> Result<HttpResponse, RegistryError> {
+    let name = parse_name(name)?;
+    let reference = Reference::parse(reference).map_err(RegistryError::invalid_name)?;
+    let row: Option<ManifestRow> = match &reference {
+        Reference::Tag(tag) => registry.store.db.manifest_by_tag(&name, tag)?,
+        Reference::Digest(digest) => registry.store.db.manifest_by_digest(&name, digest)?,
+    };
+    let Some(row) = row else {
+        return Err(unknown(
+            registry,
+            &name,
+            ErrorCode::ManifestUnknown,
+            format!("manifest {reference} is not in repository {name}"),
+        ));
+    };
+    let etag = format!("\"{}\"", row.digest);
+    let not_modified = matches_etag(request, &etag);
+    let mut response = if not_modified {
+        HttpResponse::NotModified()
+    } else {
+        HttpResponse::Ok()
+    };
+    response
+        .insert_header((header::CONTENT_TYPE, row.media_type.as_str()))
+        .insert_header(("Docker-Content-Digest", row.digest.to_string()))
+        .insert_header((header::ETAG, etag.as_str()));
+    if head {
+        return Ok(crate::head_response(&mut response, row.size));
+    }
+    if not_modified {
+        return Ok(response.finish());
+    }
+    let bytes = registry.manifests.get_or_load(&row.digest, || {
+        Ok(registry.store.blobs.read(&row.digest)?)
+    })?;
+    registry.downloads.record(&name, &row.digest);
+    Ok(response.body(bytes))
+}
+
+pub(crate) fn matches_etag(request: &HttpRequest, etag: &str) -> bool {
+    request
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v: &HeaderValue| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
+}
