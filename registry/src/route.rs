@@ -52,17 +52,38 @@ impl Route {
                 return Route::Upload { name: name.into() };
             }
         }
-        let parts = [("/manifests/", 0), ("/blobs/", 1), ("/referrers/", 2)];
-        let best = parts
-            .iter()
-            .filter_map(|(marker, kind)| rest.rfind(marker).map(|at| (at, *marker, *kind)))
-            .max_by_key(|(at, _, _)| *at);
-        let Some((at, marker, kind)) = best else {
+        let markers = [("/manifests/", 0), ("/blobs/", 1), ("/referrers/", 2)];
+        let found = |pick_last: bool| {
+            markers
+                .iter()
+                .filter_map(|(marker, kind)| {
+                    let at = if pick_last {
+                        rest.rfind(marker)
+                    } else {
+                        rest.find(marker)
+                    };
+                    at.map(|at| (at, *marker, *kind))
+                })
+                .max_by_key(|(at, _, _)| {
+                    if pick_last {
+                        *at as isize
+                    } else {
+                        -(*at as isize)
+                    }
+                })
+        };
+        // The last marker splits a well-formed path; when what follows it holds a `/`, the
+        // first marker does, so that e.g. `blobs/sha256:../../x` gets a digest error.
+        let Some(mut best) = found(true) else {
             return Route::Unknown;
         };
+        if rest[best.0 + best.1.len()..].contains('/') {
+            best = found(false).expect("a marker exists");
+        }
+        let (at, marker, kind) = best;
         let name = rest[..at].to_owned();
         let last = rest[at + marker.len()..].to_owned();
-        if name.is_empty() || last.is_empty() || last.contains('/') {
+        if name.is_empty() || last.is_empty() {
             return Route::Unknown;
         }
         match kind {
@@ -142,7 +163,20 @@ mod tests {
             },
         );
         check("/a/manifests/", Route::Unknown);
-        check("/a/manifests/x/y", Route::Unknown);
+        check(
+            "/a/manifests/x/y",
+            Route::Manifest {
+                name: s("a"),
+                reference: s("x/y"),
+            },
+        );
+        check(
+            "/a/blobs/sha256:../../etc/passwd",
+            Route::Blob {
+                name: s("a"),
+                digest: s("sha256:../../etc/passwd"),
+            },
+        );
         check("/a", Route::Unknown);
         check("/a/tags", Route::Unknown);
         check("/manifests/latest", Route::Unknown);

@@ -1,0 +1,229 @@
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use buildgrid_store::Store;
+use sha2::{Digest as _, Sha256};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_buildgrid");
+
+/// A `buildgrid serve` process on a free loopback port, killed when dropped.
+pub struct Buildgrid {
+    pub data: tempfile::TempDir,
+    pub addr: SocketAddr,
+    child: Child,
+}
+
+impl Buildgrid {
+    pub fn spawn() -> Buildgrid {
+        let data = tempfile::tempdir().unwrap();
+        Buildgrid::spawn_in(data)
+    }
+
+    pub fn spawn_in(data: tempfile::TempDir) -> Buildgrid {
+        let log = std::fs::File::create(data.path().join("serve.log")).unwrap();
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(data.path().join("data"))
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("start buildgrid serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("buildgrid listening on http://")
+            .unwrap_or_else(|| panic!("unexpected first line of buildgrid serve: {line:?}"))
+            .parse()
+            .unwrap();
+        Buildgrid { data, addr, child }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.data.path().join("data")
+    }
+
+    pub fn host(&self) -> String {
+        self.addr.to_string()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn import(&self, archive: &Path, repo: &str, tag: &str) -> Output {
+        let output = Command::new(BIN)
+            .arg("import")
+            .arg(archive)
+            .args(["--repo", repo, "--tag", tag, "--data"])
+            .arg(self.data_dir())
+            .output()
+            .unwrap();
+        output
+    }
+
+    /// Imports and returns the manifest digest it printed.
+    pub fn import_ok(&self, archive: &Path, repo: &str, tag: &str) -> String {
+        let output = self.import(archive, repo, tag);
+        assert!(
+            output.status.success(),
+            "import failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let stdout = String::from_utf8(output.stdout).unwrap();
+        stdout
+            .split_whitespace()
+            .nth(1)
+            .expect("import prints `<repo>:<tag> <digest>`")
+            .to_owned()
+    }
+
+    /// Row counts of every table and the blob files: what a refused request must not change.
+    pub fn fingerprint(&self) -> (Vec<(String, i64)>, Vec<String>) {
+        let store = Store::open(&self.data_dir()).unwrap();
+        let counts = store.db.row_counts().unwrap();
+        let mut files = Vec::new();
+        walk(&self.data_dir().join("blobs"), &mut files);
+        files.sort();
+        (counts, files)
+    }
+}
+
+fn walk(dir: &Path, files: &mut Vec<String>) {
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            walk(&path, files);
+        } else {
+            files.push(path.display().to_string());
+        }
+    }
+}
+
+impl Drop for Buildgrid {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self.data.path().join("serve.log"));
+            eprintln!("--- buildgrid serve log ---\n{}", log.unwrap_or_default());
+        }
+    }
+}
+
+/// Runs a command and returns its output; panics with what to install when it is missing.
+pub fn run(program: &str, args: &[&str]) -> Output {
+    Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run {program}: {e}; install it (see .ci/run) — these tests need it")
+        })
+}
+
+#[track_caller]
+pub fn run_ok(program: &str, args: &[&str]) -> String {
+    let output = run(program, args);
+    assert!(
+        output.status.success(),
+        "{program} {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A Docker image built in the test from `FROM scratch` and Debian's busybox-static, saved with
+/// `docker save`, and removed from the engine when dropped.
+pub struct TestImage {
+    pub tag: String,
+    pub archive: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+static IMAGE_COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+impl TestImage {
+    /// `message` is what the image prints when run; `random_mib` adds a layer of random bytes.
+    pub fn build(message: &str, random_mib: usize) -> TestImage {
+        let busybox = Path::new("/bin/busybox");
+        assert!(
+            busybox.is_file(),
+            "/bin/busybox is missing: install Debian's busybox-static (see .ci/run)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let context = dir.path().join("context");
+        std::fs::create_dir(&context).unwrap();
+        std::fs::copy(busybox, context.join("busybox")).unwrap();
+        let mut dockerfile = String::from(
+            "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n",
+        );
+        if random_mib > 0 {
+            let mut bytes = vec![0u8; random_mib << 20];
+            let mut state =
+                IMAGE_COUNTER.load(Ordering::Relaxed) as u64 ^ std::process::id() as u64;
+            for chunk in bytes.chunks_mut(8) {
+                // xorshift: incompressible, and cheap to make
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let n = chunk.len();
+                chunk.copy_from_slice(&state.to_le_bytes()[..n]);
+            }
+            std::fs::write(context.join("random.bin"), bytes).unwrap();
+            dockerfile.push_str("COPY random.bin /data/random.bin\n");
+        }
+        dockerfile.push_str(&format!("CMD [\"/bin/echo\", \"{message}\"]\n"));
+        std::fs::write(context.join("Dockerfile"), dockerfile).unwrap();
+        let n = IMAGE_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let tag = format!("buildgrid-e2e-{}-{n}:latest", std::process::id());
+        run_ok(
+            "docker",
+            &["build", "-q", "-t", &tag, context.to_str().unwrap()],
+        );
+        let archive = dir.path().join("image.tar");
+        run_ok("docker", &["save", "-o", archive.to_str().unwrap(), &tag]);
+        TestImage {
+            tag,
+            archive,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for TestImage {
+    fn drop(&mut self) {
+        let _ = run("docker", &["rmi", "-f", &self.tag]);
+    }
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Sends `request` as raw bytes (no client normalises the path) and returns the response.
+pub fn raw_http(addr: SocketAddr, request: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
