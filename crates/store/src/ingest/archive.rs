@@ -53,11 +53,27 @@ impl Archive {
             .map_err(|e| not_tar(e.to_string()))?;
         let mut tar = tar::Archive::new(BufReader::new(&file));
         let mut files = HashMap::new();
+        // Where the last entry's data ends, padded to a block: tar's end marker follows.
+        let mut end_of_entries = 0u64;
+        let truncated = |member: String, end: u64| IngestError::Truncated {
+            path: path.to_owned(),
+            member,
+            end,
+            len,
+        };
         let entries = tar
             .entries_with_seek()
             .map_err(|e| not_tar(e.to_string()))?;
         for entry in entries {
-            let entry = entry.map_err(|e| not_tar(e.to_string()))?;
+            let entry = entry.map_err(|e| {
+                if end_of_entries > 0 && e.to_string().contains("entire block") {
+                    truncated("the next entry".into(), end_of_entries + 512)
+                } else {
+                    not_tar(e.to_string())
+                }
+            })?;
+            end_of_entries =
+                end_of_entries.max(entry.raw_file_position() + entry.size().div_ceil(512) * 512);
             let name = entry.path().map_err(|e| not_tar(e.to_string()))?;
             let name = normalize(&name.to_string_lossy());
             let kind = entry.header().entry_type();
@@ -76,12 +92,7 @@ impl Archive {
                 let offset = entry.raw_file_position();
                 let size = entry.size();
                 if offset + size > len {
-                    return Err(IngestError::Truncated {
-                        path: path.to_owned(),
-                        member: name,
-                        end: offset + size,
-                        len,
-                    });
+                    return Err(truncated(name, offset + size));
                 }
                 Member::File { offset, size }
             } else {
@@ -91,6 +102,19 @@ impl Archive {
         }
         if files.is_empty() {
             return Err(not_tar("it holds no files".into()));
+        }
+        // A tar ends with zero blocks; without them the file was cut between two entries.
+        let mut marker = [0u8; 512];
+        let has_marker = (&file)
+            .seek(SeekFrom::Start(end_of_entries))
+            .and_then(|_| (&file).read_exact(&mut marker))
+            .is_ok()
+            && marker.iter().all(|&b| b == 0);
+        if !has_marker {
+            return Err(truncated(
+                "the end-of-archive marker".into(),
+                end_of_entries + 1024,
+            ));
         }
         Ok(Archive {
             path: path.to_owned(),

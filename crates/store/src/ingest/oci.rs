@@ -47,7 +47,15 @@ pub(super) fn parse_json<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Resul
 
 pub(super) fn ingest(archive: &Archive, staging: &mut Staging<'_>) -> Result<Stored, IngestError> {
     let index: Value = parse_json(&archive.read_json_file("index.json")?, "index.json")?;
-    let entries = descriptors(&index, "manifests", "index.json")?;
+    let mut entries = descriptors(&index, "manifests", "index.json")?;
+    // `docker save` of one image under several tags lists it once per tag.
+    let mut seen = Vec::new();
+    entries.retain(|d| {
+        let digest = d.get("digest").and_then(Value::as_str).unwrap_or("");
+        let first = !seen.contains(&digest);
+        seen.push(digest);
+        first
+    });
     match entries.as_slice() {
         [] => Err(IngestError::Invalid("index.json lists no image".into())),
         [entry] => {

@@ -5,8 +5,9 @@ use buildgrid_core::Digest;
 use buildgrid_core::media_type::OCI_MANIFEST;
 
 use crate::support::{
-    Image, LayerFormat, Member, TestStore, blob_member, descriptor, docker_save, file, gzip, layer,
-    oci_image, oci_layout, oci_single, platform_descriptor, snapshot, tar, test_store, with_file,
+    Image, LayerFormat, Member, TestStore, blob_member, descriptor, docker_save, file, gzip,
+    image_config, layer, oci_image, oci_layout, oci_single, platform_descriptor, snapshot, tar,
+    test_store, with_file,
 };
 
 /// A store already holding an image, so that a refused import has rows and blobs to leave be.
@@ -103,11 +104,27 @@ fn refuses_archives_cut_at_any_block() {
             let explained = ["truncated", "incomplete", "not an image archive"]
                 .iter()
                 .any(|word| message.contains(word));
-            eprintln!("SWEEP {name} {end}: {message}");
             assert!(explained, "{name} cut at {end}: {message}");
             assert_eq!(snapshot(&t.store), before, "{name} cut at {end}: {message}");
         }
     }
+}
+
+/// `tar` ends its iteration quietly at end of file on a block boundary; a file cut there lacks
+/// the end-of-archive blocks and must be reported as truncated, not as some other archive.
+#[test]
+fn archive_cut_at_an_entry_boundary_is_reported_as_truncated() {
+    let image = Image::new("amd64", &[layer("base")]);
+    let archive = tar(&docker_save(&[("app:v1", &image)]));
+    // manifest.json is the last entry: its header starts 512 bytes before its data.
+    let manifest_len = archive.len() - 1024;
+    let manifest_header = (0..manifest_len)
+        .step_by(512)
+        .rev()
+        .find(|&at| archive[at..at + 100].starts_with(b"manifest.json\0"))
+        .unwrap();
+    check_refused(&archive[..manifest_header], "bad.tar is truncated");
+    check_refused(&archive[..manifest_header + 1], "bad.tar is truncated");
 }
 
 #[test]
@@ -163,7 +180,7 @@ fn refuses_malformed_docker_save() {
     check_refused(&tar(&not_json), "invalid image archive: manifest.json: ");
 
     let config_name = format!("{}.json", Digest::of(&image.config).hex());
-    let one_layer = crate::support::image_config("amd64", &[layer("base")]);
+    let one_layer = image_config("amd64", &[layer("base")]);
     let fewer_diff_ids = with_file(&members, &config_name, &one_layer);
     check_refused(
         &tar(&fewer_diff_ids),

@@ -1,13 +1,13 @@
 //! Imports of well-formed archives of every layout.
 
 use buildgrid_core::Digest;
-use buildgrid_core::media_type::{OCI_INDEX, OCI_MANIFEST};
-use serde_json::Value;
+use buildgrid_core::media_type::{DOCKER_CONFIG, DOCKER_LAYER_GZIP, DOCKER_MANIFEST, OCI_MANIFEST};
+use serde_json::{Value, json};
 
 use crate::support::{
-    Image, LayerFormat, Member, check_blob_files, check_stored_image, docker_save, file, gzip,
-    layer, oci_image, oci_index, oci_layout, oci_single, platform_descriptor, repo_name, tag_name,
-    tar, test_store,
+    Image, LayerFormat, Member, check_blob_files, check_stored_image, descriptor, docker_save,
+    file, gzip, json_bytes, layer, multi_platform_archive, oci_image, oci_layout, oci_single,
+    repo_name, snapshot, tag_name, tar, test_store,
 };
 
 /// What the report of an import says about its layers.
@@ -174,115 +174,32 @@ fn keeps_gzip_layers_and_manifest_as_they_are() {
     }
 }
 
-/// `index.json` → a nested OCI index of two platforms, as `docker save` of a multi-platform
-/// image writes it. Returns the archive and the digest of its nested index.
-fn multi_platform_archive(format: LayerFormat) -> (Vec<u8>, Digest, [Image; 2]) {
-    let amd64 = Image::new("amd64", &[layer("base"), layer("amd64")]);
-    let arm64 = Image::new("arm64", &[layer("base-arm"), layer("arm64")]);
-    let amd64_oci = oci_image(&amd64, format);
-    let arm64_oci = oci_image(&arm64, format);
-    let nested = oci_index(&[
-        platform_descriptor(OCI_MANIFEST, &amd64_oci.manifest, "amd64"),
-        platform_descriptor(OCI_MANIFEST, &arm64_oci.manifest, "arm64"),
-    ]);
-    let mut blobs: Vec<&[u8]> = Vec::new();
-    for oci in [&amd64_oci, &arm64_oci] {
-        blobs.extend(oci.blobs.iter().map(Vec::as_slice));
-        blobs.push(&oci.manifest);
-    }
-    blobs.push(&nested);
-    let top = crate::support::descriptor(OCI_INDEX, &nested);
-    let archive = tar(&oci_layout(&[top], &blobs));
-    (archive, Digest::of(&nested), [amd64, arm64])
-}
-
+/// Docker media types (as `skopeo copy` keeps them) become OCI ones.
 #[test]
-fn imports_multi_platform_index() {
-    for format in [LayerFormat::Tar, LayerFormat::Gzip] {
-        let t = test_store();
-        let (archive, nested_digest, images) = multi_platform_archive(format);
-        let report = t.import("multi.tar", &archive, "app", "v1").unwrap();
-        assert_eq!(report.media_type, OCI_INDEX, "{format:?}");
-        assert_eq!(
-            report.platforms,
-            ["linux/amd64", "linux/arm64"],
-            "{format:?}"
-        );
-        // Rewritten when the children are (their layers compressed), kept byte for byte otherwise.
-        let kept = format == LayerFormat::Gzip;
-        assert_eq!(report.digest == nested_digest, kept, "{format:?}");
-
-        let repo = repo_name("app");
-        let top = t
-            .store
-            .db
-            .manifest_by_tag(&repo, &tag_name("v1"))
-            .unwrap()
-            .unwrap();
-        assert_eq!(top.digest, report.digest, "{format:?}");
-        assert_eq!(top.media_type, OCI_INDEX, "{format:?}");
-        let index: Value =
-            serde_json::from_slice(&t.store.blobs.read(&top.digest).unwrap()).unwrap();
-        assert_eq!(index["mediaType"], OCI_INDEX, "{format:?}");
-        let children = index["manifests"].as_array().unwrap();
-        assert_eq!(children.len(), 2, "{format:?}");
-        for (child, (image, architecture)) in
-            children.iter().zip(images.iter().zip(["amd64", "arm64"]))
-        {
-            assert_eq!(child["mediaType"], OCI_MANIFEST, "{format:?}");
-            assert_eq!(child["platform"]["os"], "linux", "{format:?}");
-            assert_eq!(
-                child["platform"]["architecture"], architecture,
-                "{format:?}"
-            );
-            let digest = Digest::parse(child["digest"].as_str().unwrap()).unwrap();
-            let row = t
-                .store
-                .db
-                .manifest_by_digest(&repo, &digest)
-                .unwrap()
-                .unwrap();
-            assert_eq!(row.size, child["size"].as_u64().unwrap(), "{format:?}");
-            check_stored_image(&t.store, &repo, &digest, image);
-        }
-        check_blob_files(&t.store);
-    }
-}
-
-/// Docker 25+ with the containerd image store may list one manifest per platform directly in
-/// `index.json`: the store makes an index of them.
-#[test]
-fn makes_an_index_of_index_json_listing_one_manifest_per_platform() {
-    let t = test_store();
-    let amd64 = Image::new("amd64", &[layer("base")]);
-    let arm64 = Image::new("arm64", &[layer("base-arm")]);
-    let amd64_oci = oci_image(&amd64, LayerFormat::Gzip);
-    let arm64_oci = oci_image(&arm64, LayerFormat::Gzip);
-    let mut blobs: Vec<&[u8]> = Vec::new();
-    for oci in [&amd64_oci, &arm64_oci] {
-        blobs.extend(oci.blobs.iter().map(Vec::as_slice));
-        blobs.push(&oci.manifest);
-    }
-    let entries = [
-        platform_descriptor(OCI_MANIFEST, &amd64_oci.manifest, "amd64"),
-        platform_descriptor(OCI_MANIFEST, &arm64_oci.manifest, "arm64"),
-    ];
-    let report = t
-        .import(
-            "multi.tar",
-            &tar(&oci_layout(&entries, &blobs)),
-            "app",
-            "v1",
-        )
-        .unwrap();
-    assert_eq!(report.media_type, OCI_INDEX);
-    assert_eq!(report.platforms, ["linux/amd64", "linux/arm64"]);
-    let index: Value =
-        serde_json::from_slice(&t.store.blobs.read(&report.digest).unwrap()).unwrap();
-    assert_eq!(index["manifests"].as_array().unwrap().as_slice(), entries);
-    let repo = repo_name("app");
-    check_stored_image(&t.store, &repo, &amd64_oci.digest, &amd64);
-    check_stored_image(&t.store, &repo, &arm64_oci.digest, &arm64);
+fn converts_docker_media_types_to_oci() {
+    let image = Image::new("amd64", &[layer("base"), layer("app")]);
+    let layers: Vec<Vec<u8>> = image.layers.iter().map(|l| gzip(l)).collect();
+    let descriptors: Vec<Value> = layers
+        .iter()
+        .map(|l| descriptor(DOCKER_LAYER_GZIP, l))
+        .collect();
+    let manifest = json_bytes(&json!({
+        "schemaVersion": 2,
+        "mediaType": DOCKER_MANIFEST,
+        "config": descriptor(DOCKER_CONFIG, &image.config),
+        "layers": descriptors,
+    }));
+    let mut blobs: Vec<&[u8]> = vec![&image.config, &manifest];
+    blobs.extend(layers.iter().map(Vec::as_slice));
+    let entry = descriptor(DOCKER_MANIFEST, &manifest);
+    let members = oci_layout(&[entry], &blobs);
+    let counts = LayerCounts {
+        compressed: 0,
+        reused: 0,
+        copied: 2,
+    };
+    let digest = check_single_image(&members, &image, counts);
+    assert_ne!(digest, Digest::of(&manifest));
 }
 
 /// Every layout, for the determinism checks.
@@ -320,8 +237,8 @@ fn same_archive_gives_same_digests_in_fresh_stores() {
             .unwrap();
         assert_eq!(a.digest, b.digest, "{name}");
         assert_eq!(
-            crate::support::snapshot(&first.store).files,
-            crate::support::snapshot(&second.store).files,
+            snapshot(&first.store).files,
+            snapshot(&second.store).files,
             "{name}: the same blobs"
         );
     }
@@ -340,7 +257,7 @@ fn importing_again_reuses_every_uncompressed_layer() {
     for (name, archive) in cases {
         let t = test_store();
         let first = t.import("image.tar", &archive, "app", "v1").unwrap();
-        let before = crate::support::snapshot(&t.store);
+        let before = snapshot(&t.store);
         let again = t.import("image.tar", &archive, "app", "v1").unwrap();
         assert_eq!(again.digest, first.digest, "{name}");
         let counts = LayerCounts {
@@ -349,11 +266,7 @@ fn importing_again_reuses_every_uncompressed_layer() {
             copied: 0,
         };
         assert_eq!(layer_counts(&again), counts, "{name}");
-        assert_eq!(
-            crate::support::snapshot(&t.store),
-            before,
-            "{name}: nothing new"
-        );
+        assert_eq!(snapshot(&t.store), before, "{name}: nothing new");
     }
 }
 

@@ -4,4 +4,5 @@
 mod bad_input;
 mod ingest;
 mod listing;
+mod multi_platform;
 mod support;

@@ -410,3 +410,25 @@ pub fn check_served_blob(store: &Store, repo: &RepoName, descriptor: &Value) -> 
     assert_eq!(content.len() as u64, size);
     content
 }
+
+/// `index.json` → a nested OCI index of two platforms, as `docker save` of a multi-platform
+/// image writes it. Returns the archive and the digest of its nested index.
+pub fn multi_platform_archive(format: LayerFormat) -> (Vec<u8>, Digest, [Image; 2]) {
+    let amd64 = Image::new("amd64", &[layer("base"), layer("amd64")]);
+    let arm64 = Image::new("arm64", &[layer("base-arm"), layer("arm64")]);
+    let amd64_oci = oci_image(&amd64, format);
+    let arm64_oci = oci_image(&arm64, format);
+    let nested = oci_index(&[
+        platform_descriptor(OCI_MANIFEST, &amd64_oci.manifest, "amd64"),
+        platform_descriptor(OCI_MANIFEST, &arm64_oci.manifest, "arm64"),
+    ]);
+    let mut blobs: Vec<&[u8]> = Vec::new();
+    for oci in [&amd64_oci, &arm64_oci] {
+        blobs.extend(oci.blobs.iter().map(Vec::as_slice));
+        blobs.push(&oci.manifest);
+    }
+    blobs.push(&nested);
+    let top = descriptor(OCI_INDEX, &nested);
+    let archive = tar(&oci_layout(&[top], &blobs));
+    (archive, Digest::of(&nested), [amd64, arm64])
+}
