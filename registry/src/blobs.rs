@@ -1,19 +1,17 @@
 use std::fs::File;
-use std::os::unix::fs::FileExt;
-use std::sync::Arc;
 
 use actix_files::HttpRange;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use buildgrid_core::{Digest, ErrorCode};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::stream;
 
 use crate::manifests::{matches_etag, parse_name, unknown};
 use crate::{Registry, RegistryError};
 
 /// Bytes read from disk per step of a blob stream.
-const CHUNK: usize = 512 << 10;
+const CHUNK: usize = 1 << 20;
 
 pub(crate) async fn get(
     request: &HttpRequest,
@@ -59,7 +57,7 @@ pub(crate) async fn get(
                 .map_err(|_| RegistryError::range_not_satisfiable(size))?;
             match ranges.as_slice() {
                 // One range is served as asked; several are served as the whole blob.
-                [range] => {
+                [range] if range.length > 0 => {
                     response.status(actix_web::http::StatusCode::PARTIAL_CONTENT);
                     response.insert_header((
                         header::CONTENT_RANGE,
@@ -71,7 +69,7 @@ pub(crate) async fn get(
                     ));
                     (range.start, range.length)
                 }
-                [] => return Err(RegistryError::range_not_satisfiable(size)),
+                [_] | [] => return Err(RegistryError::range_not_satisfiable(size)),
                 _ => (0, size),
             }
         }
@@ -80,19 +78,20 @@ pub(crate) async fn get(
     if head {
         return Ok(crate::head_response(&mut response, length));
     }
-    let file = Arc::new(registry.store.blobs.open_blob(&digest)?);
+    let file = registry.store.blobs.open_blob(&digest)?;
     Ok(response
         .no_chunking(length)
         .streaming(read_range(file, start, length)))
 }
 
-/// The bytes `start..start+length` of `file`, read on the blocking pool a chunk at a time, so
-/// a large blob never sits in memory whole.
+/// The next `length` bytes of `file`, mapped into memory a window at a time: the pages go from
+/// the page cache to the socket without a read copy, and a large blob never sits in memory whole.
 fn read_range(
-    file: Arc<File>,
+    file: File,
     start: u64,
     length: u64,
 ) -> impl futures_util::Stream<Item = Result<Bytes, actix_web::Error>> {
+    let file = std::sync::Arc::new(file);
     stream::try_unfold((start, start + length), move |(at, end)| {
         let file = file.clone();
         async move {
@@ -100,29 +99,28 @@ fn read_range(
                 return Ok(None);
             }
             let want = CHUNK.min((end - at) as usize);
-            let chunk = web::block(move || -> std::io::Result<Bytes> {
-                let mut buffer = BytesMut::zeroed(want);
-                let mut filled = 0;
-                while filled < want {
-                    let n = file.read_at(&mut buffer[filled..], at + filled as u64)?;
-                    if n == 0 {
-                        return Err(std::io::Error::new(
-                            std::io::ErrorKind::UnexpectedEof,
-                            "blob is shorter than recorded",
-                        ));
-                    }
-                    filled += n;
-                }
-                Ok(buffer.freeze())
-            })
-            .await
-            .map_err(actix_web::error::ErrorInternalServerError)?
-            .map_err(|error| {
-                tracing::error!(%error, "reading a blob failed");
-                actix_web::error::ErrorInternalServerError(error)
-            })?;
-            let next = at + chunk.len() as u64;
-            Ok(Some((chunk, (next, end))))
+            let window = web::block(move || map_window(&file, at, want))
+                .await
+                .map_err(actix_web::error::ErrorInternalServerError)?
+                .map_err(|error| {
+                    tracing::error!(%error, "reading a blob failed");
+                    actix_web::error::ErrorInternalServerError(error)
+                })?;
+            Ok(Some((Bytes::from_owner(window), (at + want as u64, end))))
         }
     })
+}
+
+#[allow(unsafe_code)]
+fn map_window(file: &File, offset: u64, len: usize) -> std::io::Result<memmap2::Mmap> {
+    // SAFETY: a blob file is written once in the staging area and renamed into place; nothing
+    // writes to or truncates it afterwards (removal only unlinks it, which keeps the mapped
+    // pages valid), so the mapping cannot change or shrink while it is alive.
+    unsafe {
+        memmap2::MmapOptions::new()
+            .offset(offset)
+            .len(len)
+            .populate()
+            .map(file)
+    }
 }

@@ -81,7 +81,11 @@ async fn dispatch(
             manifests::get(&request, &registry, &name, &reference, head)
         }
         Route::Blob { name, digest } => blobs::get(&request, &registry, &name, &digest, head).await,
-        Route::Upload { .. } => Err(RegistryError::read_only(method.as_str(), &route)),
+        // Reading an upload's state: there are never uploads to read.
+        Route::Upload { .. } => Err(RegistryError::new(
+            buildgrid_core::ErrorCode::BlobUploadUnknown,
+            "there are no uploads: this registry is read-only",
+        )),
         Route::Unknown => Err(RegistryError::unknown_route(path)),
     }
 }

@@ -51,13 +51,11 @@ fn paginated(
     entries.truncate(n);
     let mut response = HttpResponse::Ok();
     response.content_type("application/json");
-    if more {
-        if let Some(last) = entries.last() {
-            response.insert_header((
-                header::LINK,
-                format!("<{path}?n={n}&last={last}>; rel=\"next\""),
-            ));
-        }
+    if more && let Some(last) = entries.last() {
+        response.insert_header((
+            header::LINK,
+            format!("<{path}?n={n}&last={last}>; rel=\"next\""),
+        ));
     }
     response.body(body(entries).to_string())
 }
@@ -145,10 +143,10 @@ pub(crate) fn referrers(
             if let Some(artifact_type) = row.artifact_type {
                 descriptor["artifactType"] = json!(artifact_type);
             }
-            if let Some(annotations) = row.annotations {
-                if let Ok(value) = serde_json::from_str::<Value>(&annotations) {
-                    descriptor["annotations"] = value;
-                }
+            if let Some(annotations) = row.annotations
+                && let Ok(value) = serde_json::from_str::<Value>(&annotations)
+            {
+                descriptor["annotations"] = value;
             }
             descriptor
         })

@@ -47,11 +47,6 @@ impl Route {
         if let Some(name) = rest.strip_suffix("/tags/list") {
             return Route::Tags { name: name.into() };
         }
-        if let Some((name, _)) = rest.split_once("/blobs/uploads") {
-            if !name.contains("/manifests/") && !name.contains("/blobs/") {
-                return Route::Upload { name: name.into() };
-            }
-        }
         let markers = [("/manifests/", 0), ("/blobs/", 1), ("/referrers/", 2)];
         let found = |pick_last: bool| {
             markers
@@ -86,7 +81,9 @@ impl Route {
         if name.is_empty() || last.is_empty() {
             return Route::Unknown;
         }
+        let is_upload = last == "uploads" || last.starts_with("uploads/");
         match kind {
+            1 if is_upload => Route::Upload { name },
             0 => Route::Manifest {
                 name,
                 reference: last,
@@ -150,6 +147,14 @@ mod tests {
             },
         );
         check("/a/blobs/uploads/", Route::Upload { name: s("a") });
+        check("/a/blobs/uploads", Route::Upload { name: s("a") });
+        check(
+            "/mirror/blobs/uploads/manifests/latest",
+            Route::Manifest {
+                name: s("mirror/blobs/uploads"),
+                reference: s("latest"),
+            },
+        );
         check("/a/blobs/uploads/1234-5678", Route::Upload { name: s("a") });
         check(
             "/a/blobs/uploads/?mount=sha256:00&from=b",

@@ -58,14 +58,13 @@ impl Buildgrid {
     }
 
     pub fn import(&self, archive: &Path, repo: &str, tag: &str) -> Output {
-        let output = Command::new(BIN)
+        Command::new(BIN)
             .arg("import")
             .arg(archive)
             .args(["--repo", repo, "--tag", tag, "--data"])
             .arg(self.data_dir())
             .output()
-            .unwrap();
-        output
+            .unwrap()
     }
 
     /// Imports and returns the manifest digest it printed.

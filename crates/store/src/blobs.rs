@@ -149,14 +149,14 @@ impl BlobWriter {
         let path = self.path.clone();
         self.file.flush().map_err(|e| StoreError::io(&path, e))?;
         let (digest, size) = self.hash.finish();
-        if let Some(expected) = expected {
-            if *expected != digest {
-                let _ = fs::remove_file(&path);
-                return Err(StoreError::DigestMismatch {
-                    expected: expected.clone(),
-                    actual: digest,
-                });
-            }
+        if let Some(expected) = expected
+            && *expected != digest
+        {
+            let _ = fs::remove_file(&path);
+            return Err(StoreError::DigestMismatch {
+                expected: expected.clone(),
+                actual: digest,
+            });
         }
         let file = self
             .file

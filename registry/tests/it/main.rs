@@ -1,1 +1,11 @@
+//! Integration tests of the registry: the real actix app over a store in a temporary data
+//! directory, seeded from synthetic `docker save` and OCI archives.
 
+mod base;
+mod blobs;
+mod errors;
+mod listing;
+mod manifests;
+mod referrers;
+mod support;
+mod writes;

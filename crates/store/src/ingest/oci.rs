@@ -147,15 +147,49 @@ fn ingest_descriptor(
         return Ok(None);
     }
     let bytes = read_blob(archive, &digest)?;
-    if media_type::is_index(media_type) {
-        return ingest_index_bytes(archive, staging, &bytes, media_type).map(Some);
-    }
-    if !media_type::is_manifest(media_type) {
+    let stored = if media_type::is_index(media_type) {
+        ingest_index_bytes(archive, staging, &bytes, media_type)?
+    } else if media_type::is_manifest(media_type) {
+        ingest_manifest_bytes(archive, staging, &bytes, media_type)?
+    } else {
         return Err(IngestError::Invalid(format!(
             "{digest} has media type {media_type}, which is neither an image manifest nor an index"
         )));
+    };
+    if stored.digest != digest {
+        staging.renamed.insert(digest, stored.clone());
     }
-    ingest_manifest_bytes(archive, staging, &bytes, media_type).map(Some)
+    Ok(Some(stored))
+}
+
+/// Whether a manifest of the archive refers to another (`subject`); such manifests are stored
+/// after the others, so that they can follow a subject whose digest ingest changed.
+fn has_subject(archive: &Archive, descriptor: &Value) -> bool {
+    let Some(digest) = descriptor
+        .get("digest")
+        .and_then(Value::as_str)
+        .and_then(|d| Digest::parse(d).ok())
+    else {
+        return false;
+    };
+    read_blob(archive, &digest)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
+        .is_some_and(|manifest| manifest.get("subject").is_some())
+}
+
+/// Points `subject` at the stored digest when ingest changed the subject's digest.
+fn follow_subject(manifest: &mut Value, staging: &Staging<'_>) -> Result<bool, IngestError> {
+    let Some(subject) = subject_of(manifest)? else {
+        return Ok(false);
+    };
+    let Some(stored) = staging.renamed.get(&subject) else {
+        return Ok(false);
+    };
+    manifest["subject"]["digest"] = json!(stored.digest.to_string());
+    manifest["subject"]["size"] = json!(stored.size);
+    manifest["subject"]["mediaType"] = json!(stored.media_type);
+    Ok(true)
 }
 
 fn ingest_manifest(
@@ -174,13 +208,20 @@ fn ingest_index_bytes(
 ) -> Result<Stored, IngestError> {
     let mut index: Value = parse_json(bytes, "image index")?;
     let mut changed = media_type != OCI_INDEX;
+    changed |= follow_subject(&mut index, staging)?;
     let children: Vec<Value> = descriptors(&index, "manifests", "image index")?
         .into_iter()
         .cloned()
         .collect();
+    let mut order: Vec<usize> = (0..children.len()).collect();
+    order.sort_by_key(|&i| has_subject(archive, &children[i]));
+    let mut stored_children = vec![None; children.len()];
+    for i in order {
+        stored_children[i] = ingest_descriptor(archive, staging, &children[i], true)?;
+    }
     let mut kept = Vec::with_capacity(children.len());
-    for mut child in children {
-        let Some(stored) = ingest_descriptor(archive, staging, &child, true)? else {
+    for (mut child, stored) in children.into_iter().zip(stored_children) {
+        let Some(stored) = stored else {
             changed = true;
             continue;
         };
@@ -236,6 +277,7 @@ fn ingest_manifest_bytes(
 ) -> Result<Stored, IngestError> {
     let mut manifest: Value = parse_json(bytes, "image manifest")?;
     let mut changed = media_type != OCI_MANIFEST;
+    changed |= follow_subject(&mut manifest, staging)?;
 
     let config = manifest
         .get("config")

@@ -23,6 +23,8 @@ pub(crate) struct Staging<'a> {
     layers: Vec<LayerRow>,
     manifests: Vec<ManifestRecord>,
     layers_by_diff_id: HashMap<Digest, LayerRow>,
+    /// Manifests whose digest ingest changed (by compressing layers): archive digest → stored.
+    pub renamed: HashMap<Digest, Stored>,
     pub platforms: Vec<String>,
     pub layers_compressed: usize,
     pub layers_reused: usize,
@@ -47,6 +49,7 @@ impl<'a> Staging<'a> {
             layers: Vec::new(),
             manifests: Vec::new(),
             layers_by_diff_id: HashMap::new(),
+            renamed: HashMap::new(),
             platforms: Vec::new(),
             layers_compressed: 0,
             layers_reused: 0,
@@ -192,14 +195,14 @@ impl<'a> Staging<'a> {
             },
             e => e.into(),
         })?;
-        if let (Some(expected), Some(actual)) = (diff_id, &actual_diff_id) {
-            if expected != actual {
-                return Err(IngestError::Corrupt {
-                    member: format!("{member} (uncompressed)"),
-                    expected: expected.clone(),
-                    actual: actual.clone(),
-                });
-            }
+        if let (Some(expected), Some(actual)) = (diff_id, &actual_diff_id)
+            && expected != actual
+        {
+            return Err(IngestError::Corrupt {
+                member: format!("{member} (uncompressed)"),
+                expected: expected.clone(),
+                actual: actual.clone(),
+            });
         }
         let row = BlobRow {
             digest: blob.digest.clone(),

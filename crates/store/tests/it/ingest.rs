@@ -85,10 +85,11 @@ fn imports_docker_save_with_gzip_layer() {
     let image = Image::new("amd64", &[layer("base"), layer("app")]);
     let mut members = docker_save(&[("app:v1", &image)]);
     for member in &mut members {
-        if let Member::File(name, bytes) = member {
-            if name.ends_with("/layer.tar") && *bytes == image.layers[1] {
-                *bytes = gzip(bytes);
-            }
+        if let Member::File(name, bytes) = member
+            && name.ends_with("/layer.tar")
+            && *bytes == image.layers[1]
+        {
+            *bytes = gzip(bytes);
         }
     }
     let counts = LayerCounts {
@@ -279,7 +280,8 @@ fn layer_shared_by_two_images_is_compressed_once() {
     let second = Image::new("amd64", &[base.clone(), layer("second")]);
     let docker = |image: &Image| tar(&docker_save(&[("x:y", image)]));
     let oci = |image: &Image| tar(&oci_single(&oci_image(image, LayerFormat::Tar)));
-    let layouts: [(&str, &dyn Fn(&Image) -> Vec<u8>); 2] = [("docker", &docker), ("oci", &oci)];
+    type MakeArchive<'a> = &'a dyn Fn(&Image) -> Vec<u8>;
+    let layouts: [(&str, MakeArchive); 2] = [("docker", &docker), ("oci", &oci)];
     for (first_layout, first_archive) in layouts {
         for (second_layout, second_archive) in layouts {
             let case = format!("{first_layout} then {second_layout}");

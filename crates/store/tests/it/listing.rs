@@ -209,7 +209,7 @@ fn artifact_with_subject_is_a_referrer() {
     let db = &t.store.db;
     assert_eq!(
         db.referrers(&repo, &image.digest, None).unwrap(),
-        [expected.clone()]
+        std::slice::from_ref(&expected)
     );
     assert_eq!(
         db.referrers(&repo, &image.digest, Some(sbom_type)).unwrap(),
