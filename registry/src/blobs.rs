@@ -10,8 +10,12 @@ use futures_util::stream;
 use crate::manifests::{matches_etag, parse_name, unknown};
 use crate::{Registry, RegistryError};
 
-/// Bytes read from disk per step of a blob stream.
-const CHUNK: usize = 1 << 20;
+/// Bytes of a blob mapped at a time: larger windows mean fewer map/unmap calls (each unmap
+/// interrupts the other cores), smaller ones less memory per download.
+const WINDOW: usize = 4 << 20;
+/// Bytes handed to the connection at a time; actix copies each into its write buffer and writes
+/// it out in one call. Measured with registry/bench/compare.sh: 64 KiB was 12% slower.
+const SLICE: usize = 256 << 10;
 
 pub(crate) async fn get(
     request: &HttpRequest,
@@ -84,29 +88,37 @@ pub(crate) async fn get(
         .streaming(read_range(file, start, length)))
 }
 
-/// The next `length` bytes of `file`, mapped into memory a window at a time: the pages go from
-/// the page cache to the socket without a read copy, and a large blob never sits in memory whole.
+/// The bytes `start..start + length` of `file`, mapped into memory a window at a time and handed
+/// to the connection in slices: the pages go from the page cache to the socket without a read
+/// copy, and a large blob never sits in memory whole.
 fn read_range(
     file: File,
     start: u64,
     length: u64,
 ) -> impl futures_util::Stream<Item = Result<Bytes, actix_web::Error>> {
     let file = std::sync::Arc::new(file);
-    stream::try_unfold((start, start + length), move |(at, end)| {
+    let state = (Bytes::new(), start, start + length);
+    stream::try_unfold(state, move |(mut window, mut unmapped, end)| {
         let file = file.clone();
         async move {
-            if at >= end {
-                return Ok(None);
+            if window.is_empty() {
+                if unmapped >= end {
+                    return Ok(None);
+                }
+                let len = WINDOW.min((end - unmapped) as usize);
+                let at = unmapped;
+                let map = web::block(move || map_window(&file, at, len))
+                    .await
+                    .map_err(actix_web::error::ErrorInternalServerError)?
+                    .map_err(|error| {
+                        tracing::error!(%error, "reading a blob failed");
+                        actix_web::error::ErrorInternalServerError(error)
+                    })?;
+                window = Bytes::from_owner(map);
+                unmapped += len as u64;
             }
-            let want = CHUNK.min((end - at) as usize);
-            let window = web::block(move || map_window(&file, at, want))
-                .await
-                .map_err(actix_web::error::ErrorInternalServerError)?
-                .map_err(|error| {
-                    tracing::error!(%error, "reading a blob failed");
-                    actix_web::error::ErrorInternalServerError(error)
-                })?;
-            Ok(Some((Bytes::from_owner(window), (at + want as u64, end))))
+            let slice = window.split_to(SLICE.min(window.len()));
+            Ok(Some((slice, (window, unmapped, end))))
         }
     })
 }

@@ -73,7 +73,7 @@ pub struct ImportReport {
 }
 
 /// Imports an image archive and tags it `repo:tag`.
-#[tracing::instrument(skip(store), fields(archive = %path.display()))]
+#[tracing::instrument(skip(store, path), fields(archive = %path.display()))]
 pub fn import_archive(
     store: &Store,
     path: &Path,
