@@ -2,11 +2,13 @@
 //!
 //! Everything here is pure: no I/O, no async runtime, no HTTP server, no Docker engine.
 
+pub mod app;
 mod digest;
 mod error_code;
 pub mod media_type;
 mod name;
 
+pub use app::{AppError, AppRef};
 pub use digest::{Digest, DigestError, Sha256Writer};
 pub use error_code::ErrorCode;
 pub use name::{NameError, Reference, RepoName, Tag};

@@ -1,0 +1,304 @@
+//! Apps and the image names their builds get: `<namespace>/<app>.<repo>:<commit>`.
+
+use std::fmt;
+
+use crate::{NameError, RepoName, Tag};
+
+/// `<namespace>/<app>`, each part one component of the OCI name grammar.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AppRef {
+    namespace: String,
+    app: String,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AppError {
+    #[error("app {0:?} must be written <namespace>/<app>, e.g. acme/shop")]
+    Shape(String),
+    #[error(
+        "{what} {value:?} breaks the OCI name rule: lowercase letters and digits, separated inside by `.`, `_`, `__` or dashes, not starting or ending with a separator"
+    )]
+    Component { what: &'static str, value: String },
+    #[error(
+        "app name {0:?} may not contain `.`: the image name puts a `.` between app and repository"
+    )]
+    DotInApp(String),
+    #[error(
+        "git URL {0:?} has no host and path to name the image after (e.g. https://github.com/acme/shop.git)"
+    )]
+    GitUrl(String),
+    #[error(transparent)]
+    Name(#[from] NameError),
+    #[error("commit {0:?} is not a full 40-character hex commit id")]
+    Commit(String),
+}
+
+impl AppRef {
+    pub fn parse(text: &str) -> Result<AppRef, AppError> {
+        let Some((namespace, app)) = text.split_once('/') else {
+            return Err(AppError::Shape(text.to_owned()));
+        };
+        if namespace.is_empty() || app.is_empty() || app.contains('/') {
+            return Err(AppError::Shape(text.to_owned()));
+        }
+        for (what, value) in [("namespace", namespace), ("app name", app)] {
+            if RepoName::parse(value).is_err() {
+                return Err(AppError::Component {
+                    what,
+                    value: value.to_owned(),
+                });
+            }
+        }
+        if app.contains('.') {
+            return Err(AppError::DotInApp(app.to_owned()));
+        }
+        Ok(AppRef {
+            namespace: namespace.to_owned(),
+            app: app.to_owned(),
+        })
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    pub fn app(&self) -> &str {
+        &self.app
+    }
+
+    /// The repository name of the images built from `git_url`: `<namespace>/<app>.<repo slug>`.
+    pub fn image_repo(&self, git_url: &str) -> Result<RepoName, AppError> {
+        let slug = repo_slug(git_url)?;
+        Ok(RepoName::parse(&format!(
+            "{}/{}.{slug}",
+            self.namespace, self.app
+        ))?)
+    }
+}
+
+impl fmt::Display for AppRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.app)
+    }
+}
+
+impl fmt::Debug for AppRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
+/// The git URL's host and path as one OCI name component:
+/// `https://github.com/cloud66/maestro-demo.git` → `github-com-cloud66-maestro-demo`.
+/// Credentials, port, scheme and a trailing `.git` are left out; `git@host:path` works too.
+pub fn repo_slug(git_url: &str) -> Result<String, AppError> {
+    let error = || AppError::GitUrl(redact_url(git_url));
+    let url = git_url.trim();
+    let rest = match url.split_once("://") {
+        Some((_, rest)) => rest,
+        // scp-like: user@host:path
+        None => url,
+    };
+    let rest = rest.rsplit_once('@').map(|(_, r)| r).unwrap_or(rest);
+    let (host, path) = match rest.split_once('/') {
+        Some((host, path)) if !url.contains("://") && host.contains(':') => {
+            let (host, first) = host.split_once(':').unwrap();
+            (host.to_owned(), format!("{first}/{path}"))
+        }
+        Some((host, path)) => (host.to_owned(), path.to_owned()),
+        None => match rest.split_once(':') {
+            Some((host, path)) => (host.to_owned(), path.to_owned()),
+            None => return Err(error()),
+        },
+    };
+    let host = host.split(':').next().unwrap_or("");
+    let path = path
+        .split(['?', '#'])
+        .next()
+        .unwrap_or("")
+        .trim_end_matches('/');
+    let path = path.strip_suffix(".git").unwrap_or(path);
+    let raw = format!("{host}/{path}").to_lowercase();
+    let mut slug = String::with_capacity(raw.len());
+    for c in raw.chars() {
+        if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            slug.push(c);
+        } else if !slug.ends_with('-') && !slug.is_empty() {
+            slug.push('-');
+        }
+    }
+    let slug = slug.trim_end_matches('-').to_owned();
+    if host.is_empty() || path.is_empty() || slug.is_empty() {
+        return Err(error());
+    }
+    Ok(slug)
+}
+
+/// The URL with any password or token replaced, for logs and messages.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(at) => rest.split_at(at),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((user_info, host)) => {
+            let user = user_info.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:***@{host}{path}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// A full commit id as a tag.
+pub fn commit_tag(commit: &str) -> Result<Tag, AppError> {
+    let ok = commit.len() == 40 && commit.bytes().all(|b| b.is_ascii_hexdigit());
+    if !ok {
+        return Err(AppError::Commit(commit.to_owned()));
+    }
+    Ok(Tag::parse(&commit.to_ascii_lowercase())?)
+}
+
+/// The base images of a Dockerfile: the `FROM` images that are not earlier stages or `scratch`.
+pub fn base_images(dockerfile: &str) -> Vec<String> {
+    let mut stages: Vec<String> = Vec::new();
+    let mut bases = Vec::new();
+    let mut joined = String::new();
+    for line in dockerfile.lines() {
+        let line = line.trim();
+        if line.starts_with('#') {
+            continue;
+        }
+        if let Some(start) = line.strip_suffix('\\') {
+            joined.push_str(start);
+            joined.push(' ');
+            continue;
+        }
+        joined.push_str(line);
+        let instruction = std::mem::take(&mut joined);
+        let mut words = instruction.split_whitespace();
+        if !words.next().is_some_and(|w| w.eq_ignore_ascii_case("FROM")) {
+            continue;
+        }
+        let words: Vec<&str> = words.filter(|w| !w.starts_with("--")).collect();
+        let Some(image) = words.first() else { continue };
+        let lower = image.to_lowercase();
+        if lower != "scratch" && !stages.contains(&lower) && !bases.contains(&image.to_string()) {
+            bases.push(image.to_string());
+        }
+        if let [_, as_word, name] = words.as_slice()
+            && as_word.eq_ignore_ascii_case("AS")
+        {
+            stages.push(name.to_lowercase());
+        }
+    }
+    bases
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[track_caller]
+    fn check_slug(url: &str, expected: Result<&str, ()>) {
+        assert_eq!(
+            repo_slug(url).map_err(|_| ()),
+            expected.map(str::to_owned),
+            "{url}"
+        );
+    }
+
+    #[test]
+    fn slugs() {
+        check_slug(
+            "https://github.com/cloud66/maestro-demo.git",
+            Ok("github-com-cloud66-maestro-demo"),
+        );
+        check_slug("git@github.com:acme/Shop.git", Ok("github-com-acme-shop"));
+        check_slug(
+            "ssh://git@gitlab.example.com:2222/a/b/c",
+            Ok("gitlab-example-com-a-b-c"),
+        );
+        check_slug(
+            "https://user:secret@git.example.com/acme/shop/",
+            Ok("git-example-com-acme-shop"),
+        );
+        check_slug("file:///srv/git/shop.git", Err(()));
+        check_slug(
+            "file://localhost/srv/git/shop.git",
+            Ok("localhost-srv-git-shop"),
+        );
+        check_slug(
+            "http://127.0.0.1:3000/acme/app.git",
+            Ok("127-0-0-1-acme-app"),
+        );
+        check_slug("nonsense", Err(()));
+        check_slug("https://github.com/", Err(()));
+    }
+
+    #[test]
+    fn apps() {
+        let app = AppRef::parse("acme/shop").unwrap();
+        assert_eq!(
+            app.image_repo("https://github.com/acme/shop.git")
+                .unwrap()
+                .as_str(),
+            "acme/shop.github-com-acme-shop"
+        );
+        for bad in [
+            "acme",
+            "acme/",
+            "/shop",
+            "a/b/c",
+            "Acme/shop",
+            "acme/sh op",
+            "acme/-x",
+        ] {
+            assert!(AppRef::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            AppRef::parse("acme/shop.v2"),
+            Err(AppError::DotInApp("shop.v2".into()))
+        );
+        let message = AppRef::parse("Acme/shop").unwrap_err().to_string();
+        assert!(message.contains("OCI name rule"), "{message}");
+    }
+
+    #[test]
+    fn redacts_credentials() {
+        assert_eq!(
+            redact_url("https://bot:ghp_secret@github.com/a/b.git"),
+            "https://bot:***@github.com/a/b.git"
+        );
+        assert_eq!(
+            redact_url("https://github.com/a/b.git"),
+            "https://github.com/a/b.git"
+        );
+    }
+
+    #[test]
+    fn commits() {
+        assert!(commit_tag(&"a".repeat(40)).is_ok());
+        assert!(commit_tag("abc").is_err());
+        assert!(commit_tag(&"g".repeat(40)).is_err());
+    }
+
+    #[track_caller]
+    fn check_bases(dockerfile: &str, expected: &[&str]) {
+        assert_eq!(base_images(dockerfile), expected);
+    }
+
+    #[test]
+    fn bases() {
+        check_bases("FROM scratch\nCOPY x /x\n", &[]);
+        check_bases("FROM alpine:3.19\n", &["alpine:3.19"]);
+        check_bases(
+            "# syntax\nFROM --platform=$BUILDPLATFORM golang:1.22 AS build\nRUN x\nFROM build AS test\nFROM gcr.io/distroless/static\nCOPY --from=build /a /a\n",
+            &["golang:1.22", "gcr.io/distroless/static"],
+        );
+        check_bases("from \\\n  debian:12 as base\nFROM base\n", &["debian:12"]);
+        check_bases("ARG BASE=busybox\nFROM ${BASE}\n", &["${BASE}"]);
+    }
+}
