@@ -1,1 +1,70 @@
-//! Build triggers, the build queue and Docker engine builds.
+//! buildgrid's builder: triggers (git push over smart HTTP, webhooks, CLI and HTTP), the build
+//! queue in the store, and builds through the Docker engine whose images are ingested into the
+//! store.
+
+pub mod auth;
+pub mod context;
+pub mod fetch;
+mod git_http;
+pub mod hooks;
+mod routes;
+pub mod webhook;
+mod worker;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use buildgrid_store::Store;
+use tokio::sync::Notify;
+
+pub use routes::configure;
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Builds running at once.
+    pub concurrency: usize,
+    /// A build still running after this fails.
+    pub timeout: Duration,
+    /// `host:port` clients pull from, for image references.
+    pub registry_host: String,
+    /// Base URL of the web pages, for links.
+    pub public_url: String,
+    /// The `buildgrid` executable, which git hooks call.
+    pub exe: PathBuf,
+}
+
+pub struct Builder {
+    pub store: Arc<Store>,
+    pub settings: Settings,
+    wake: Notify,
+}
+
+impl Builder {
+    pub fn new(store: Arc<Store>, settings: Settings) -> Arc<Builder> {
+        Arc::new(Builder {
+            store,
+            settings,
+            wake: Notify::new(),
+        })
+    }
+
+    /// Wakes idle workers: a build was queued.
+    pub fn wake(&self) {
+        self.wake.notify_waiters();
+    }
+
+    /// Marks builds left running by a previous process as failed.
+    pub fn recover(&self) -> Result<Vec<i64>, buildgrid_store::StoreError> {
+        self.store
+            .db
+            .interrupt_running_builds("interrupted: buildgrid stopped while the build ran")
+    }
+
+    /// Starts the workers on the current tokio runtime.
+    pub fn start(self: &Arc<Self>) {
+        for _ in 0..self.settings.concurrency.max(1) {
+            tokio::spawn(worker::worker(self.clone()));
+        }
+    }
+}

@@ -1,9 +1,9 @@
 //! The `buildgrid` command. It parses arguments and wires the library crates together.
 
+mod builds;
 mod serve;
 mod telemetry;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -15,7 +15,7 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "buildgrid", version)]
 struct Cli {
-    /// The data directory: blobs and the metadata database.
+    /// The data directory: blobs, git repositories and the metadata database.
     #[arg(
         long,
         global = true,
@@ -32,15 +32,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the registry and the web pages on one address.
-    Serve {
-        /// Address to listen on; port 0 picks a free port.
-        #[arg(long, env = "BUILDGRID_LISTEN", default_value = "127.0.0.1:5000")]
-        listen: SocketAddr,
-        /// HTTP worker threads (default: one per core).
-        #[arg(long, env = "BUILDGRID_WORKERS")]
-        workers: Option<usize>,
-    },
+    /// Serve the registry, the web pages, git pushes, webhooks and builds on one address.
+    Serve(serve::ServeArgs),
     /// Store an image from an archive written by `docker save` or an OCI archive. This is an
     /// administrator's seeding tool that needs the data directory, not a push.
     Import {
@@ -53,19 +46,39 @@ enum Command {
         #[arg(long)]
         tag: String,
     },
+    /// Register and list apps.
+    #[command(subcommand)]
+    App(builds::AppCommand),
+    /// Queue a build of an app (by default its branch's newest commit).
+    Build(builds::BuildArgs),
+    /// Print a build's log; `--follow` waits for the build to end.
+    BuildLog(builds::BuildLogArgs),
+    /// Stop a queued or running build.
+    Cancel {
+        /// The build's number.
+        id: i64,
+    },
+    /// Manage API tokens (for `git push` to buildgrid and the build API).
+    #[command(subcommand)]
+    Token(builds::TokenCommand),
+    /// Called by git hooks of the apps' repositories.
+    #[command(subcommand, hide = true)]
+    Hook(builds::HookCommand),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     telemetry::init(cli.log_json);
+    let open = || {
+        Store::open(&cli.data)
+            .with_context(|| format!("cannot open the data directory {}", cli.data.display()))
+    };
     match cli.command {
-        Command::Serve { listen, workers } => serve::run(&cli.data, listen, workers),
+        Command::Serve(args) => serve::run(&cli.data, args),
         Command::Import { archive, repo, tag } => {
             let repo = RepoName::parse(&repo)?;
             let tag = Tag::parse(&tag)?;
-            let store = Store::open(&cli.data).with_context(|| {
-                format!("cannot open the data directory {}", cli.data.display())
-            })?;
+            let store = open()?;
             let report = buildgrid_store::ingest::import_archive(&store, &archive, &repo, &tag)
                 .with_context(|| format!("import of {} failed", archive.display()))?;
             println!("{}:{} {}", report.repo, report.tag, report.digest);
@@ -78,5 +91,11 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::App(command) => builds::app(&open()?, command),
+        Command::Build(args) => builds::build(&open()?, args),
+        Command::BuildLog(args) => builds::build_log(&open()?, args),
+        Command::Cancel { id } => builds::cancel(&open()?, id),
+        Command::Token(command) => builds::token(&open()?, command),
+        Command::Hook(command) => builds::hook(&open()?, command),
     }
 }

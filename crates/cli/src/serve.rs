@@ -5,15 +5,41 @@ use std::time::Duration;
 
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
+use buildgrid_builder::Builder;
 use buildgrid_registry::Registry;
 use buildgrid_store::Store;
+use clap::Args;
 
 /// How often counted downloads are written to the store.
 const DOWNLOAD_FLUSH_INTERVAL: Duration = Duration::from_secs(2);
 
-pub fn run(data: &Path, listen: SocketAddr, workers: Option<usize>) -> anyhow::Result<()> {
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, env = "BUILDGRID_LISTEN", default_value = "127.0.0.1:5000")]
+    listen: SocketAddr,
+    /// The URL users reach buildgrid at, when it differs from the listen address (a proxy).
+    #[arg(long, env = "BUILDGRID_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// HTTP worker threads (default: one per core).
+    #[arg(long, env = "BUILDGRID_WORKERS")]
+    workers: Option<usize>,
+    /// Builds running at once.
+    #[arg(long, env = "BUILDGRID_BUILD_CONCURRENCY", default_value_t = 2)]
+    build_concurrency: usize,
+    /// Minutes after which a running build fails.
+    #[arg(long, env = "BUILDGRID_BUILD_TIMEOUT", default_value_t = 30)]
+    build_timeout: u64,
+}
+
+pub fn run(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(data)
+        .with_context(|| format!("cannot create the data directory {}", data.display()))?;
+    let data = data
+        .canonicalize()
+        .with_context(|| format!("cannot resolve {}", data.display()))?;
     let store = Arc::new(
-        Store::open(data)
+        Store::open(&data)
             .with_context(|| format!("cannot open the data directory {}", data.display()))?,
     );
     let registry = web::Data::new(Registry::new(store.clone()));
@@ -22,23 +48,66 @@ pub fn run(data: &Path, listen: SocketAddr, workers: Option<usize>) -> anyhow::R
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
+        let slot: Arc<std::sync::OnceLock<Arc<Builder>>> = Arc::default();
         let app_registry = registry.clone();
         let app_store = store.clone();
+        let app_builder = slot.clone();
         let mut server = HttpServer::new(move || {
+            let builder = app_builder
+                .get()
+                .expect("the builder starts before serving")
+                .clone();
             App::new()
                 .configure(|cfg| buildgrid_registry::configure(cfg, app_registry.clone()))
+                .configure(|cfg| buildgrid_builder::configure(cfg, builder))
                 .configure(|cfg| buildgrid_web::configure(cfg, app_store.clone()))
         });
-        if let Some(workers) = workers {
+        if let Some(workers) = args.workers {
             server = server.workers(workers);
         }
         let server = server
-            .bind(listen)
-            .with_context(|| format!("cannot listen on {listen}"))?;
-        for address in server.addrs() {
-            // Tests and scripts read this line to learn the port.
-            println!("buildgrid listening on http://{address}");
+            .bind(args.listen)
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let address = server.addrs()[0];
+        let public_url = args
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{address}"))
+            .trim_end_matches('/')
+            .to_owned();
+        let registry_host = public_url
+            .split_once("://")
+            .map(|(_, rest)| rest)
+            .unwrap_or(&public_url)
+            .trim_end_matches('/')
+            .to_owned();
+        let builder = Builder::new(
+            store.clone(),
+            buildgrid_builder::Settings {
+                concurrency: args.build_concurrency,
+                timeout: Duration::from_secs(args.build_timeout * 60),
+                registry_host,
+                public_url: public_url.clone(),
+                exe: std::env::current_exe().context("cannot locate the buildgrid executable")?,
+            },
+        );
+        let interrupted = builder
+            .recover()
+            .context("cannot recover the build queue")?;
+        if !interrupted.is_empty() {
+            tracing::warn!(
+                ?interrupted,
+                "builds interrupted by the last stop are marked failed"
+            );
         }
+        let _ = slot.set(builder.clone());
+        // Tests and scripts read this line to learn the port.
+        println!("buildgrid listening on http://{address}");
+        if !store.db.has_tokens()? {
+            let secret = buildgrid_builder::auth::create_admin_token(&store, "admin")?;
+            println!("admin token (shown once; use it as the password of git pushes): {secret}");
+        }
+        builder.start();
         let flusher = registry.clone();
         let flushing = tokio::spawn(async move {
             let mut tick = tokio::time::interval(DOWNLOAD_FLUSH_INTERVAL);

@@ -14,6 +14,8 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("content does not match its digest: expected {expected}, got {actual}")]
     DigestMismatch { expected: Digest, actual: Digest },
+    #[error("{0}")]
+    Conflict(String),
     #[error("blob {0} is not in the store")]
     BlobMissing(Digest),
     #[error(

@@ -6,6 +6,7 @@
 //!   buildgrid.db            SQLite (WAL), metadata
 //!   blobs/sha256/ab/ab…     every blob, named by its digest, immutable
 //!   tmp/                    staging area; a blob is renamed out of it only complete and verified
+//!   git/<ns>/<app>.git      each app's bare repository (pushes land here, fetches mirror here)
 //! ```
 
 mod blobs;
@@ -17,7 +18,8 @@ use std::path::{Path, PathBuf};
 
 pub use blobs::{BlobStore, BlobWriter, StagedBlob};
 pub use db::{
-    BlobRow, Db, DownloadCount, ImageRecord, LayerRow, ManifestRecord, ManifestRow, ReferrerRow,
+    App, BlobRow, Build, BuildState, Db, DownloadCount, ImageRecord, LayerRow, LogLine,
+    ManifestRecord, ManifestRow, NewApp, NewBuild, Queued, ReferrerRow,
 };
 pub use error::StoreError;
 
@@ -43,6 +45,19 @@ impl Store {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Where the app's bare git repositories live: `<data>/git`.
+    pub fn git_root(&self) -> PathBuf {
+        self.root.join("git")
+    }
+
+    /// The app's bare repository: what `git push` to buildgrid writes, and the mirror builds
+    /// fetch the app's git URL into.
+    pub fn git_dir(&self, app: &buildgrid_core::AppRef) -> PathBuf {
+        self.git_root()
+            .join(app.namespace())
+            .join(format!("{}.git", app.app()))
     }
 }
 

@@ -9,7 +9,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use crate::{StoreError, now};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts those applied.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE blobs (
     digest      TEXT PRIMARY KEY,
     size        INTEGER NOT NULL,
@@ -65,7 +66,83 @@ CREATE TABLE downloads (
     PRIMARY KEY (repo_id, digest),
     FOREIGN KEY (repo_id, digest) REFERENCES manifests(repo_id, digest)
 ) WITHOUT ROWID;
-"#];
+"#,
+    r#"
+CREATE TABLE apps (
+    id              INTEGER PRIMARY KEY,
+    namespace       TEXT NOT NULL,
+    name            TEXT NOT NULL,
+    git_url         TEXT NOT NULL,
+    branch          TEXT NOT NULL,
+    dockerfile      TEXT NOT NULL,
+    context         TEXT NOT NULL,
+    build_args      TEXT NOT NULL,   -- JSON object
+    image_repo      TEXT NOT NULL,
+    webhook_secret  TEXT NOT NULL,
+    created_at      INTEGER NOT NULL,
+    UNIQUE (namespace, name)
+);
+
+CREATE TABLE builds (
+    id                INTEGER PRIMARY KEY,
+    app_id            INTEGER NOT NULL REFERENCES apps(id),
+    git_ref           TEXT NOT NULL,
+    commit_id         TEXT,
+    trigger           TEXT NOT NULL,
+    state             TEXT NOT NULL,
+    reason            TEXT,
+    force             INTEGER NOT NULL DEFAULT 0,
+    cancel_requested  INTEGER NOT NULL DEFAULT 0,
+    commit_message    TEXT,
+    commit_author     TEXT,
+    image_ref         TEXT,
+    image_digest      TEXT,
+    queued_at         INTEGER NOT NULL,
+    started_at        INTEGER,
+    finished_at       INTEGER
+);
+CREATE INDEX builds_by_app ON builds(app_id, id);
+CREATE INDEX builds_by_state ON builds(state, id);
+CREATE INDEX builds_by_commit ON builds(app_id, commit_id);
+
+CREATE TABLE build_log (
+    build_id  INTEGER NOT NULL REFERENCES builds(id),
+    seq       INTEGER NOT NULL,
+    at_ms     INTEGER NOT NULL,
+    step      TEXT,
+    line      TEXT NOT NULL,
+    PRIMARY KEY (build_id, seq)
+) WITHOUT ROWID;
+
+-- The base images (Dockerfile FROM lines) of a stored image.
+CREATE TABLE image_bases (
+    repo_id  INTEGER NOT NULL REFERENCES repositories(id),
+    digest   TEXT NOT NULL,
+    base     TEXT NOT NULL,
+    PRIMARY KEY (repo_id, digest, base)
+) WITHOUT ROWID;
+
+CREATE TABLE tokens (
+    id            INTEGER PRIMARY KEY,
+    name          TEXT NOT NULL,
+    hash          TEXT NOT NULL UNIQUE,
+    scopes        TEXT NOT NULL,
+    created_at    INTEGER NOT NULL,
+    last_used_at  INTEGER,
+    revoked_at    INTEGER
+);
+
+CREATE TABLE webhook_deliveries (
+    app_id       INTEGER NOT NULL REFERENCES apps(id),
+    delivery     TEXT NOT NULL,
+    received_at  INTEGER NOT NULL,
+    PRIMARY KEY (app_id, delivery)
+) WITHOUT ROWID;
+"#,
+];
+
+mod builds;
+pub use builds::{App, Build, BuildState, LogLine, NewApp, NewBuild, Queued};
 
 /// The SQLite database, with a small pool of connections (WAL: readers never wait for a writer).
 pub struct Db {
@@ -463,6 +540,7 @@ impl Db {
                 "repo_blobs",
                 "tags",
                 "downloads",
+                "image_bases",
             ] {
                 let n: i64 =
                     conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |row| {

@@ -1,0 +1,157 @@
+//! `git push` and `git fetch` over smart HTTP, served by git's own `http-backend` (libgit2 has
+//! no server side) against the app's bare repository.
+
+use std::process::Stdio;
+use std::sync::Arc;
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use buildgrid_core::AppRef;
+use futures_util::StreamExt;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use crate::routes::{ApiError, blocking};
+use crate::{Builder, auth, fetch, hooks};
+
+pub(crate) async fn handle(
+    request: HttpRequest,
+    mut payload: web::Payload,
+    path: web::Path<(String, String, String)>,
+    builder: web::Data<Arc<Builder>>,
+) -> Result<HttpResponse, ApiError> {
+    let (namespace, repo, tail) = path.into_inner();
+    let Some(app_name) = repo.strip_suffix(".git") else {
+        return Err(ApiError::not_found("git repositories end in .git"));
+    };
+    let app = AppRef::parse(&format!("{namespace}/{app_name}"))
+        .map_err(|e| ApiError::not_found(e.to_string()))?;
+    let store = builder.store.clone();
+    let allowed = {
+        let token = auth::request_token(&request);
+        let store = store.clone();
+        blocking(move || auth::may_build(&store, token.as_deref())).await?
+    };
+    if !allowed {
+        return Ok(HttpResponse::Unauthorized()
+            .insert_header(("WWW-Authenticate", "Basic realm=\"buildgrid\""))
+            .body("a token that may build this app is needed: use it as the password\n"));
+    }
+    let known = {
+        let store = store.clone();
+        let app = app.clone();
+        blocking(move || store.db.app(&app)).await?
+    };
+    if known.is_none() {
+        return Err(ApiError::not_found(format!(
+            "app {app} is not registered: create it with `buildgrid app create {app} --git <url>`"
+        )));
+    }
+    let git_dir = store.git_dir(&app);
+    {
+        let git_dir = git_dir.clone();
+        let exe = builder.settings.exe.clone();
+        let data = store.root().to_owned();
+        let app = app.clone();
+        blocking(move || {
+            fetch::open_or_init(&git_dir).map_err(|e| ApiError::internal(&e))?;
+            hooks::install(&git_dir, &exe, &data, &app).map_err(|e| ApiError::internal(&e))
+        })
+        .await?;
+    }
+
+    let header = |name: &str| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let mut child = tokio::process::Command::new("git")
+        .arg("http-backend")
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("GIT_PROJECT_ROOT", store.git_root())
+        .env("GIT_HTTP_EXPORT_ALL", "1")
+        .env("PATH_INFO", format!("/{namespace}/{repo}/{tail}"))
+        .env("REQUEST_METHOD", request.method().as_str())
+        .env("QUERY_STRING", request.query_string())
+        .env("CONTENT_TYPE", header("content-type"))
+        .env("HTTP_CONTENT_ENCODING", header("content-encoding"))
+        .env("HTTP_GIT_PROTOCOL", header("git-protocol"))
+        .env("REMOTE_USER", "buildgrid")
+        .env(
+            "REMOTE_ADDR",
+            request
+                .peer_addr()
+                .map(|a| a.ip().to_string())
+                .unwrap_or_default(),
+        )
+        .env("BUILDGRID_PUBLIC_URL", &builder.settings.public_url)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| ApiError::internal(&e))?;
+
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    tokio::task::spawn_local(async move {
+        while let Some(chunk) = payload.next().await {
+            let Ok(chunk) = chunk else { break };
+            if stdin.write_all(&chunk).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+
+    // CGI headers, then the body.
+    let mut response = HttpResponse::Ok();
+    loop {
+        let mut line = String::new();
+        let n = stdout
+            .read_line(&mut line)
+            .await
+            .map_err(|e| ApiError::internal(&e))?;
+        let line = line.trim_end();
+        if n == 0 || line.is_empty() {
+            break;
+        }
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("status") {
+            let code = value
+                .split_whitespace()
+                .next()
+                .and_then(|c| c.parse::<u16>().ok())
+                .and_then(|c| StatusCode::from_u16(c).ok())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            response.status(code);
+        } else {
+            response.insert_header((name.to_owned(), value.to_owned()));
+        }
+    }
+    let is_push = tail == "git-receive-pack";
+    let waker = builder.get_ref().clone();
+    tokio::task::spawn_local(async move {
+        let mut errors = String::new();
+        let _ = tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut errors).await;
+        let status = child.wait().await;
+        if !errors.trim().is_empty() {
+            tracing::warn!(errors = errors.trim(), "git http-backend");
+        }
+        if let Ok(status) = status
+            && !status.success()
+        {
+            tracing::warn!(%status, "git http-backend failed");
+        }
+        if is_push {
+            waker.wake();
+        }
+    });
+    Ok(response.streaming(tokio_util::io::ReaderStream::new(stdout)))
+}

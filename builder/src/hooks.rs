@@ -1,0 +1,91 @@
+//! The `post-receive` hook of an app's repository: a push to the app's branch queues a build,
+//! and what the hook prints reaches the pusher as `remote:` lines.
+
+use std::io::{BufRead, Write};
+use std::path::Path;
+
+use buildgrid_core::AppRef;
+use buildgrid_store::{NewBuild, Queued, Store, StoreError};
+
+/// Writes the hook that calls `exe hook post-receive` for this app.
+pub fn install(git_dir: &Path, exe: &Path, data: &Path, app: &AppRef) -> std::io::Result<()> {
+    let quote = |p: &Path| format!("'{}'", p.display().to_string().replace('\'', r"'\''"));
+    let script = format!(
+        "#!/bin/sh\n# Written by buildgrid: queues a build of each push to the app's branch.\nexec {} hook post-receive --data {} --app '{app}'\n",
+        quote(exe),
+        quote(data),
+    );
+    let hooks = git_dir.join("hooks");
+    std::fs::create_dir_all(&hooks)?;
+    let path = hooks.join("post-receive");
+    if std::fs::read_to_string(&path).is_ok_and(|old| old == script) {
+        return Ok(());
+    }
+    let temporary = hooks.join("post-receive.new");
+    std::fs::write(&temporary, script)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(0o755))?;
+    std::fs::rename(&temporary, &path)
+}
+
+/// Reads `<old> <new> <ref>` lines and queues a build for a push to the app's branch.
+pub fn post_receive(
+    store: &Store,
+    app: &AppRef,
+    public_url: &str,
+    input: impl BufRead,
+    mut out: impl Write,
+) -> Result<Vec<i64>, StoreError> {
+    let Some(app) = store.db.app(app)? else {
+        let _ = writeln!(
+            out,
+            "buildgrid: app {app} is not registered; nothing to build"
+        );
+        return Ok(Vec::new());
+    };
+    let branch_ref = format!("refs/heads/{}", app.branch);
+    let mut queued = Vec::new();
+    for line in input.lines().map_while(Result::ok) {
+        let mut parts = line.split_whitespace();
+        let (Some(_old), Some(new), Some(git_ref)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        if git_ref != branch_ref {
+            let _ = writeln!(
+                out,
+                "buildgrid: {git_ref} is not {branch_ref}, the branch {} builds; not building it",
+                app.app
+            );
+            continue;
+        }
+        if new.bytes().all(|b| b == b'0') {
+            continue;
+        }
+        let result = store.db.enqueue_build(&NewBuild {
+            app_id: app.id,
+            git_ref: app.branch.clone(),
+            commit_id: Some(new.to_owned()),
+            trigger: "push".into(),
+            force: false,
+        })?;
+        let short = &new[..new.len().min(12)];
+        match result {
+            Queued::New(id) => {
+                let _ = writeln!(
+                    out,
+                    "buildgrid: build {id} queued for {short} ({})",
+                    app.branch
+                );
+                queued.push(id);
+            }
+            Queued::Existing(id) => {
+                let _ = writeln!(out, "buildgrid: {short} is already built by build {id}");
+            }
+        }
+        let id = result.id();
+        let _ = writeln!(out, "buildgrid: watch it at {public_url}/builds/{id}");
+        let _ = writeln!(out, "buildgrid: or run: buildgrid build-log {id} --follow");
+    }
+    Ok(queued)
+}

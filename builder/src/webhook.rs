@@ -1,0 +1,297 @@
+//! Webhooks from GitHub, Gitea and GitLab: signature checks and push payloads, as pure
+//! functions.
+
+use hmac::{Hmac, Mac};
+use serde::Deserialize;
+use sha2::Sha256;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provider {
+    GitHub,
+    Gitea,
+    GitLab,
+}
+
+impl Provider {
+    pub fn parse(text: &str) -> Option<Provider> {
+        match text {
+            "github" => Some(Provider::GitHub),
+            "gitea" => Some(Provider::Gitea),
+            "gitlab" => Some(Provider::GitLab),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::GitHub => "github",
+            Provider::Gitea => "gitea",
+            Provider::GitLab => "gitlab",
+        }
+    }
+}
+
+/// The request headers a webhook check reads, lower-cased names.
+pub trait Headers {
+    fn get(&self, name: &str) -> Option<&str>;
+}
+
+impl Headers for actix_web::http::header::HeaderMap {
+    fn get(&self, name: &str) -> Option<&str> {
+        actix_web::http::header::HeaderMap::get(self, name).and_then(|v| v.to_str().ok())
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// A push to build: the ref and the commit it points at now.
+    Push {
+        git_ref: String,
+        commit: String,
+        delivery: Option<String>,
+    },
+    /// A valid delivery that asks for nothing (a ping, another event, a deleted branch).
+    Ignore(String),
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WebhookError {
+    #[error("the webhook signature is missing: set the app's webhook secret in the {0} webhook")]
+    MissingSignature(&'static str),
+    #[error("the webhook signature does not match the app's webhook secret")]
+    BadSignature,
+    #[error("the webhook payload is not a push event this builder understands: {0}")]
+    Payload(String),
+}
+
+#[derive(Deserialize)]
+struct PushPayload {
+    #[serde(rename = "ref")]
+    git_ref: String,
+    after: Option<String>,
+    checkout_sha: Option<String>,
+    #[serde(default)]
+    deleted: bool,
+}
+
+const ZERO_COMMIT: &str = "0000000000000000000000000000000000000000";
+
+/// Checks a delivery's signature with `secret` and reads its push, if it is one.
+pub fn verify(
+    provider: Provider,
+    headers: &dyn Headers,
+    body: &[u8],
+    secret: &str,
+) -> Result<Verdict, WebhookError> {
+    match provider {
+        Provider::GitHub | Provider::Gitea => {
+            let signature = headers
+                .get("x-hub-signature-256")
+                .map(|s| s.strip_prefix("sha256=").unwrap_or(s))
+                .or_else(|| headers.get("x-gitea-signature"))
+                .ok_or(WebhookError::MissingSignature(provider.as_str()))?;
+            let signature =
+                hex::decode(signature.trim()).map_err(|_| WebhookError::BadSignature)?;
+            let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
+                .expect("HMAC takes keys of any length");
+            mac.update(body);
+            // verify_slice compares in constant time.
+            mac.verify_slice(&signature)
+                .map_err(|_| WebhookError::BadSignature)?;
+        }
+        Provider::GitLab => {
+            let token = headers
+                .get("x-gitlab-token")
+                .ok_or(WebhookError::MissingSignature("gitlab"))?;
+            if !constant_time_eq(token.as_bytes(), secret.as_bytes()) {
+                return Err(WebhookError::BadSignature);
+            }
+        }
+    }
+    let event = match provider {
+        Provider::GitHub => headers.get("x-github-event"),
+        Provider::Gitea => headers
+            .get("x-gitea-event")
+            .or_else(|| headers.get("x-github-event")),
+        Provider::GitLab => headers.get("x-gitlab-event"),
+    }
+    .unwrap_or("");
+    let is_push = matches!(event, "push" | "Push Hook");
+    if !is_push {
+        return Ok(Verdict::Ignore(format!("event {event:?} is not a push")));
+    }
+    let delivery = match provider {
+        Provider::GitHub => headers.get("x-github-delivery"),
+        Provider::Gitea => headers.get("x-gitea-delivery"),
+        Provider::GitLab => headers
+            .get("x-gitlab-event-uuid")
+            .or_else(|| headers.get("x-gitlab-webhook-uuid")),
+    }
+    .map(str::to_owned);
+    let payload: PushPayload =
+        serde_json::from_slice(body).map_err(|e| WebhookError::Payload(e.to_string()))?;
+    let commit = payload
+        .checkout_sha
+        .filter(|c| !c.is_empty())
+        .or(payload.after)
+        .unwrap_or_default();
+    if payload.deleted || commit.is_empty() || commit == ZERO_COMMIT {
+        return Ok(Verdict::Ignore(format!("{} was deleted", payload.git_ref)));
+    }
+    Ok(Verdict::Push {
+        git_ref: payload.git_ref,
+        commit,
+        delivery,
+    })
+}
+
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    struct Map(HashMap<&'static str, String>);
+
+    impl Headers for Map {
+        fn get(&self, name: &str) -> Option<&str> {
+            self.0.get(name).map(String::as_str)
+        }
+    }
+
+    fn sign(secret: &str, body: &[u8]) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(body);
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    const BODY: &[u8] = br#"{"ref":"refs/heads/main","after":"0123456789012345678901234567890123456789","deleted":false}"#;
+
+    #[track_caller]
+    fn check(
+        provider: Provider,
+        headers: &[(&'static str, String)],
+        body: &[u8],
+        expected: Result<Verdict, WebhookError>,
+    ) {
+        let map = Map(headers.iter().cloned().collect());
+        assert_eq!(verify(provider, &map, body, "s3cret"), expected);
+    }
+
+    fn push(delivery: Option<&str>) -> Verdict {
+        Verdict::Push {
+            git_ref: "refs/heads/main".into(),
+            commit: "0123456789012345678901234567890123456789".into(),
+            delivery: delivery.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn github() {
+        let good = format!("sha256={}", sign("s3cret", BODY));
+        check(
+            Provider::GitHub,
+            &[
+                ("x-hub-signature-256", good.clone()),
+                ("x-github-event", "push".into()),
+                ("x-github-delivery", "d1".into()),
+            ],
+            BODY,
+            Ok(push(Some("d1"))),
+        );
+        let wrong = format!("sha256={}", sign("other", BODY));
+        check(
+            Provider::GitHub,
+            &[
+                ("x-hub-signature-256", wrong),
+                ("x-github-event", "push".into()),
+            ],
+            BODY,
+            Err(WebhookError::BadSignature),
+        );
+        check(
+            Provider::GitHub,
+            &[("x-hub-signature-256", "sha256=zz".into())],
+            BODY,
+            Err(WebhookError::BadSignature),
+        );
+        check(
+            Provider::GitHub,
+            &[],
+            BODY,
+            Err(WebhookError::MissingSignature("github")),
+        );
+        check(
+            Provider::GitHub,
+            &[
+                ("x-hub-signature-256", good.clone()),
+                ("x-github-event", "ping".into()),
+            ],
+            BODY,
+            Ok(Verdict::Ignore("event \"ping\" is not a push".into())),
+        );
+        // A body changed after signing.
+        check(
+            Provider::GitHub,
+            &[
+                ("x-hub-signature-256", good),
+                ("x-github-event", "push".into()),
+            ],
+            &BODY[1..],
+            Err(WebhookError::BadSignature),
+        );
+    }
+
+    #[test]
+    fn gitea_and_gitlab() {
+        check(
+            Provider::Gitea,
+            &[
+                ("x-gitea-signature", sign("s3cret", BODY)),
+                ("x-gitea-event", "push".into()),
+                ("x-gitea-delivery", "g1".into()),
+            ],
+            BODY,
+            Ok(push(Some("g1"))),
+        );
+        let gitlab = br#"{"ref":"refs/heads/main","after":"x","checkout_sha":"0123456789012345678901234567890123456789"}"#;
+        check(
+            Provider::GitLab,
+            &[
+                ("x-gitlab-token", "s3cret".into()),
+                ("x-gitlab-event", "Push Hook".into()),
+            ],
+            gitlab,
+            Ok(push(None)),
+        );
+        check(
+            Provider::GitLab,
+            &[
+                ("x-gitlab-token", "s3cret!".into()),
+                ("x-gitlab-event", "Push Hook".into()),
+            ],
+            gitlab,
+            Err(WebhookError::BadSignature),
+        );
+        let deleted = br#"{"ref":"refs/heads/main","after":"0000000000000000000000000000000000000000","deleted":true}"#;
+        check(
+            Provider::GitHub,
+            &[
+                (
+                    "x-hub-signature-256",
+                    format!("sha256={}", sign("s3cret", deleted)),
+                ),
+                ("x-github-event", "push".into()),
+            ],
+            deleted,
+            Ok(Verdict::Ignore("refs/heads/main was deleted".into())),
+        );
+    }
+}

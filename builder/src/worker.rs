@@ -1,0 +1,345 @@
+//! Build workers: claim a queued build, fetch, build through the Docker engine, store the
+//! image. Every state change and log line goes to the store as it happens.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::query_parameters::BuildImageOptionsBuilder;
+use buildgrid_core::app::{base_images, commit_tag, redact_url};
+use buildgrid_store::{App, Build, BuildState, Store};
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+
+use crate::Builder;
+use crate::context::write_context;
+use crate::fetch;
+
+/// How a build ended, short of failing.
+enum Outcome {
+    Succeeded {
+        image_ref: String,
+        digest: buildgrid_core::Digest,
+    },
+    Skipped(String),
+}
+
+/// Why a build did not succeed.
+enum Stop {
+    Failed(String),
+    Cancelled,
+}
+
+impl<E: std::fmt::Display> From<E> for Stop {
+    fn from(error: E) -> Stop {
+        Stop::Failed(error.to_string())
+    }
+}
+
+/// Appends a build's log lines, numbered from 1.
+struct Log {
+    store: Arc<Store>,
+    build: i64,
+    seq: i64,
+}
+
+impl Log {
+    fn line(&mut self, step: Option<&str>, line: &str) {
+        self.seq += 1;
+        if let Err(error) = self.store.db.append_log(self.build, self.seq, step, line) {
+            tracing::error!(build = self.build, %error, "cannot store a build log line");
+        }
+    }
+}
+
+pub(crate) async fn worker(builder: Arc<Builder>) {
+    loop {
+        // Registered before looking at the queue, so a build queued meanwhile wakes us.
+        let notified = builder.wake.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let store = builder.store.clone();
+        let claimed = tokio::task::spawn_blocking(move || store.db.claim_next_build()).await;
+        match claimed {
+            Ok(Ok(Some(build))) => run(&builder, build).await,
+            Ok(Ok(None)) => {
+                let _ = tokio::time::timeout(Duration::from_secs(2), notified).await;
+            }
+            Ok(Err(error)) => {
+                tracing::error!(%error, "cannot read the build queue");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "the build queue task failed");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    }
+}
+
+#[tracing::instrument(skip_all, fields(build = build.id))]
+async fn run(builder: &Builder, build: Build) {
+    let store = builder.store.clone();
+    let previous_lines = store.db.log_lines(build.id, 0, usize::MAX).map(|l| l.len());
+    let mut log = Log {
+        store: store.clone(),
+        build: build.id,
+        seq: previous_lines.unwrap_or(0) as i64,
+    };
+    let timeout = builder.settings.timeout;
+    let result = match tokio::time::timeout(timeout, pipeline(builder, &build, &mut log)).await {
+        Ok(result) => result,
+        Err(_) => Err(Stop::Failed(format!(
+            "timed out after {} minutes",
+            timeout.as_secs() / 60
+        ))),
+    };
+    let finished = match result {
+        Ok(Outcome::Succeeded { image_ref, digest }) => {
+            log.line(None, &format!("image: {image_ref}"));
+            log.line(None, &format!("digest: {digest}"));
+            store.db.finish_build(
+                build.id,
+                BuildState::Succeeded,
+                None,
+                Some((&image_ref, &digest)),
+            )
+        }
+        Ok(Outcome::Skipped(reason)) => {
+            log.line(None, &format!("skipped: {reason}"));
+            store
+                .db
+                .finish_build(build.id, BuildState::Skipped, Some(&reason), None)
+        }
+        Err(Stop::Cancelled) => {
+            log.line(None, "build cancelled");
+            store
+                .db
+                .finish_build(build.id, BuildState::Cancelled, Some("cancelled"), None)
+        }
+        Err(Stop::Failed(reason)) => {
+            log.line(None, &format!("build failed: {reason}"));
+            store
+                .db
+                .finish_build(build.id, BuildState::Failed, Some(&reason), None)
+        }
+    };
+    if let Err(error) = finished {
+        tracing::error!(%error, "cannot record the end of a build");
+    }
+}
+
+fn check_cancel(store: &Store, build: i64) -> Result<(), Stop> {
+    match store.db.cancel_requested(build) {
+        Ok(true) => Err(Stop::Cancelled),
+        _ => Ok(()),
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Stop> + Send + 'static,
+) -> Result<T, Stop> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Stop::Failed(format!("internal error: {e}")))?
+}
+
+async fn pipeline(builder: &Builder, build: &Build, log: &mut Log) -> Result<Outcome, Stop> {
+    let store = builder.store.clone();
+    let app: App = store
+        .db
+        .app_by_id(build.app_id)?
+        .ok_or_else(|| Stop::Failed("the build's app no longer exists".into()))?;
+    log.line(
+        None,
+        &format!(
+            "build {} of {} ({} {}), triggered by {}",
+            build.id,
+            app.app,
+            build.git_ref,
+            build.commit_id.as_deref().unwrap_or(""),
+            build.trigger
+        ),
+    );
+
+    // Fetch and resolve the commit.
+    let git_dir = store.git_dir(&app.app);
+    let url = app.git_url.clone();
+    let wanted = build
+        .commit_id
+        .clone()
+        .unwrap_or_else(|| build.git_ref.clone());
+    let (commit, fetch_note) = {
+        let wanted = wanted.clone();
+        let known = build.commit_id.clone();
+        blocking(move || {
+            let repo = fetch::open_or_init(&git_dir)?;
+            let present = known
+                .as_deref()
+                .is_some_and(|c| fetch::has_commit(&repo, c));
+            let note = if present {
+                "the commit is in buildgrid's repository (pushed); nothing to fetch".to_owned()
+            } else {
+                match fetch::fetch(&repo, &url) {
+                    Ok(()) => format!("fetched {}", redact_url(&url)),
+                    // A push to buildgrid may have brought the commit without the URL answering.
+                    Err(error) if fetch::resolve(&repo, &wanted).is_ok() => {
+                        format!("{error}; building what buildgrid's repository has")
+                    }
+                    Err(error) => return Err(Stop::Failed(error.to_string())),
+                }
+            };
+            Ok((fetch::resolve(&repo, &wanted)?, note))
+        })
+        .await?
+    };
+    log.line(None, &fetch_note);
+    let commit_id = commit.id.to_string();
+    store
+        .db
+        .set_build_commit(build.id, &commit_id, &commit.message, &commit.author)?;
+    log.line(None, &format!("commit {commit_id}: {}", commit.message));
+    if !build.force
+        && let Some(other) = store
+            .db
+            .other_build_of_commit(app.id, &commit_id, build.id)?
+    {
+        return Ok(Outcome::Skipped(format!(
+            "commit {commit_id} is built by build {other}"
+        )));
+    }
+    check_cancel(&store, build.id)?;
+
+    // The build context, from git objects into a temporary file.
+    let staging = store.blobs.staging()?;
+    let context_path = staging.path().join("context.tar");
+    let context = {
+        let git_dir = store.git_dir(&app.app);
+        let context_path = context_path.clone();
+        let (dir, dockerfile) = (app.context.clone(), app.dockerfile.clone());
+        let oid = commit.id;
+        blocking(move || {
+            let repo = fetch::open_or_init(&git_dir)?;
+            let file = std::io::BufWriter::new(std::fs::File::create(&context_path)?);
+            Ok(write_context(&repo, oid, &dir, &dockerfile, file)?)
+        })
+        .await?
+    };
+    for submodule in &context.skipped_submodules {
+        log.line(
+            None,
+            &format!("note: submodule {submodule} is not part of the context"),
+        );
+    }
+    log.line(None, &format!("build context: {} files", context.files));
+
+    // Build.
+    store.db.set_build_state(build.id, BuildState::Building)?;
+    let docker = connect().await?;
+    let tag = format!("{}:{}", app.image_repo, commit_tag(&commit_id)?);
+    let mut labels = HashMap::new();
+    labels.insert("org.opencontainers.image.revision", commit_id.clone());
+    labels.insert("org.opencontainers.image.source", redact_url(&app.git_url));
+    let build_args: HashMap<&str, &str> = app
+        .build_args
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let options = BuildImageOptionsBuilder::default()
+        .dockerfile(&context.dockerfile)
+        .t(&tag)
+        .rm(true)
+        .forcerm(true)
+        .buildargs(&build_args)
+        .labels(&labels)
+        .build();
+    let file = tokio::fs::File::open(&context_path).await?;
+    let body = bollard::body_try_stream(tokio_util::io::ReaderStream::new(file));
+    let mut stream = docker.build_image(options, None, Some(body));
+    let mut step: Option<String> = None;
+    let mut cancel_check = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            item = stream.next() => {
+                let Some(item) = item else { break };
+                let info = item.map_err(|e| Stop::Failed(engine_error(&e)))?;
+                if let Some(detail) = info.error_detail.and_then(|d| d.message) {
+                    return Err(Stop::Failed(detail));
+                }
+                if let Some(text) = info.stream.or(info.status) {
+                    for line in text.lines().map(str::trim_end).filter(|l| !l.is_empty()) {
+                        if let Some(rest) = line.strip_prefix("Step ") {
+                            step = rest.split_whitespace().next().map(str::to_owned);
+                        }
+                        log.line(step.as_deref(), line);
+                    }
+                }
+            }
+            _ = cancel_check.tick() => check_cancel(&store, build.id)?,
+        }
+    }
+    // Dropping the stream above closes the connection, which stops the engine's build.
+    drop(stream);
+    check_cancel(&store, build.id)?;
+
+    // Store a copy of the image.
+    store.db.set_build_state(build.id, BuildState::Storing)?;
+    log.line(None, &format!("storing {tag}"));
+    let archive_path = staging.path().join("image.tar");
+    let mut archive = tokio::fs::File::create(&archive_path).await?;
+    let mut export = docker.export_image(&tag);
+    while let Some(chunk) = export.next().await {
+        let chunk = chunk.map_err(|e| Stop::Failed(engine_error(&e)))?;
+        archive.write_all(&chunk).await?;
+    }
+    archive.flush().await?;
+    drop(archive);
+    let repo = app.image_repo.clone();
+    let commit_tag = commit_tag(&commit_id)?;
+    let report = {
+        let store = store.clone();
+        let repo = repo.clone();
+        blocking(move || {
+            Ok(buildgrid_store::ingest::import_archive(
+                &store,
+                &archive_path,
+                &repo,
+                &commit_tag,
+            )?)
+        })
+        .await?
+    };
+    log.line(
+        None,
+        &format!(
+            "stored: {} layers compressed, {} reused",
+            report.layers_compressed, report.layers_reused
+        ),
+    );
+    let bases = base_images(&context.dockerfile_text);
+    store.db.add_image_bases(&repo, &report.digest, &bases)?;
+    drop(staging);
+    let image_ref = format!("{}/{}:{}", builder.settings.registry_host, repo, report.tag);
+    Ok(Outcome::Succeeded {
+        image_ref,
+        digest: report.digest,
+    })
+}
+
+async fn connect() -> Result<Docker, Stop> {
+    let docker = Docker::connect_with_local_defaults()
+        .map_err(|e| Stop::Failed(format!("cannot reach the Docker engine: {e}")))?;
+    docker
+        .negotiate_version()
+        .await
+        .map_err(|e| Stop::Failed(format!("cannot reach the Docker engine: {e}")))
+}
+
+fn engine_error(error: &bollard::errors::Error) -> String {
+    match error {
+        bollard::errors::Error::DockerResponseServerError { message, .. } => message.clone(),
+        bollard::errors::Error::DockerStreamError { error } => error.clone(),
+        other => format!("Docker engine: {other}"),
+    }
+}

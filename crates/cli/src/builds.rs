@@ -1,0 +1,280 @@
+//! Apps, builds and tokens from the command line. These work on the data directory; a running
+//! `buildgrid serve` picks queued builds up.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use buildgrid_builder::auth;
+use buildgrid_core::AppRef;
+use buildgrid_store::{BuildState, NewApp, NewBuild, Queued, Store};
+use clap::{Args, Subcommand};
+
+#[derive(Subcommand)]
+pub enum AppCommand {
+    /// Register an app: where its code is and how to build it.
+    Create {
+        /// `<namespace>/<app>`, e.g. `acme/shop`.
+        app: String,
+        /// The git URL to fetch (its host and path name the images).
+        #[arg(long)]
+        git: String,
+        /// The branch whose pushes build.
+        #[arg(long, default_value = "main")]
+        branch: String,
+        /// The Dockerfile, relative to the repository root.
+        #[arg(long, default_value = "Dockerfile")]
+        dockerfile: String,
+        /// The build context directory, relative to the repository root.
+        #[arg(long, default_value = ".")]
+        context: String,
+        /// A build argument, `KEY=VALUE`; repeat for more.
+        #[arg(long = "build-arg", value_name = "KEY=VALUE")]
+        build_args: Vec<String>,
+        /// The secret webhooks are signed with (default: a new random one, printed once).
+        #[arg(long, env = "BUILDGRID_WEBHOOK_SECRET")]
+        webhook_secret: Option<String>,
+    },
+    /// List the apps.
+    List,
+}
+
+#[derive(Args)]
+pub struct BuildArgs {
+    /// `<namespace>/<app>`.
+    app: String,
+    /// A branch, tag or commit id (default: the app's branch).
+    #[arg(long = "ref")]
+    git_ref: Option<String>,
+    /// Build even if this commit was built before.
+    #[arg(long)]
+    force: bool,
+    /// Follow the log and wait for the end: exits non-zero unless the build succeeds.
+    #[arg(long)]
+    wait: bool,
+}
+
+#[derive(Args)]
+pub struct BuildLogArgs {
+    /// The build's number.
+    id: i64,
+    /// Keep printing until the build ends; exits non-zero unless it succeeds.
+    #[arg(long)]
+    follow: bool,
+}
+
+#[derive(Subcommand)]
+pub enum TokenCommand {
+    /// Create an admin token and print it (it is shown only once).
+    Create {
+        #[arg(long, default_value = "cli")]
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum HookCommand {
+    /// Reads `<old> <new> <ref>` lines from git and queues builds.
+    PostReceive {
+        #[arg(long)]
+        app: String,
+    },
+}
+
+pub fn app(store: &Store, command: AppCommand) -> anyhow::Result<()> {
+    match command {
+        AppCommand::Create {
+            app,
+            git,
+            branch,
+            dockerfile,
+            context,
+            build_args,
+            webhook_secret,
+        } => {
+            let app = AppRef::parse(&app)?;
+            let image_repo = app.image_repo(&git)?;
+            let mut args = BTreeMap::new();
+            for pair in build_args {
+                let Some((key, value)) = pair.split_once('=') else {
+                    bail!("--build-arg {pair:?} must be KEY=VALUE");
+                };
+                args.insert(key.to_owned(), value.to_owned());
+            }
+            if branch.trim().is_empty() || git2_ref_invalid(&branch) {
+                bail!("--branch {branch:?} is not a valid branch name");
+            }
+            let generated = webhook_secret.is_none();
+            let secret = webhook_secret
+                .unwrap_or_else(|| auth::new_secret().trim_start_matches("bg_").to_owned());
+            let created = store.db.create_app(&NewApp {
+                app: app.clone(),
+                git_url: git,
+                branch,
+                dockerfile,
+                context,
+                build_args: args,
+                image_repo,
+                webhook_secret: secret.clone(),
+            })?;
+            println!("app {} created", created.app);
+            println!("images: {}:<commit>", created.image_repo);
+            println!(
+                "git push to: <buildgrid URL>/git/{}.git (branch {})",
+                created.app, created.branch
+            );
+            println!(
+                "webhooks: <buildgrid URL>/hooks/github|gitea|gitlab/{}",
+                created.app
+            );
+            if generated {
+                println!("webhook secret (shown once): {secret}");
+            }
+            Ok(())
+        }
+        AppCommand::List => {
+            for app in store.db.apps()? {
+                println!(
+                    "{}\t{}\t{}\t{}",
+                    app.app,
+                    app.branch,
+                    app.image_repo,
+                    buildgrid_core::app::redact_url(&app.git_url)
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+fn git2_ref_invalid(branch: &str) -> bool {
+    branch.contains("..")
+        || branch.starts_with('/')
+        || branch.ends_with('/')
+        || branch
+            .chars()
+            .any(|c| c.is_whitespace() || "~^:?*[\\".contains(c))
+}
+
+pub fn build(store: &Store, args: BuildArgs) -> anyhow::Result<()> {
+    let app_ref = AppRef::parse(&args.app)?;
+    let Some(app) = store.db.app(&app_ref)? else {
+        bail!("no app {app_ref}: create it with `buildgrid app create {app_ref} --git <url>`");
+    };
+    let git_ref = args.git_ref.unwrap_or_else(|| app.branch.clone());
+    let is_commit = git_ref.len() == 40 && git_ref.bytes().all(|b| b.is_ascii_hexdigit());
+    let queued = store.db.enqueue_build(&NewBuild {
+        app_id: app.id,
+        commit_id: is_commit.then(|| git_ref.to_ascii_lowercase()),
+        git_ref,
+        trigger: "cli".into(),
+        force: args.force,
+    })?;
+    match queued {
+        Queued::New(id) => eprintln!("build {id} queued"),
+        Queued::Existing(id) => eprintln!("that commit is built by build {id} already"),
+    }
+    if args.wait {
+        follow(store, queued.id())
+    } else {
+        println!("{}", queued.id());
+        Ok(())
+    }
+}
+
+pub fn build_log(store: &Store, args: BuildLogArgs) -> anyhow::Result<()> {
+    if args.follow {
+        return follow(store, args.id);
+    }
+    if store.db.build(args.id)?.is_none() {
+        bail!("no build {}", args.id);
+    }
+    let mut out = std::io::stdout().lock();
+    let mut after = 0;
+    loop {
+        let lines = store.db.log_lines(args.id, after, 10_000)?;
+        let Some(last) = lines.last() else { break };
+        after = last.seq;
+        for line in lines {
+            writeln!(out, "{}", line.line)?;
+        }
+    }
+    Ok(())
+}
+
+/// Prints the log as it grows until the build ends; fails unless it succeeded.
+fn follow(store: &Store, id: i64) -> anyhow::Result<()> {
+    let mut after = 0;
+    let mut waited = Duration::ZERO;
+    loop {
+        let build = store
+            .db
+            .build(id)?
+            .with_context(|| format!("no build {id}"))?;
+        let lines = store.db.log_lines(id, after, 10_000)?;
+        let mut out = std::io::stdout().lock();
+        for line in &lines {
+            writeln!(out, "{}", line.line)?;
+            after = line.seq;
+        }
+        out.flush()?;
+        if !lines.is_empty() {
+            continue;
+        }
+        if build.state.is_finished() {
+            return match build.state {
+                BuildState::Succeeded => {
+                    println!("{}", build.image_ref.unwrap_or_default());
+                    Ok(())
+                }
+                state => bail!("build {id} {state}: {}", build.reason.unwrap_or_default()),
+            };
+        }
+        if build.state == BuildState::Queued && waited == Duration::from_secs(10) {
+            eprintln!(
+                "build {id} is still queued: is `buildgrid serve` running on this data directory?"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        waited += Duration::from_millis(200);
+    }
+}
+
+pub fn cancel(store: &Store, id: i64) -> anyhow::Result<()> {
+    match store.db.request_cancel(id)? {
+        None => bail!("no build {id}"),
+        Some(BuildState::Cancelled) => println!("build {id} cancelled"),
+        Some(state) if state.is_finished() => bail!("build {id} has ended already ({state})"),
+        Some(_) => println!("build {id} is being stopped"),
+    }
+    Ok(())
+}
+
+pub fn token(store: &Store, command: TokenCommand) -> anyhow::Result<()> {
+    match command {
+        TokenCommand::Create { name } => {
+            let secret = auth::create_admin_token(store, &name)?;
+            println!("{secret}");
+            Ok(())
+        }
+    }
+}
+
+pub fn hook(store: &Store, command: HookCommand) -> anyhow::Result<()> {
+    match command {
+        HookCommand::PostReceive { app } => {
+            let app = AppRef::parse(&app)?;
+            let public_url =
+                std::env::var("BUILDGRID_PUBLIC_URL").unwrap_or_else(|_| "<buildgrid URL>".into());
+            buildgrid_builder::hooks::post_receive(
+                store,
+                &app,
+                &public_url,
+                std::io::stdin().lock(),
+                std::io::stdout().lock(),
+            )?;
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,658 @@
+//! Apps, builds and their logs, API tokens and webhook deliveries.
+
+use std::collections::BTreeMap;
+
+use buildgrid_core::{AppRef, Digest, RepoName};
+use rusqlite::{OptionalExtension, Row, params};
+
+use super::Db;
+use crate::{StoreError, now};
+
+#[derive(Debug, Clone)]
+pub struct NewApp {
+    pub app: AppRef,
+    pub git_url: String,
+    pub branch: String,
+    pub dockerfile: String,
+    pub context: String,
+    pub build_args: BTreeMap<String, String>,
+    pub image_repo: RepoName,
+    pub webhook_secret: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct App {
+    pub id: i64,
+    pub app: AppRef,
+    pub git_url: String,
+    pub branch: String,
+    pub dockerfile: String,
+    pub context: String,
+    pub build_args: BTreeMap<String, String>,
+    pub image_repo: RepoName,
+    pub webhook_secret: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuildState {
+    Queued,
+    Fetching,
+    Building,
+    Storing,
+    Succeeded,
+    Failed,
+    Cancelled,
+    /// Never started: superseded by a newer push, or its commit was built already.
+    Skipped,
+}
+
+impl BuildState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BuildState::Queued => "queued",
+            BuildState::Fetching => "fetching",
+            BuildState::Building => "building",
+            BuildState::Storing => "storing",
+            BuildState::Succeeded => "succeeded",
+            BuildState::Failed => "failed",
+            BuildState::Cancelled => "cancelled",
+            BuildState::Skipped => "skipped",
+        }
+    }
+
+    fn parse(text: &str) -> BuildState {
+        match text {
+            "queued" => BuildState::Queued,
+            "fetching" => BuildState::Fetching,
+            "building" => BuildState::Building,
+            "storing" => BuildState::Storing,
+            "succeeded" => BuildState::Succeeded,
+            "cancelled" => BuildState::Cancelled,
+            "skipped" => BuildState::Skipped,
+            _ => BuildState::Failed,
+        }
+    }
+
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            BuildState::Succeeded
+                | BuildState::Failed
+                | BuildState::Cancelled
+                | BuildState::Skipped
+        )
+    }
+}
+
+impl std::fmt::Display for BuildState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Build {
+    pub id: i64,
+    pub app_id: i64,
+    pub git_ref: String,
+    pub commit_id: Option<String>,
+    pub trigger: String,
+    pub state: BuildState,
+    pub reason: Option<String>,
+    pub force: bool,
+    pub cancel_requested: bool,
+    pub commit_message: Option<String>,
+    pub commit_author: Option<String>,
+    pub image_ref: Option<String>,
+    pub image_digest: Option<String>,
+    pub queued_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewBuild {
+    pub app_id: i64,
+    /// A branch name, or whatever ref the trigger named.
+    pub git_ref: String,
+    /// Known when a push or webhook names it; resolved by the builder otherwise.
+    pub commit_id: Option<String>,
+    pub trigger: String,
+    /// Build even when this commit was built already.
+    pub force: bool,
+}
+
+/// The outcome of queuing a build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Queued {
+    New(i64),
+    /// The same commit of the same app is queued, running or built already.
+    Existing(i64),
+}
+
+impl Queued {
+    pub fn id(self) -> i64 {
+        match self {
+            Queued::New(id) | Queued::Existing(id) => id,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    pub seq: i64,
+    pub at_ms: i64,
+    pub step: Option<String>,
+    pub line: String,
+}
+
+const BUILD_COLUMNS: &str = "id, app_id, git_ref, commit_id, trigger, state, reason, force,
+    cancel_requested, commit_message, commit_author, image_ref, image_digest, queued_at,
+    started_at, finished_at";
+
+fn build_row(row: &Row<'_>) -> rusqlite::Result<Build> {
+    Ok(Build {
+        id: row.get(0)?,
+        app_id: row.get(1)?,
+        git_ref: row.get(2)?,
+        commit_id: row.get(3)?,
+        trigger: row.get(4)?,
+        state: BuildState::parse(&row.get::<_, String>(5)?),
+        reason: row.get(6)?,
+        force: row.get(7)?,
+        cancel_requested: row.get(8)?,
+        commit_message: row.get(9)?,
+        commit_author: row.get(10)?,
+        image_ref: row.get(11)?,
+        image_digest: row.get(12)?,
+        queued_at: row.get(13)?,
+        started_at: row.get(14)?,
+        finished_at: row.get(15)?,
+    })
+}
+
+const APP_COLUMNS: &str = "id, namespace, name, git_url, branch, dockerfile, context, build_args,
+    image_repo, webhook_secret";
+
+fn app_row(row: &Row<'_>) -> rusqlite::Result<App> {
+    let conversion = |index: usize, error: Box<dyn std::error::Error + Send + Sync>| {
+        rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, error)
+    };
+    let namespace: String = row.get(1)?;
+    let name: String = row.get(2)?;
+    let app = AppRef::parse(&format!("{namespace}/{name}")).map_err(|e| conversion(1, e.into()))?;
+    let build_args: String = row.get(7)?;
+    let image_repo: String = row.get(8)?;
+    Ok(App {
+        id: row.get(0)?,
+        app,
+        git_url: row.get(3)?,
+        branch: row.get(4)?,
+        dockerfile: row.get(5)?,
+        context: row.get(6)?,
+        build_args: serde_json::from_str(&build_args).map_err(|e| conversion(7, e.into()))?,
+        image_repo: RepoName::parse(&image_repo).map_err(|e| conversion(8, e.into()))?,
+        webhook_secret: row.get(9)?,
+    })
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Db {
+    pub fn create_app(&self, new: &NewApp) -> Result<App, StoreError> {
+        self.with(|conn| {
+            let exists = conn
+                .prepare_cached("SELECT 1 FROM apps WHERE namespace = ?1 AND name = ?2")?
+                .exists(params![new.app.namespace(), new.app.app()])?;
+            if exists {
+                return Err(StoreError::Conflict(format!(
+                    "app {} exists already",
+                    new.app
+                )));
+            }
+            let taken = conn
+                .prepare_cached("SELECT namespace || '/' || name FROM apps WHERE image_repo = ?1")?
+                .query_row([new.image_repo.as_str()], |row| row.get::<_, String>(0))
+                .optional()?;
+            if let Some(other) = taken {
+                return Err(StoreError::Conflict(format!(
+                    "app {other} builds images named {} already",
+                    new.image_repo
+                )));
+            }
+            conn.execute(
+                "INSERT INTO apps (namespace, name, git_url, branch, dockerfile, context,
+                    build_args, image_repo, webhook_secret, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    new.app.namespace(),
+                    new.app.app(),
+                    new.git_url,
+                    new.branch,
+                    new.dockerfile,
+                    new.context,
+                    serde_json::to_string(&new.build_args).expect("a map serializes"),
+                    new.image_repo.as_str(),
+                    new.webhook_secret,
+                    now()
+                ],
+            )?;
+            Ok(App {
+                id: conn.last_insert_rowid(),
+                app: new.app.clone(),
+                git_url: new.git_url.clone(),
+                branch: new.branch.clone(),
+                dockerfile: new.dockerfile.clone(),
+                context: new.context.clone(),
+                build_args: new.build_args.clone(),
+                image_repo: new.image_repo.clone(),
+                webhook_secret: new.webhook_secret.clone(),
+            })
+        })
+    }
+
+    pub fn app(&self, app: &AppRef) -> Result<Option<App>, StoreError> {
+        self.with(|conn| {
+            let sql = format!("SELECT {APP_COLUMNS} FROM apps WHERE namespace = ?1 AND name = ?2");
+            Ok(conn
+                .prepare_cached(&sql)?
+                .query_row(params![app.namespace(), app.app()], app_row)
+                .optional()?)
+        })
+    }
+
+    pub fn app_by_id(&self, id: i64) -> Result<Option<App>, StoreError> {
+        self.with(|conn| {
+            let sql = format!("SELECT {APP_COLUMNS} FROM apps WHERE id = ?1");
+            Ok(conn
+                .prepare_cached(&sql)?
+                .query_row([id], app_row)
+                .optional()?)
+        })
+    }
+
+    pub fn apps(&self) -> Result<Vec<App>, StoreError> {
+        self.with(|conn| {
+            let sql = format!("SELECT {APP_COLUMNS} FROM apps ORDER BY namespace, name");
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map([], app_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    /// Queues a build, unless the same commit of the app is queued, running or built already
+    /// (and `force` is off).
+    pub fn enqueue_build(&self, new: &NewBuild) -> Result<Queued, StoreError> {
+        self.with(|conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            if let (Some(commit), false) = (&new.commit_id, new.force) {
+                let existing = tx
+                    .prepare_cached(
+                        "SELECT id FROM builds WHERE app_id = ?1 AND commit_id = ?2
+                         AND state NOT IN ('failed', 'cancelled', 'skipped')
+                         ORDER BY id DESC LIMIT 1",
+                    )?
+                    .query_row(params![new.app_id, commit], |row| row.get(0))
+                    .optional()?;
+                if let Some(id) = existing {
+                    return Ok(Queued::Existing(id));
+                }
+            }
+            tx.execute(
+                "INSERT INTO builds (app_id, git_ref, commit_id, trigger, state, force, queued_at)
+                 VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6)",
+                params![
+                    new.app_id,
+                    new.git_ref,
+                    new.commit_id,
+                    new.trigger,
+                    new.force,
+                    now()
+                ],
+            )?;
+            let id = tx.last_insert_rowid();
+            tx.commit()?;
+            Ok(Queued::New(id))
+        })
+    }
+
+    /// Takes the oldest queued build and marks it fetching. Queued builds of the same app and
+    /// ref that a newer queued build supersedes are marked skipped on the way.
+    pub fn claim_next_build(&self) -> Result<Option<Build>, StoreError> {
+        self.with(|conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let queued: Vec<Build> = {
+                let sql = format!(
+                    "SELECT {BUILD_COLUMNS} FROM builds WHERE state = 'queued' ORDER BY id"
+                );
+                let mut stmt = tx.prepare_cached(&sql)?;
+                let rows = stmt.query_map([], build_row)?;
+                rows.collect::<Result<_, _>>()?
+            };
+            let mut claimed = None;
+            for build in &queued {
+                let newer = queued.iter().rev().find(|other| {
+                    other.id > build.id
+                        && other.app_id == build.app_id
+                        && other.git_ref == build.git_ref
+                        && !build.force
+                });
+                if let Some(newer) = newer {
+                    tx.execute(
+                        "UPDATE builds SET state = 'skipped', reason = ?2, finished_at = ?3
+                         WHERE id = ?1",
+                        params![build.id, format!("superseded by build {}", newer.id), now()],
+                    )?;
+                    continue;
+                }
+                tx.execute(
+                    "UPDATE builds SET state = 'fetching', started_at = ?2 WHERE id = ?1",
+                    params![build.id, now()],
+                )?;
+                let mut build = build.clone();
+                build.state = BuildState::Fetching;
+                claimed = Some(build);
+                break;
+            }
+            tx.commit()?;
+            Ok(claimed)
+        })
+    }
+
+    pub fn set_build_state(&self, id: i64, state: BuildState) -> Result<(), StoreError> {
+        self.with(|conn| {
+            conn.prepare_cached("UPDATE builds SET state = ?2 WHERE id = ?1")?
+                .execute(params![id, state.as_str()])?;
+            Ok(())
+        })
+    }
+
+    pub fn set_build_commit(
+        &self,
+        id: i64,
+        commit: &str,
+        message: &str,
+        author: &str,
+    ) -> Result<(), StoreError> {
+        self.with(|conn| {
+            conn.prepare_cached(
+                "UPDATE builds SET commit_id = ?2, commit_message = ?3, commit_author = ?4
+                 WHERE id = ?1",
+            )?
+            .execute(params![id, commit, message, author])?;
+            Ok(())
+        })
+    }
+
+    /// Another build of the same commit that is running or succeeded.
+    pub fn other_build_of_commit(
+        &self,
+        app_id: i64,
+        commit: &str,
+        except: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        self.with(|conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT id FROM builds WHERE app_id = ?1 AND commit_id = ?2 AND id != ?3
+                     AND state NOT IN ('failed', 'cancelled', 'skipped', 'queued')
+                     ORDER BY id LIMIT 1",
+                )?
+                .query_row(params![app_id, commit, except], |row| row.get(0))
+                .optional()?)
+        })
+    }
+
+    pub fn finish_build(
+        &self,
+        id: i64,
+        state: BuildState,
+        reason: Option<&str>,
+        image: Option<(&str, &Digest)>,
+    ) -> Result<(), StoreError> {
+        self.with(|conn| {
+            conn.prepare_cached(
+                "UPDATE builds SET state = ?2, reason = ?3, image_ref = ?4, image_digest = ?5,
+                    finished_at = ?6
+                 WHERE id = ?1",
+            )?
+            .execute(params![
+                id,
+                state.as_str(),
+                reason,
+                image.map(|(r, _)| r),
+                image.map(|(_, d)| d.to_string()),
+                now()
+            ])?;
+            Ok(())
+        })
+    }
+
+    pub fn build(&self, id: i64) -> Result<Option<Build>, StoreError> {
+        self.with(|conn| {
+            let sql = format!("SELECT {BUILD_COLUMNS} FROM builds WHERE id = ?1");
+            Ok(conn
+                .prepare_cached(&sql)?
+                .query_row([id], build_row)
+                .optional()?)
+        })
+    }
+
+    /// The newest builds of an app first.
+    pub fn builds_of_app(&self, app_id: i64, limit: usize) -> Result<Vec<Build>, StoreError> {
+        self.with(|conn| {
+            let sql = format!(
+                "SELECT {BUILD_COLUMNS} FROM builds WHERE app_id = ?1 ORDER BY id DESC LIMIT ?2"
+            );
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(params![app_id, limit as i64], build_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    /// Asks a build to stop: a queued one is cancelled at once, a running one is flagged for its
+    /// worker. Returns the state after the request, or `None` for an unknown build.
+    pub fn request_cancel(&self, id: i64) -> Result<Option<BuildState>, StoreError> {
+        self.with(|conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let state: Option<String> = tx
+                .query_row("SELECT state FROM builds WHERE id = ?1", [id], |row| {
+                    row.get(0)
+                })
+                .optional()?;
+            let Some(state) = state.map(|s| BuildState::parse(&s)) else {
+                return Ok(None);
+            };
+            let after = match state {
+                BuildState::Queued => {
+                    tx.execute(
+                        "UPDATE builds SET state = 'cancelled', reason = 'cancelled before it started',
+                            finished_at = ?2 WHERE id = ?1",
+                        params![id, now()],
+                    )?;
+                    BuildState::Cancelled
+                }
+                state if state.is_finished() => state,
+                state => {
+                    tx.execute(
+                        "UPDATE builds SET cancel_requested = 1 WHERE id = ?1",
+                        [id],
+                    )?;
+                    state
+                }
+            };
+            tx.commit()?;
+            Ok(Some(after))
+        })
+    }
+
+    pub fn cancel_requested(&self, id: i64) -> Result<bool, StoreError> {
+        self.with(|conn| {
+            Ok(conn
+                .prepare_cached("SELECT cancel_requested FROM builds WHERE id = ?1")?
+                .query_row([id], |row| row.get(0))
+                .optional()?
+                .unwrap_or(false))
+        })
+    }
+
+    /// Marks every build left running by a stopped process as failed; returns their ids.
+    pub fn interrupt_running_builds(&self, reason: &str) -> Result<Vec<i64>, StoreError> {
+        self.with(|conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let ids: Vec<i64> = {
+                let mut stmt = tx.prepare(
+                    "SELECT id FROM builds WHERE state IN ('fetching', 'building', 'storing')",
+                )?;
+                let rows = stmt.query_map([], |row| row.get(0))?;
+                rows.collect::<Result<_, _>>()?
+            };
+            for id in &ids {
+                let seq: i64 = tx.query_row(
+                    "SELECT coalesce(max(seq), 0) + 1 FROM build_log WHERE build_id = ?1",
+                    [id],
+                    |row| row.get(0),
+                )?;
+                tx.execute(
+                    "INSERT INTO build_log (build_id, seq, at_ms, step, line)
+                     VALUES (?1, ?2, ?3, NULL, ?4)",
+                    params![id, seq, now_ms(), format!("build failed: {reason}")],
+                )?;
+                tx.execute(
+                    "UPDATE builds SET state = 'failed', reason = ?2, finished_at = ?3
+                     WHERE id = ?1",
+                    params![id, reason, now()],
+                )?;
+            }
+            tx.commit()?;
+            Ok(ids)
+        })
+    }
+
+    /// Appends one log line; `seq` numbers the build's lines from 1.
+    pub fn append_log(
+        &self,
+        build_id: i64,
+        seq: i64,
+        step: Option<&str>,
+        line: &str,
+    ) -> Result<(), StoreError> {
+        self.with(|conn| {
+            conn.prepare_cached(
+                "INSERT INTO build_log (build_id, seq, at_ms, step, line)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![build_id, seq, now_ms(), step, line])?;
+            Ok(())
+        })
+    }
+
+    /// Up to `limit` lines after line `after`.
+    pub fn log_lines(
+        &self,
+        build_id: i64,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<LogLine>, StoreError> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, at_ms, step, line FROM build_log
+                 WHERE build_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(params![build_id, after, limit as i64], |row| {
+                Ok(LogLine {
+                    seq: row.get(0)?,
+                    at_ms: row.get(1)?,
+                    step: row.get(2)?,
+                    line: row.get(3)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    /// Records a webhook delivery; false when it was seen before.
+    pub fn record_delivery(&self, app_id: i64, delivery: &str) -> Result<bool, StoreError> {
+        self.with(|conn| {
+            let inserted = conn
+                .prepare_cached(
+                    "INSERT INTO webhook_deliveries (app_id, delivery, received_at)
+                     VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+                )?
+                .execute(params![app_id, delivery, now()])?;
+            Ok(inserted == 1)
+        })
+    }
+
+    /// Stores a token by the hash of its secret.
+    pub fn create_token(&self, name: &str, hash: &str, scopes: &str) -> Result<i64, StoreError> {
+        self.with(|conn| {
+            conn.execute(
+                "INSERT INTO tokens (name, hash, scopes, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![name, hash, scopes, now()],
+            )?;
+            Ok(conn.last_insert_rowid())
+        })
+    }
+
+    /// The scopes of a live token, recording its use.
+    pub fn use_token(&self, hash: &str) -> Result<Option<String>, StoreError> {
+        self.with(|conn| {
+            let scopes: Option<String> = conn
+                .prepare_cached(
+                    "UPDATE tokens SET last_used_at = ?2
+                     WHERE hash = ?1 AND revoked_at IS NULL RETURNING scopes",
+                )?
+                .query_row(params![hash, now()], |row| row.get(0))
+                .optional()?;
+            Ok(scopes)
+        })
+    }
+
+    pub fn has_tokens(&self) -> Result<bool, StoreError> {
+        self.with(|conn| {
+            Ok(conn
+                .prepare_cached("SELECT 1 FROM tokens WHERE revoked_at IS NULL")?
+                .exists([])?)
+        })
+    }
+
+    /// Records the base images of a stored image.
+    pub fn add_image_bases(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        bases: &[String],
+    ) -> Result<(), StoreError> {
+        self.with(|conn| {
+            let tx = conn.transaction()?;
+            for base in bases {
+                tx.prepare_cached(
+                    "INSERT INTO image_bases (repo_id, digest, base)
+                     SELECT id, ?2, ?3 FROM repositories WHERE name = ?1
+                     ON CONFLICT DO NOTHING",
+                )?
+                .execute(params![repo.as_str(), digest.to_string(), base])?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    pub fn image_bases(&self, repo: &RepoName, digest: &Digest) -> Result<Vec<String>, StoreError> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT b.base FROM image_bases b JOIN repositories r ON r.id = b.repo_id
+                 WHERE r.name = ?1 AND b.digest = ?2 ORDER BY b.base",
+            )?;
+            let rows =
+                stmt.query_map(params![repo.as_str(), digest.to_string()], |row| row.get(0))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+}
