@@ -267,16 +267,24 @@ async fn cancel_build(
     require_build_right(&builder, &request).await?;
     let id = path.into_inner();
     let store = builder.store.clone();
-    let state = blocking(move || store.db.request_cancel(id))
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no build {id}")))?;
+    let state = blocking(move || -> Result<_, StoreError> {
+        match store.db.build(id)? {
+            Some(build) if build.state.is_finished() => Ok(Some((true, build.state))),
+            Some(_) => Ok(store.db.request_cancel(id)?.map(|state| (false, state))),
+            None => Ok(None),
+        }
+    })
+    .await?
+    .ok_or_else(|| ApiError::not_found(format!("no build {id}")))?;
     match state {
-        BuildState::Cancelled => Ok(HttpResponse::Ok().json(json!({ "state": "cancelled" }))),
-        state if state.is_finished() => Err(ApiError::new(
+        (true, state) => Err(ApiError::new(
             StatusCode::CONFLICT,
             format!("build {id} has ended already ({state})"),
         )),
-        _ => Ok(HttpResponse::Accepted().json(json!({ "state": "cancelling" }))),
+        (false, BuildState::Cancelled) => {
+            Ok(HttpResponse::Ok().json(json!({ "state": "cancelled" })))
+        }
+        (false, _) => Ok(HttpResponse::Accepted().json(json!({ "state": "cancelling" }))),
     }
 }
 

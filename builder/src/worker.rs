@@ -64,7 +64,8 @@ pub(crate) async fn worker(builder: Arc<Builder>) {
         match claimed {
             Ok(Ok(Some(build))) => run(&builder, build).await,
             Ok(Ok(None)) => {
-                let _ = tokio::time::timeout(Duration::from_secs(2), notified).await;
+                // Builds queued by another process (the CLI) wake nobody: look again soon.
+                let _ = tokio::time::timeout(Duration::from_millis(500), notified).await;
             }
             Ok(Err(error)) => {
                 tracing::error!(%error, "cannot read the build queue");

@@ -21,7 +21,7 @@ fn oci_archive_from_skopeo_imports_and_pulls() {
     run_ok("docker", &["pull", &reference]);
     let printed = run_ok("docker", &["run", "--rm", &reference]);
     assert_eq!(printed.trim(), "from an OCI archive");
-    run_ok("docker", &["rmi", &reference]);
+    run_ok("docker", &["rmi", "--no-prune", &reference]);
 }
 
 #[test]

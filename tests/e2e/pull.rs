@@ -17,7 +17,7 @@ fn docker_pull_then_run() {
     assert!(pulled.contains(&digest), "docker pull printed:\n{pulled}");
     let printed = run_ok("docker", &["run", "--rm", &reference]);
     assert_eq!(printed.trim(), "hello from a pulled image");
-    run_ok("docker", &["rmi", &reference]);
+    run_ok("docker", &["rmi", "--no-prune", &reference]);
 }
 
 #[test]
@@ -227,5 +227,8 @@ fn bad_input_gets_oci_errors() {
     }
     let status = run("docker", &["pull", &format!("{host}/acme/bad@{digest}")]).status;
     assert!(status.success(), "pull by digest failed after bad requests");
-    let _ = run("docker", &["rmi", &format!("{host}/acme/bad@{digest}")]);
+    let _ = run(
+        "docker",
+        &["rmi", "--no-prune", &format!("{host}/acme/bad@{digest}")],
+    );
 }

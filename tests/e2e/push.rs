@@ -14,7 +14,7 @@ fn docker_push_is_refused_legibly() {
         let reference = format!("{}/{repo}", buildgrid.host());
         run_ok("docker", &["tag", &image.tag, &reference]);
         let output = run("docker", &["push", &reference]);
-        let _ = run("docker", &["rmi", &reference]);
+        let _ = run("docker", &["rmi", "--no-prune", &reference]);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(!output.status.success(), "docker push {repo} succeeded");
         assert!(

@@ -24,25 +24,51 @@ impl Buildgrid {
     }
 
     pub fn spawn_in(data: tempfile::TempDir) -> Buildgrid {
-        let log = std::fs::File::create(data.path().join("serve.log")).unwrap();
-        let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-            .arg(data.path().join("data"))
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("start buildgrid serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("buildgrid listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first line of buildgrid serve: {line:?}"))
-            .parse()
-            .unwrap();
+        let (child, addr) = start(data.path());
         Buildgrid { data, addr, child }
+    }
+
+    /// Runs `buildgrid <args> --data <data>` and returns its output.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .arg("--data")
+            .arg(self.data_dir())
+            .output()
+            .unwrap()
+    }
+
+    #[track_caller]
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let output = self.cli(args);
+        assert!(
+            output.status.success(),
+            "buildgrid {args:?} failed:\n{}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// A new admin token.
+    pub fn token(&self) -> String {
+        self.cli_ok(&["token", "create", "--name", "e2e"])
+            .trim()
+            .to_owned()
+    }
+
+    /// Stops the server the hard way, as a crash or power loss would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again on the same data directory (on a new port).
+    pub fn restart(&mut self) {
+        self.kill();
+        let (child, addr) = start(self.data.path());
+        self.child = child;
+        self.addr = addr;
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -92,6 +118,34 @@ impl Buildgrid {
         files.sort();
         (counts, files)
     }
+}
+
+/// Starts `buildgrid serve` on a free port with its data in `<dir>/data`.
+fn start(dir: &Path) -> (Child, SocketAddr) {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("serve.log"))
+        .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.join("data"))
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .expect("start buildgrid serve");
+    let mut line = String::new();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    stdout.read_line(&mut line).unwrap();
+    // Keep reading what it prints later (the admin token), so its stdout never breaks.
+    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    let addr = line
+        .trim()
+        .strip_prefix("buildgrid listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line of buildgrid serve: {line:?}"))
+        .parse()
+        .unwrap();
+    (child, addr)
 }
 
 fn walk(dir: &Path, files: &mut Vec<String>) {
@@ -198,7 +252,7 @@ impl TestImage {
 
 impl Drop for TestImage {
     fn drop(&mut self) {
-        let _ = run("docker", &["rmi", "-f", &self.tag]);
+        let _ = run("docker", &["rmi", "-f", "--no-prune", &self.tag]);
     }
 }
 

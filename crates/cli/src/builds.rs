@@ -242,6 +242,11 @@ fn follow(store: &Store, id: i64) -> anyhow::Result<()> {
 }
 
 pub fn cancel(store: &Store, id: i64) -> anyhow::Result<()> {
+    if let Some(build) = store.db.build(id)?
+        && build.state.is_finished()
+    {
+        bail!("build {id} has ended already ({})", build.state);
+    }
     match store.db.request_cancel(id)? {
         None => bail!("no build {id}"),
         Some(BuildState::Cancelled) => println!("build {id} cancelled"),

@@ -1,3 +1,4 @@
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -101,12 +102,18 @@ pub fn run(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
             );
         }
         let _ = slot.set(builder.clone());
-        // Tests and scripts read this line to learn the port.
-        println!("buildgrid listening on http://{address}");
+        // Tests and scripts read this line to learn the port. Nobody may be reading stdout
+        // later on, so failures to print are ignored rather than fatal.
+        let mut out = std::io::stdout();
+        let _ = writeln!(out, "buildgrid listening on http://{address}");
         if !store.db.has_tokens()? {
             let secret = buildgrid_builder::auth::create_admin_token(&store, "admin")?;
-            println!("admin token (shown once; use it as the password of git pushes): {secret}");
+            let _ = writeln!(
+                out,
+                "admin token (shown once; use it as the password of git pushes): {secret}"
+            );
         }
+        let _ = out.flush();
         builder.start();
         let flusher = registry.clone();
         let flushing = tokio::spawn(async move {
