@@ -64,10 +64,7 @@ pub fn write_context(
         repo.find_tree(entry.id())
             .map_err(|_| ContextError::MissingContext(context_dir.clone(), commit.to_string()))?
     };
-    let dockerfile_blob = root
-        .get_path(Path::new(&dockerfile))
-        .ok()
-        .and_then(|e| repo.find_blob(e.id()).ok())
+    let dockerfile_blob = resolve_blob(repo, &root, &dockerfile)
         .ok_or_else(|| ContextError::MissingDockerfile(dockerfile.clone(), commit.to_string()))?;
     let dockerfile_text = String::from_utf8_lossy(dockerfile_blob.content()).into_owned();
     let dockerfile_in_context = if context_dir.is_empty() {
@@ -81,9 +78,11 @@ pub fn write_context(
     let ignore = match tree.get_path(Path::new(".dockerignore")) {
         Ok(entry) => {
             let blob = repo.find_blob(entry.id())?;
-            dockerignore(&String::from_utf8_lossy(blob.content()))?
+            DockerIgnore::parse(&String::from_utf8_lossy(blob.content()))?
         }
-        Err(_) => Gitignore::empty(),
+        Err(_) => DockerIgnore {
+            patterns: Vec::new(),
+        },
     };
     // The commit time, so the same commit always gives the same tar.
     let mtime = commit_obj.time().seconds().max(0) as u64;
@@ -100,11 +99,7 @@ pub fn write_context(
         let is_dir = entry.kind() == Some(ObjectType::Tree);
         let always_sent =
             path == ".dockerignore" || Some(path.as_str()) == dockerfile_in_context.as_deref();
-        if !always_sent
-            && ignore
-                .matched_path_or_any_parents(&path, is_dir)
-                .is_ignore()
-        {
+        if !always_sent && ignore.excludes(&path, is_dir) {
             // A later `!pattern` may take back a file inside an ignored directory.
             return if is_dir {
                 TreeWalkResult::Ok
@@ -213,21 +208,82 @@ fn append_header(
     }
 }
 
-/// `.dockerignore` patterns are relative to the context root; gitignore patterns anchored
-/// with a leading `/` match the same way.
-fn dockerignore(text: &str) -> Result<Gitignore, ignore::Error> {
-    let mut builder = GitignoreBuilder::new("");
-    for line in text.lines() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
+/// `.dockerignore`: patterns relative to the context root, applied in order to a path or any of
+/// its parents; the last pattern that matches decides, and `!` takes a path back.
+struct DockerIgnore {
+    patterns: Vec<(bool, Gitignore)>,
+}
+
+impl DockerIgnore {
+    fn parse(text: &str) -> Result<DockerIgnore, ignore::Error> {
+        let mut patterns = Vec::new();
+        for line in text.lines() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (negate, pattern) = match line.strip_prefix('!') {
+                Some(rest) => (true, rest.trim()),
+                None => (false, line),
+            };
+            // Docker cleans patterns: `./a/`, `/a` and `a/` all mean `a`.
+            let pattern = pattern.trim_start_matches("./").trim_matches('/');
+            if pattern.is_empty() {
+                continue;
+            }
+            // Anchored with a leading `/`, a gitignore pattern matches from the root only.
+            let mut builder = GitignoreBuilder::new("");
+            builder.add_line(None, &format!("/{pattern}"))?;
+            patterns.push((negate, builder.build()?));
         }
-        let (negate, pattern) = match line.strip_prefix('!') {
-            Some(rest) => ("!", rest.trim()),
-            None => ("", line),
-        };
-        let pattern = pattern.trim_start_matches("./").trim_start_matches('/');
-        builder.add_line(None, &format!("{negate}/{pattern}"))?;
+        Ok(DockerIgnore { patterns })
     }
-    builder.build()
+
+    fn excludes(&self, path: &str, is_dir: bool) -> bool {
+        let mut excluded = false;
+        for (negate, pattern) in &self.patterns {
+            if pattern
+                .matched_path_or_any_parents(path, is_dir)
+                .is_ignore()
+            {
+                excluded = !negate;
+            }
+        }
+        excluded
+    }
+}
+
+/// Follows a symlink in the tree to the blob it names (relative to the link's directory).
+fn resolve_blob<'r>(
+    repo: &'r Repository,
+    root: &git2::Tree<'_>,
+    path: &str,
+) -> Option<git2::Blob<'r>> {
+    let mut path = path.to_owned();
+    for _ in 0..8 {
+        let entry = root.get_path(Path::new(&path)).ok()?;
+        let blob = repo.find_blob(entry.id()).ok()?;
+        if entry.filemode() != 0o120000 {
+            return Some(blob);
+        }
+        let target = String::from_utf8_lossy(blob.content()).into_owned();
+        let dir = path.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+        let joined = if target.starts_with('/') {
+            target
+        } else {
+            format!("{dir}/{target}")
+        };
+        let mut parts: Vec<&str> = Vec::new();
+        for part in joined.split('/') {
+            match part {
+                "" | "." => {}
+                ".." => {
+                    parts.pop()?;
+                }
+                part => parts.push(part),
+            }
+        }
+        path = parts.join("/");
+    }
+    None
 }

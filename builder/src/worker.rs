@@ -1,7 +1,7 @@
 //! Build workers: claim a queued build, fetch, build through the Docker engine, store the
 //! image. Every state change and log line goes to the store as it happens.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -239,9 +239,6 @@ async fn pipeline(builder: &Builder, build: &Build, log: &mut Log) -> Result<Out
     store.db.set_build_state(build.id, BuildState::Building)?;
     let docker = connect().await?;
     let tag = format!("{}:{}", app.image_repo, commit_tag(&commit_id)?);
-    let mut labels = HashMap::new();
-    labels.insert("org.opencontainers.image.revision", commit_id.clone());
-    labels.insert("org.opencontainers.image.source", redact_url(&app.git_url));
     let build_args: HashMap<&str, &str> = app
         .build_args
         .iter()
@@ -253,7 +250,6 @@ async fn pipeline(builder: &Builder, build: &Build, log: &mut Log) -> Result<Out
         .rm(true)
         .forcerm(true)
         .buildargs(&build_args)
-        .labels(&labels)
         .build();
     let file = tokio::fs::File::open(&context_path).await?;
     let body = bollard::body_try_stream(tokio_util::io::ReaderStream::new(file));
@@ -301,12 +297,21 @@ async fn pipeline(builder: &Builder, build: &Build, log: &mut Log) -> Result<Out
     let report = {
         let store = store.clone();
         let repo = repo.clone();
+        let commit = commit_id.clone();
+        let source = redact_url(&app.git_url);
         blocking(move || {
-            Ok(buildgrid_store::ingest::import_archive(
+            // Added at ingest, not as build labels: the engine's classic builder turns each
+            // label into an extra step that runs a container, on every build.
+            let labels = BTreeMap::from([
+                ("org.opencontainers.image.revision".to_owned(), commit),
+                ("org.opencontainers.image.source".to_owned(), source),
+            ]);
+            Ok(buildgrid_store::ingest::import_archive_with(
                 &store,
                 &archive_path,
                 &repo,
                 &commit_tag,
+                &labels,
             )?)
         })
         .await?

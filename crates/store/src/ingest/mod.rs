@@ -11,6 +11,7 @@ mod docker;
 mod oci;
 mod stage;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use buildgrid_core::{Digest, RepoName, Tag};
@@ -73,15 +74,26 @@ pub struct ImportReport {
 }
 
 /// Imports an image archive and tags it `repo:tag`.
-#[tracing::instrument(skip(store, path), fields(archive = %path.display()))]
 pub fn import_archive(
     store: &Store,
     path: &Path,
     repo: &RepoName,
     tag: &Tag,
 ) -> Result<ImportReport, IngestError> {
+    import_archive_with(store, path, repo, tag, &BTreeMap::new())
+}
+
+/// Imports an image archive, adds `labels` to its configuration, and tags it `repo:tag`.
+#[tracing::instrument(skip(store, path, labels), fields(archive = %path.display()))]
+pub fn import_archive_with(
+    store: &Store,
+    path: &Path,
+    repo: &RepoName,
+    tag: &Tag,
+    labels: &BTreeMap<String, String>,
+) -> Result<ImportReport, IngestError> {
     let archive = Archive::open(path)?;
-    let mut staging = Staging::new(store)?;
+    let mut staging = Staging::new(store, labels)?;
     let top = if archive.contains("index.json") {
         oci::ingest(&archive, &mut staging)?
     } else if archive.contains("manifest.json") {

@@ -294,7 +294,12 @@ fn ingest_manifest_bytes(
     } else {
         None
     };
-    staging.config(&config_bytes)?;
+    let stored_config = staging.config(&config_bytes)?;
+    if stored_config.digest != config_digest {
+        manifest["config"]["digest"] = json!(stored_config.digest.to_string());
+        manifest["config"]["size"] = json!(stored_config.size);
+        changed = true;
+    }
     if config_type == DOCKER_CONFIG {
         manifest["config"]["mediaType"] = json!(OCI_CONFIG);
         changed = true;

@@ -1,12 +1,16 @@
 //! Staged blobs and rows of one ingest, published together at the end.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{self, BufRead, Read, Write};
+use std::sync::{Arc, Mutex};
 
 use buildgrid_core::media_type::{LayerCompression, OCI_LAYER_GZIP};
 use buildgrid_core::{Digest, RepoName, Sha256Writer, Tag};
 use flate2::Compression;
 use flate2::bufread::MultiGzDecoder;
+use gzp::ZWriter;
+use gzp::deflate::Gzip;
+use gzp::par::compress::{ParCompress, ParCompressBuilder};
 
 use super::{GZIP_LEVEL, IngestError, Stored};
 use crate::blobs::stage_bytes;
@@ -23,6 +27,8 @@ pub(crate) struct Staging<'a> {
     layers: Vec<LayerRow>,
     manifests: Vec<ManifestRecord>,
     layers_by_diff_id: HashMap<Digest, LayerRow>,
+    /// Labels added to every image configuration.
+    labels: BTreeMap<String, String>,
     /// Manifests whose digest ingest changed (by compressing layers): archive digest → stored.
     pub renamed: HashMap<Digest, Stored>,
     pub platforms: Vec<String>,
@@ -39,9 +45,13 @@ pub(crate) struct StoredLayer {
 }
 
 impl<'a> Staging<'a> {
-    pub(crate) fn new(store: &'a Store) -> Result<Staging<'a>, IngestError> {
+    pub(crate) fn new(
+        store: &'a Store,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<Staging<'a>, IngestError> {
         Ok(Staging {
             store,
+            labels: labels.clone(),
             dir: store.blobs.staging()?,
             staged: Vec::new(),
             blobs: Vec::new(),
@@ -59,6 +69,13 @@ impl<'a> Staging<'a> {
 
     /// Stages a config blob (kept byte for byte, so the image ID stays the same).
     pub(crate) fn config(&mut self, bytes: &[u8]) -> Result<BlobRow, IngestError> {
+        let labelled;
+        let bytes = if self.labels.is_empty() {
+            bytes
+        } else {
+            labelled = with_labels(bytes, &self.labels)?;
+            &labelled
+        };
         let blob = stage_bytes(self.dir.path(), bytes)?;
         let row = BlobRow {
             digest: blob.digest.clone(),
@@ -133,8 +150,8 @@ impl<'a> Staging<'a> {
             // Some tools write compressed layers where docker writes plain tars.
             return self.compressed_layer(member, None, OCI_LAYER_GZIP, input, Some(diff_id));
         }
-        let writer = BlobWriter::create(self.dir.path())?;
-        let mut encoder = flate2::GzBuilder::new().write(writer, Compression::new(GZIP_LEVEL));
+        let writer = Arc::new(Mutex::new(BlobWriter::create(self.dir.path())?));
+        let mut encoder = gzip_encoder(SharedWriter(writer.clone()));
         let mut uncompressed = Sha256Writer::new();
         copy_into(&mut input, &mut [&mut uncompressed, &mut encoder])
             .map_err(|e| read_error(member, e))?;
@@ -146,7 +163,14 @@ impl<'a> Staging<'a> {
                 actual,
             });
         }
-        let writer = encoder.finish().map_err(|e| read_error(member, e))?;
+        encoder
+            .finish()
+            .map_err(|e| read_error(member, std::io::Error::other(e)))?;
+        drop(encoder);
+        let writer = Arc::try_unwrap(writer)
+            .map_err(|_| IngestError::Invalid("the compressor kept its output open".into()))?
+            .into_inner()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let blob = writer.finish(None)?;
         let layer = LayerRow {
             diff_id: diff_id.clone(),
@@ -277,5 +301,55 @@ impl Read for TeeReader<'_, '_> {
         let n = self.inner.read(buf)?;
         self.copy.write_all(&buf[..n])?;
         Ok(n)
+    }
+}
+
+/// An image configuration with `labels` added to `config.Labels`.
+fn with_labels(bytes: &[u8], labels: &BTreeMap<String, String>) -> Result<Vec<u8>, IngestError> {
+    let mut config: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| IngestError::Invalid(format!("image config: {e}")))?;
+    let Some(object) = config.as_object_mut() else {
+        return Err(IngestError::Invalid(
+            "the image config is not a JSON object".into(),
+        ));
+    };
+    let inner = object
+        .entry("config")
+        .or_insert_with(|| serde_json::json!({}));
+    if inner.get("Labels").is_none_or(serde_json::Value::is_null) {
+        inner["Labels"] = serde_json::json!({});
+    }
+    for (key, value) in labels {
+        inner["Labels"][key] = serde_json::json!(value);
+    }
+    Ok(serde_json::to_vec(&config).expect("JSON values serialize"))
+}
+
+/// Bytes compressed per block. Blocks are compressed on all cores at once, each with the end of
+/// the one before as its dictionary (as pigz does), so the output depends only on the input,
+/// this size and the level: the same layer always gives the same digest.
+const GZIP_BLOCK: usize = 1 << 20;
+
+fn gzip_encoder(writer: SharedWriter) -> ParCompress<'static, Gzip, SharedWriter> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    ParCompressBuilder::<Gzip>::new()
+        .buffer_size(GZIP_BLOCK)
+        .expect("the block size is above the minimum")
+        .num_threads(threads)
+        .expect("at least one thread")
+        .compression_level(Compression::new(GZIP_LEVEL))
+        .from_writer(writer)
+}
+
+/// A blob writer the compressor's thread writes into and the ingest takes back afterwards.
+struct SharedWriter(Arc<Mutex<BlobWriter>>);
+
+impl Write for SharedWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).flush()
     }
 }
