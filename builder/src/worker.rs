@@ -10,7 +10,6 @@ use bollard::query_parameters::BuildImageOptionsBuilder;
 use buildgrid_core::app::{base_images, commit_tag, redact_url};
 use buildgrid_store::{App, Build, BuildState, Store};
 use futures_util::StreamExt;
-use tokio::io::AsyncWriteExt;
 
 use crate::Builder;
 use crate::context::write_context;
@@ -284,14 +283,78 @@ async fn pipeline(builder: &Builder, build: &Build, log: &mut Log) -> Result<Out
     store.db.set_build_state(build.id, BuildState::Storing)?;
     log.line(None, &format!("storing {tag}"));
     let archive_path = staging.path().join("image.tar");
-    let mut archive = tokio::fs::File::create(&archive_path).await?;
+    let started = std::time::Instant::now();
+    // The layers' diff ids, so that spooling passes over layers the store has already.
+    let diff_ids: Vec<buildgrid_core::Digest> = docker
+        .inspect_image(&tag)
+        .await
+        .ok()
+        .and_then(|image| image.root_fs)
+        .and_then(|root_fs| root_fs.layers)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|d| buildgrid_core::Digest::parse(d).ok())
+        .collect();
+    // The export streams into a blocking task that spools it to disk and compresses new
+    // layers as they pass.
+    let (sender, receiver) = std::sync::mpsc::sync_channel::<std::io::Result<bytes::Bytes>>(64);
+    let spooling = {
+        let store = store.clone();
+        let archive_path = archive_path.clone();
+        tokio::task::spawn_blocking(move || {
+            let reader = ChannelReader {
+                receiver,
+                current: bytes::Bytes::new(),
+            };
+            buildgrid_store::ingest::spool_archive(&store, reader, &archive_path, &diff_ids)
+        })
+    };
     let mut export = docker.export_image(&tag);
+    let mut exported = 0u64;
+    let mut export_error = None;
     while let Some(chunk) = export.next().await {
-        let chunk = chunk.map_err(|e| Stop::Failed(engine_error(&e)))?;
-        archive.write_all(&chunk).await?;
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(error) => {
+                export_error = Some(engine_error(&error));
+                let _ = sender.send(Err(std::io::Error::other("the export failed")));
+                break;
+            }
+        };
+        exported += chunk.len() as u64;
+        match sender.try_send(Ok(chunk)) {
+            Ok(()) => {}
+            // The disk or the compressor is behind: wait for it off the async threads.
+            Err(std::sync::mpsc::TrySendError::Full(item)) => {
+                let sender = sender.clone();
+                let sent = tokio::task::spawn_blocking(move || sender.send(item))
+                    .await
+                    .map_err(|e| Stop::Failed(e.to_string()))?;
+                if sent.is_err() {
+                    break;
+                }
+            }
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => break,
+        }
     }
-    archive.flush().await?;
-    drop(archive);
+    drop(sender);
+    let prepared = spooling
+        .await
+        .map_err(|e| Stop::Failed(format!("internal error: {e}")))?;
+    if let Some(error) = export_error {
+        return Err(Stop::Failed(error));
+    }
+    let prepared = prepared?;
+    log.line(
+        None,
+        &format!(
+            "exported {:.1} MB from the engine in {:.2} s, compressing {} new layers on the way",
+            exported as f64 / 1e6,
+            started.elapsed().as_secs_f64(),
+            prepared.len()
+        ),
+    );
+    let started = std::time::Instant::now();
     let repo = app.image_repo.clone();
     let commit_tag = commit_tag(&commit_id)?;
     let report = {
@@ -312,6 +375,7 @@ async fn pipeline(builder: &Builder, build: &Build, log: &mut Log) -> Result<Out
                 &repo,
                 &commit_tag,
                 &labels,
+                prepared,
             )?)
         })
         .await?
@@ -319,8 +383,10 @@ async fn pipeline(builder: &Builder, build: &Build, log: &mut Log) -> Result<Out
     log.line(
         None,
         &format!(
-            "stored: {} layers compressed, {} reused",
-            report.layers_compressed, report.layers_reused
+            "stored: {} layers compressed, {} reused, in {:.2} s",
+            report.layers_compressed,
+            report.layers_reused,
+            started.elapsed().as_secs_f64()
         ),
     );
     let bases = base_images(&context.dockerfile_text);
@@ -331,6 +397,26 @@ async fn pipeline(builder: &Builder, build: &Build, log: &mut Log) -> Result<Out
         image_ref,
         digest: report.digest,
     })
+}
+
+/// Reads the chunks an async task sends, from a blocking thread.
+struct ChannelReader {
+    receiver: std::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>,
+    current: bytes::Bytes,
+}
+
+impl std::io::Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.receiver.recv() {
+                Ok(chunk) => self.current = chunk?,
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
 }
 
 async fn connect() -> Result<Docker, Stop> {

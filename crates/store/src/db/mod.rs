@@ -139,6 +139,14 @@ CREATE TABLE webhook_deliveries (
     PRIMARY KEY (app_id, delivery)
 ) WITHOUT ROWID;
 "#,
+    r#"
+-- Where `docker save` (before Docker 25) put a layer, and which layer it was: the path names the
+-- layer's place in its chain, so a later export of the same chain can skip it unread.
+CREATE TABLE legacy_layer_paths (
+    path     TEXT PRIMARY KEY,
+    diff_id  TEXT NOT NULL
+) WITHOUT ROWID;
+"#,
 ];
 
 mod builds;
@@ -203,6 +211,8 @@ pub struct ImageRecord {
     pub layers: Vec<LayerRow>,
     /// Children first, the tagged manifest last.
     pub manifests: Vec<ManifestRecord>,
+    /// `docker save` layer paths (`<v1 id>/layer.tar`) and their diff ids.
+    pub legacy_paths: Vec<(String, Digest)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -419,6 +429,16 @@ impl Db {
         })
     }
 
+    /// The diff id of the layer `docker save` wrote at `path`, if an import saw it before.
+    pub fn legacy_layer_path(&self, path: &str) -> Result<Option<Digest>, StoreError> {
+        self.with(|conn| {
+            Ok(conn
+                .prepare_cached("SELECT diff_id FROM legacy_layer_paths WHERE path = ?1")?
+                .query_row([path], |row| digest_column(row, 0))
+                .optional()?)
+        })
+    }
+
     /// Records an ingested image. Its blobs must already be published.
     pub fn commit_image(&self, image: &ImageRecord) -> Result<(), StoreError> {
         let at = now();
@@ -475,6 +495,13 @@ impl Db {
                     manifest.annotations,
                     at
                 ])?;
+            }
+            for (path, diff_id) in &image.legacy_paths {
+                tx.prepare_cached(
+                    "INSERT INTO legacy_layer_paths (path, diff_id) VALUES (?1, ?2)
+                     ON CONFLICT (path) DO NOTHING",
+                )?
+                .execute(params![path, diff_id.to_string()])?;
             }
             if let (Some(tag), Some(top)) = (&image.tag, image.manifests.last()) {
                 tx.execute(

@@ -185,7 +185,7 @@ impl Archive {
 }
 
 /// `./a//b/../c` → `a/c`; never climbs above the archive root.
-fn normalize(name: &str) -> String {
+pub(crate) fn normalize(name: &str) -> String {
     let mut parts: Vec<&str> = Vec::new();
     for part in name.split('/') {
         match part {

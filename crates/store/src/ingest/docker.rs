@@ -57,6 +57,9 @@ pub(super) fn ingest(archive: &Archive, staging: &mut Staging<'_>) -> Result<Sto
     let mut layers = Vec::with_capacity(entry.layers.len());
     for (member, diff_id) in entry.layers.iter().zip(&config.rootfs.diff_ids) {
         let diff_id = parse_digest(diff_id, &format!("{} diff id", entry.config))?;
+        staging
+            .legacy_paths
+            .push((super::archive::normalize(member), diff_id.clone()));
         let layer = staging
             .uncompressed_layer(member, &diff_id, || Ok(Box::new(archive.reader(member)?)))?;
         layers.push(json!({

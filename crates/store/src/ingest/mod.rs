@@ -9,6 +9,7 @@
 mod archive;
 mod docker;
 mod oci;
+mod spool;
 mod stage;
 
 use std::collections::BTreeMap;
@@ -18,6 +19,7 @@ use buildgrid_core::{Digest, RepoName, Tag};
 
 use crate::{Store, StoreError};
 use archive::Archive;
+pub use spool::{Prepared, spool_archive};
 use stage::Staging;
 
 /// The gzip level of compressed layers. Changing it changes every new layer digest.
@@ -80,20 +82,29 @@ pub fn import_archive(
     repo: &RepoName,
     tag: &Tag,
 ) -> Result<ImportReport, IngestError> {
-    import_archive_with(store, path, repo, tag, &BTreeMap::new())
+    import_archive_with(
+        store,
+        path,
+        repo,
+        tag,
+        &BTreeMap::new(),
+        Prepared::default(),
+    )
 }
 
 /// Imports an image archive, adds `labels` to its configuration, and tags it `repo:tag`.
-#[tracing::instrument(skip(store, path, labels), fields(archive = %path.display()))]
+/// `prepared` holds layers `spool_archive` compressed while the archive arrived.
+#[tracing::instrument(skip(store, path, labels, prepared), fields(archive = %path.display()))]
 pub fn import_archive_with(
     store: &Store,
     path: &Path,
     repo: &RepoName,
     tag: &Tag,
     labels: &BTreeMap<String, String>,
+    prepared: Prepared,
 ) -> Result<ImportReport, IngestError> {
     let archive = Archive::open(path)?;
-    let mut staging = Staging::new(store, labels)?;
+    let mut staging = Staging::new(store, labels, prepared.layers)?;
     let top = if archive.contains("index.json") {
         oci::ingest(&archive, &mut staging)?
     } else if archive.contains("manifest.json") {

@@ -27,11 +27,14 @@ pub(crate) struct Staging<'a> {
     layers: Vec<LayerRow>,
     manifests: Vec<ManifestRecord>,
     layers_by_diff_id: HashMap<Digest, LayerRow>,
+    /// Layers compressed ahead, while the archive was still arriving (see `spool_archive`).
+    prepared: HashMap<Digest, (LayerRow, StagedBlob)>,
     /// Labels added to every image configuration.
     labels: BTreeMap<String, String>,
     /// Manifests whose digest ingest changed (by compressing layers): archive digest → stored.
     pub renamed: HashMap<Digest, Stored>,
     pub platforms: Vec<String>,
+    pub legacy_paths: Vec<(String, Digest)>,
     pub layers_compressed: usize,
     pub layers_reused: usize,
     pub layers_copied: usize,
@@ -48,9 +51,11 @@ impl<'a> Staging<'a> {
     pub(crate) fn new(
         store: &'a Store,
         labels: &BTreeMap<String, String>,
+        prepared: HashMap<Digest, (LayerRow, StagedBlob)>,
     ) -> Result<Staging<'a>, IngestError> {
         Ok(Staging {
             store,
+            prepared,
             labels: labels.clone(),
             dir: store.blobs.staging()?,
             staged: Vec::new(),
@@ -61,6 +66,7 @@ impl<'a> Staging<'a> {
             layers_by_diff_id: HashMap::new(),
             renamed: HashMap::new(),
             platforms: Vec::new(),
+            legacy_paths: Vec::new(),
             layers_compressed: 0,
             layers_reused: 0,
             layers_copied: 0,
@@ -144,40 +150,25 @@ impl<'a> Staging<'a> {
             self.layers_reused += 1;
             return Ok(self.use_layer(layer));
         }
+        if let Some((layer, blob)) = self.prepared.remove(diff_id) {
+            self.staged.push(blob);
+            self.layers_compressed += 1;
+            return Ok(self.use_layer(layer));
+        }
         let mut input = content()?;
         let peek = input.fill_buf().map_err(|e| read_error(member, e))?;
         if peek.starts_with(&[0x1f, 0x8b]) {
             // Some tools write compressed layers where docker writes plain tars.
             return self.compressed_layer(member, None, OCI_LAYER_GZIP, input, Some(diff_id));
         }
-        let writer = Arc::new(Mutex::new(BlobWriter::create(self.dir.path())?));
-        let mut encoder = gzip_encoder(SharedWriter(writer.clone()));
-        let mut uncompressed = Sha256Writer::new();
-        copy_into(&mut input, &mut [&mut uncompressed, &mut encoder])
-            .map_err(|e| read_error(member, e))?;
-        let (actual, _) = uncompressed.finish();
-        if actual != *diff_id {
+        let (layer, blob) = compress_layer(self.dir.path(), member, &mut input)?;
+        if layer.diff_id != *diff_id {
             return Err(IngestError::Corrupt {
                 member: member.to_owned(),
                 expected: diff_id.clone(),
-                actual,
+                actual: layer.diff_id,
             });
         }
-        encoder
-            .finish()
-            .map_err(|e| read_error(member, std::io::Error::other(e)))?;
-        drop(encoder);
-        let writer = Arc::try_unwrap(writer)
-            .map_err(|_| IngestError::Invalid("the compressor kept its output open".into()))?
-            .into_inner()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let blob = writer.finish(None)?;
-        let layer = LayerRow {
-            diff_id: diff_id.clone(),
-            digest: blob.digest.clone(),
-            size: blob.size,
-            media_type: OCI_LAYER_GZIP.to_owned(),
-        };
         self.staged.push(blob);
         self.layers_compressed += 1;
         Ok(self.use_layer(layer))
@@ -266,6 +257,7 @@ impl<'a> Staging<'a> {
             repo_blobs: self.repo_blobs,
             layers: self.layers,
             manifests: self.manifests,
+            legacy_paths: self.legacy_paths,
         })?;
         Ok(())
     }
@@ -352,4 +344,33 @@ impl Write for SharedWriter {
     fn flush(&mut self) -> io::Result<()> {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).flush()
     }
+}
+
+/// Compresses a plain tar layer into a staged gzip blob; returns it with its diff id.
+pub(crate) fn compress_layer(
+    staging_dir: &std::path::Path,
+    member: &str,
+    input: &mut dyn BufRead,
+) -> Result<(LayerRow, StagedBlob), IngestError> {
+    let writer = Arc::new(Mutex::new(BlobWriter::create(staging_dir)?));
+    let mut encoder = gzip_encoder(SharedWriter(writer.clone()));
+    let mut uncompressed = Sha256Writer::new();
+    copy_into(input, &mut [&mut uncompressed, &mut encoder]).map_err(|e| read_error(member, e))?;
+    let (diff_id, _) = uncompressed.finish();
+    encoder
+        .finish()
+        .map_err(|e| read_error(member, std::io::Error::other(e)))?;
+    drop(encoder);
+    let writer = Arc::try_unwrap(writer)
+        .map_err(|_| IngestError::Invalid("the compressor kept its output open".into()))?
+        .into_inner()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let blob = writer.finish(None)?;
+    let layer = LayerRow {
+        diff_id,
+        digest: blob.digest.clone(),
+        size: blob.size,
+        media_type: OCI_LAYER_GZIP.to_owned(),
+    };
+    Ok((layer, blob))
 }

@@ -1,0 +1,119 @@
+//! Spooling an image archive that arrives as a stream (the Docker engine's export) to a file,
+//! compressing its new layers on the way, so that compression overlaps the transfer instead of
+//! following it.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::path::Path;
+
+use buildgrid_core::Digest;
+
+use super::IngestError;
+use super::archive::normalize;
+use super::stage::compress_layer;
+use crate::{LayerRow, StagedBlob, Store};
+
+/// Entries smaller than this are not worth compressing ahead.
+const SMALL: u64 = 1 << 20;
+
+/// Layers compressed ahead, by diff id; `import_archive_with` uses those the image needs.
+#[derive(Default)]
+pub struct Prepared {
+    pub(crate) layers: HashMap<Digest, (LayerRow, StagedBlob)>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Prepared {
+    pub fn len(&self) -> usize {
+        self.layers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.layers.is_empty()
+    }
+}
+
+/// Copies the archive read from `input` to `spool`, compressing each new uncompressed layer it
+/// holds on the way. `diff_ids` are the image's layers, if known (`docker inspect`). A layer the
+/// store has already is passed over without compressing it, where the archive says which layer
+/// an entry is before its content. What is prepared is only a head start: the import checks
+/// every layer again.
+pub fn spool_archive(
+    store: &Store,
+    input: impl Read,
+    spool: &Path,
+    diff_ids: &[Digest],
+) -> Result<Prepared, IngestError> {
+    let io_error = |e: io::Error| IngestError::Open {
+        path: spool.to_owned(),
+        source: e,
+    };
+    let dir = store.blobs.staging()?;
+    let mut file = BufWriter::with_capacity(4 << 20, File::create(spool).map_err(io_error)?);
+    let mut layers = HashMap::new();
+    {
+        let tee = Tee {
+            inner: input,
+            copy: &mut file,
+        };
+        let mut archive = tar::Archive::new(tee);
+        // When the store has every layer of the image, there is nothing to compress.
+        let mut all_known = !diff_ids.is_empty();
+        for diff_id in diff_ids {
+            all_known &= store.db.layer_by_diff_id(diff_id)?.is_some();
+        }
+        let entries = archive.entries().map_err(io_error)?;
+        for entry in entries {
+            let mut entry = entry.map_err(io_error)?;
+            let name = normalize(&entry.path().map_err(io_error)?.to_string_lossy());
+            if all_known || !entry.header().entry_type().is_file() || entry.size() < SMALL {
+                continue;
+            }
+            // The layer's diff id, where the archive tells it before the content: OCI blobs
+            // are named by digest, and `docker save` paths were seen in earlier imports.
+            let expected = if name.ends_with("/layer.tar") {
+                store.db.legacy_layer_path(&name)?
+            } else if let Some(hex) = name.strip_prefix("blobs/sha256/") {
+                Digest::parse(&format!("sha256:{hex}")).ok()
+            } else {
+                continue;
+            };
+            if let Some(expected) = &expected
+                && store.db.layer_by_diff_id(expected)?.is_some()
+            {
+                continue;
+            }
+            // A plain tar says `ustar` at byte 257; compressed layers and configs do not.
+            let mut head = vec![0u8; 512];
+            entry.read_exact(&mut head).map_err(io_error)?;
+            if &head[257..262] != b"ustar" {
+                continue;
+            }
+            let mut content = BufReader::with_capacity(1 << 20, io::Cursor::new(head).chain(entry));
+            let (layer, blob) = compress_layer(dir.path(), &name, &mut content)?;
+            layers.insert(layer.diff_id.clone(), (layer, blob));
+        }
+        // Whatever follows the last entry (the end-of-archive blocks) belongs in the spool too.
+        io::copy(&mut archive.into_inner(), &mut io::sink()).map_err(io_error)?;
+    }
+    file.flush().map_err(io_error)?;
+    Ok(Prepared {
+        layers,
+        _dir: Some(dir),
+    })
+}
+
+/// Reads from `inner` and writes what it read into `copy`.
+struct Tee<'w, R> {
+    inner: R,
+    copy: &'w mut dyn Write,
+}
+
+impl<R: Read> Read for Tee<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.copy.write_all(&buf[..n])?;
+        Ok(n)
+    }
+}
