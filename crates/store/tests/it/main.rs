@@ -5,4 +5,5 @@ mod bad_input;
 mod ingest;
 mod listing;
 mod multi_platform;
+mod spool;
 mod support;

@@ -1,0 +1,122 @@
+//! Spooling an archive that arrives as a stream, compressing its new layers on the way.
+
+use std::collections::BTreeMap;
+
+use buildgrid_store::ingest::{import_archive_with, spool_archive};
+
+use crate::support::{
+    Image, LayerFormat, docker_save, file, layer, oci_image, oci_single, repo_name, tag_name, tar,
+    test_store,
+};
+
+/// A layer large enough to be compressed ahead: a few MiB that do not repeat.
+fn big_layer(seed: u32) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(2_654_435_761) | 1;
+    let bytes: Vec<u8> = (0..3 << 20)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            state as u8
+        })
+        .collect();
+    tar(&[file("data/blob.bin", bytes)])
+}
+
+#[test]
+fn spooling_copies_the_archive_and_compresses_new_layers_ahead() {
+    let image = Image::new("amd64", &[big_layer(1), layer("small"), big_layer(2)]);
+    for (layout, archive) in [
+        ("docker", tar(&docker_save(&[("app:v1", &image)]))),
+        (
+            "oci",
+            tar(&oci_single(&oci_image(&image, LayerFormat::Tar))),
+        ),
+    ] {
+        let t = test_store();
+        let spool = t.dir.path().join("spool.tar");
+        let prepared = spool_archive(&t.store, &archive[..], &spool, &[]).unwrap();
+        assert_eq!(
+            std::fs::read(&spool).unwrap(),
+            archive,
+            "{layout}: spool differs"
+        );
+        assert_eq!(prepared.len(), 2, "{layout}: the two large layers");
+        let report = import_archive_with(
+            &t.store,
+            &spool,
+            &repo_name("app"),
+            &tag_name("v1"),
+            &BTreeMap::new(),
+            prepared,
+        )
+        .unwrap();
+        assert_eq!(report.layers_compressed, 3, "{layout}");
+        // The same image as a plain import of the same archive.
+        let plain = test_store()
+            .import("image.tar", &archive, "app", "v1")
+            .unwrap();
+        assert_eq!(report.digest, plain.digest, "{layout}");
+
+        // Spooled again, the layers are known: nothing is compressed ahead or after.
+        let again = t.dir.path().join("again.tar");
+        let prepared = spool_archive(&t.store, &archive[..], &again, &[]).unwrap();
+        assert_eq!(
+            prepared.len(),
+            0,
+            "{layout}: a known layer was compressed again"
+        );
+        let report = import_archive_with(
+            &t.store,
+            &again,
+            &repo_name("app"),
+            &tag_name("v2"),
+            &BTreeMap::new(),
+            prepared,
+        )
+        .unwrap();
+        assert_eq!(
+            (report.layers_compressed, report.layers_reused),
+            (0, 3),
+            "{layout}"
+        );
+    }
+}
+
+#[test]
+fn labels_are_added_to_the_config() {
+    let t = test_store();
+    let image = Image::new("amd64", &[layer("base")]);
+    let archive = tar(&docker_save(&[("app:v1", &image)]));
+    let path = t.dir.path().join("image.tar");
+    std::fs::write(&path, &archive).unwrap();
+    let labels = BTreeMap::from([(
+        "org.opencontainers.image.revision".to_owned(),
+        "abc".to_owned(),
+    )]);
+    let report = import_archive_with(
+        &t.store,
+        &path,
+        &repo_name("app"),
+        &tag_name("v1"),
+        &labels,
+        Default::default(),
+    )
+    .unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&t.store.blobs.read(&report.digest).unwrap()).unwrap();
+    let config_digest =
+        buildgrid_core::Digest::parse(manifest["config"]["digest"].as_str().unwrap()).unwrap();
+    let config: serde_json::Value =
+        serde_json::from_slice(&t.store.blobs.read(&config_digest).unwrap()).unwrap();
+    assert_eq!(
+        config["config"]["Labels"]["org.opencontainers.image.revision"],
+        "abc"
+    );
+    assert_eq!(config["rootfs"], image_config_rootfs(&image));
+}
+
+fn image_config_rootfs(image: &Image) -> serde_json::Value {
+    let config: serde_json::Value = serde_json::from_slice(&image.config).unwrap();
+    config["rootfs"].clone()
+}
