@@ -140,6 +140,7 @@ store_big() {
     out=$(git -C "$SRC" push "$PUSH_URL" main 2>&1)
     id=$(echo "$out" | sed -n 's/.*buildgrid: build \([0-9]*\) queued.*/\1/p')
     [ "$(wait_build "$id")" = succeeded ] || { echo "build $id failed" >&2; bg build-log "$id" >&2; exit 1; }
+    bg build-log "$id" | grep -E '^(exported|stored)' | sed 's/^/   /' >&2
     commit=$(git -C "$SRC" rev-parse HEAD)
     docker tag "bench/app.bench-example-com-bench-app:$commit" "127.0.0.1:$DIST_PORT/bench/app:$1"
     start=$(now_ms)

@@ -391,7 +391,8 @@ async fn pipeline(builder: &Builder, build: &Build, log: &mut Log) -> Result<Out
     );
     let bases = base_images(&context.dockerfile_text);
     store.db.add_image_bases(&repo, &report.digest, &bases)?;
-    drop(staging);
+    // Removing hundreds of megabytes of spooled files can take a while: not on the build's time.
+    tokio::task::spawn_blocking(move || drop(staging));
     let image_ref = format!("{}/{}:{}", builder.settings.registry_host, repo, report.tag);
     Ok(Outcome::Succeeded {
         image_ref,

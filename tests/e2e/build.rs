@@ -534,3 +534,20 @@ fn a_restart_during_a_build_marks_it_interrupted() {
     );
     assert!(String::from_utf8_lossy(&output.stdout).contains(&commit));
 }
+
+#[test]
+fn an_unreachable_engine_fails_the_build_clearly() {
+    let buildgrid =
+        Buildgrid::spawn_with_env(&[("DOCKER_HOST", "unix:///nonexistent/docker.sock")]);
+    let source = Source::example();
+    let (_upstream, url) = source.bare_clone();
+    create_app(&buildgrid, "acme/noengine", &url);
+    let output = buildgrid.cli(&["build", "acme/noengine", "--wait"]);
+    assert!(!output.status.success());
+    let out = String::from_utf8_lossy(&output.stdout);
+    let last = out.trim_end().lines().last().unwrap();
+    assert!(
+        last.starts_with("build failed: cannot reach the Docker engine"),
+        "{out}"
+    );
+}

@@ -24,7 +24,14 @@ impl Buildgrid {
     }
 
     pub fn spawn_in(data: tempfile::TempDir) -> Buildgrid {
-        let (child, addr) = start(data.path());
+        let (child, addr) = start(data.path(), &[]);
+        Buildgrid { data, addr, child }
+    }
+
+    /// A server with extra environment variables (e.g. another `DOCKER_HOST`).
+    pub fn spawn_with_env(env: &[(&str, &str)]) -> Buildgrid {
+        let data = tempfile::tempdir().unwrap();
+        let (child, addr) = start(data.path(), env);
         Buildgrid { data, addr, child }
     }
 
@@ -66,7 +73,7 @@ impl Buildgrid {
     /// Starts the server again on the same data directory (on a new port).
     pub fn restart(&mut self) {
         self.kill();
-        let (child, addr) = start(self.data.path());
+        let (child, addr) = start(self.data.path(), &[]);
         self.child = child;
         self.addr = addr;
     }
@@ -121,7 +128,7 @@ impl Buildgrid {
 }
 
 /// Starts `buildgrid serve` on a free port with its data in `<dir>/data`.
-fn start(dir: &Path) -> (Child, SocketAddr) {
+fn start(dir: &Path, env: &[(&str, &str)]) -> (Child, SocketAddr) {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -130,6 +137,7 @@ fn start(dir: &Path) -> (Child, SocketAddr) {
     let mut child = Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0", "--data"])
         .arg(dir.join("data"))
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(log)
         .spawn()
