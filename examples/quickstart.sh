@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Builds buildgrid and the example app, stores the app's image in a fresh data directory and
-# serves it on 127.0.0.1:5000 (LISTEN overrides). Needs cargo, a Docker engine and
-# busybox-static (for a base image made locally, so no registry is needed).
+# Runs buildgrid on 127.0.0.1:5000 (LISTEN overrides) with the example app: it registers
+# `examples/hello`, pushes its code to buildgrid with git, waits for the build, and keeps
+# serving the image it made. Needs cargo, git, a Docker engine and busybox-static (the example
+# builds on a base image made locally from it, so no registry is needed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,7 +15,8 @@ docker info >/dev/null 2>&1 || { echo "no Docker engine answers: start dockerd f
 
 echo "==> building buildgrid"
 cargo build --release -q -p buildgrid
-BIN=target/release/buildgrid
+BIN=$PWD/target/release/buildgrid
+bg() { "$BIN" --data "$DATA" "$@"; }
 
 if ! docker image inspect "$BASE" >/dev/null 2>&1; then
     echo "==> making the base image $BASE from busybox-static"
@@ -28,19 +30,36 @@ if ! docker image inspect "$BASE" >/dev/null 2>&1; then
     rm -rf "$rootfs"
 fi
 
-echo "==> building the example app (examples/hello)"
-docker build -q --build-arg "BASE=$BASE" -t buildgrid-example/hello:quickstart examples/hello >/dev/null
-archive=$(mktemp --suffix=.tar)
-docker save -o "$archive" buildgrid-example/hello:quickstart
+echo "==> starting buildgrid on http://$LISTEN (data in $DATA)"
+bg serve --listen "$LISTEN" &
+SERVER=$!
+trap 'kill $SERVER 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do curl -sf "http://$LISTEN/v2/" >/dev/null 2>&1 && break; sleep 0.1; done
 
-echo "==> storing it in buildgrid ($DATA)"
-"$BIN" --data "$DATA" import "$archive" --repo examples/hello --tag quickstart
-rm -f "$archive"
+if ! bg app list | grep -q '^examples/hello'; then
+    bg app create examples/hello --git https://github.com/buildgrid/examples-hello.git \
+        --build-arg "BASE=$BASE" >/dev/null
+fi
+TOKEN=$(bg token create --name quickstart)
+
+echo "==> pushing examples/hello to buildgrid"
+src=$(mktemp -d)
+cp -r examples/hello/. "$src"
+git -C "$src" init -q -b main
+git -C "$src" add -A
+git -C "$src" -c user.name=quickstart -c user.email=quickstart@localhost commit -qm "hello"
+push=$(git -C "$src" push "http://quickstart:$TOKEN@$LISTEN/git/examples/hello.git" main 2>&1)
+echo "$push" | grep 'buildgrid:' || true
+id=$(echo "$push" | sed -n 's/.*buildgrid: \(build \([0-9]*\) queued\|.* already built by build \([0-9]*\)\).*/\2\3/p' | head -1)
+rm -rf "$src"
+IMAGE=$(bg build-log "$id" --follow | tail -1)
 
 cat <<MSG
-==> serving on http://$LISTEN (Ctrl-C stops)
-    try:  docker pull $LISTEN/examples/hello:quickstart
-          docker run --rm $LISTEN/examples/hello:quickstart
+
+==> built and stored: $IMAGE
+    try:  docker pull $IMAGE
+          docker run --rm $IMAGE
           open http://$LISTEN/ in a browser
+    Ctrl-C stops buildgrid.
 MSG
-exec "$BIN" --data "$DATA" serve --listen "$LISTEN"
+wait $SERVER
