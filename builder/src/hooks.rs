@@ -21,11 +21,17 @@ pub fn install(git_dir: &Path, exe: &Path, data: &Path, app: &AppRef) -> std::io
     if std::fs::read_to_string(&path).is_ok_and(|old| old == script) {
         return Ok(());
     }
-    let temporary = hooks.join("post-receive.new");
-    std::fs::write(&temporary, script)?;
+    // A temporary file of its own, so that two requests installing at once never mix.
+    let mut temporary = tempfile::Builder::new()
+        .prefix("post-receive.")
+        .tempfile_in(&hooks)?;
+    std::io::Write::write_all(&mut temporary, script.as_bytes())?;
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(0o755))?;
-    std::fs::rename(&temporary, &path)
+    temporary
+        .as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o755))?;
+    temporary.persist(&path).map_err(|e| e.error)?;
+    Ok(())
 }
 
 /// Reads `<old> <new> <ref>` lines and queues a build for a push to the app's branch.

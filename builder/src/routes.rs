@@ -176,18 +176,16 @@ async fn webhook_delivery(
         let branch = app.branch.clone();
         let trigger = provider.as_str().to_owned();
         blocking(move || -> Result<Option<Queued>, StoreError> {
-            if let Some(delivery) = delivery
-                && !store.db.record_delivery(app.id, &delivery)?
-            {
-                return Ok(None);
-            }
-            Ok(Some(store.db.enqueue_build(&NewBuild {
-                app_id: app.id,
-                git_ref: branch,
-                commit_id: Some(commit),
-                trigger,
-                force: false,
-            })?))
+            store.db.enqueue_delivered_build(
+                delivery.as_deref(),
+                &NewBuild {
+                    app_id: app.id,
+                    git_ref: branch,
+                    commit_id: Some(commit),
+                    trigger,
+                    force: false,
+                },
+            )
         })
         .await?
     };
@@ -280,6 +278,10 @@ async fn cancel_build(
         (true, state) => Err(ApiError::new(
             StatusCode::CONFLICT,
             format!("build {id} has ended already ({state})"),
+        )),
+        (false, BuildState::Storing) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("build {id} is storing its image and can no longer be cancelled"),
         )),
         (false, BuildState::Cancelled) => {
             Ok(HttpResponse::Ok().json(json!({ "state": "cancelled" })))

@@ -87,14 +87,7 @@ async fn run(builder: &Builder, build: Build) {
         build: build.id,
         seq: previous_lines.unwrap_or(0) as i64,
     };
-    let timeout = builder.settings.timeout;
-    let result = match tokio::time::timeout(timeout, pipeline(builder, &build, &mut log)).await {
-        Ok(result) => result,
-        Err(_) => Err(Stop::Failed(format!(
-            "timed out after {} minutes",
-            timeout.as_secs() / 60
-        ))),
-    };
+    let result = pipeline(builder, &build, &mut log).await;
     let finished = match result {
         Ok(Outcome::Succeeded { image_ref, digest }) => {
             log.line(None, &format!("image: {image_ref}"));
@@ -145,7 +138,21 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| Stop::Failed(format!("internal error: {e}")))?
 }
 
+/// Runs `step` unless the build's time is up first. Storing the image is not timed: once the
+/// engine's export has arrived, the image is stored whole or not at all.
+async fn timed<T>(
+    deadline: tokio::time::Instant,
+    limit: Duration,
+    step: impl std::future::Future<Output = Result<T, Stop>>,
+) -> Result<T, Stop> {
+    tokio::time::timeout_at(deadline, step)
+        .await
+        .map_err(|_| Stop::Failed(format!("timed out after {} minutes", limit.as_secs() / 60)))?
+}
+
 async fn pipeline(builder: &Builder, build: &Build, log: &mut Log) -> Result<Outcome, Stop> {
+    let limit = builder.settings.timeout;
+    let deadline = tokio::time::Instant::now() + limit;
     let store = builder.store.clone();
     let app: App = store
         .db
@@ -173,25 +180,29 @@ async fn pipeline(builder: &Builder, build: &Build, log: &mut Log) -> Result<Out
     let (commit, fetch_note) = {
         let wanted = wanted.clone();
         let known = build.commit_id.clone();
-        blocking(move || {
-            let repo = fetch::open_or_init(&git_dir)?;
-            let present = known
-                .as_deref()
-                .is_some_and(|c| fetch::has_commit(&repo, c));
-            let note = if present {
-                "the commit is in buildgrid's repository (pushed); nothing to fetch".to_owned()
-            } else {
-                match fetch::fetch(&repo, &url) {
-                    Ok(()) => format!("fetched {}", redact_url(&url)),
-                    // A push to buildgrid may have brought the commit without the URL answering.
-                    Err(error) if fetch::resolve(&repo, &wanted).is_ok() => {
-                        format!("{error}; building what buildgrid's repository has")
+        timed(
+            deadline,
+            limit,
+            blocking(move || {
+                let repo = fetch::open_or_init(&git_dir)?;
+                let present = known
+                    .as_deref()
+                    .is_some_and(|c| fetch::has_commit(&repo, c));
+                let note = if present {
+                    "the commit is in buildgrid's repository (pushed); nothing to fetch".to_owned()
+                } else {
+                    match fetch::fetch(&repo, &url) {
+                        Ok(()) => format!("fetched {}", redact_url(&url)),
+                        // A push to buildgrid may have brought the commit without the URL answering.
+                        Err(error) if fetch::resolve(&repo, &wanted).is_ok() => {
+                            format!("{error}; building what buildgrid's repository has")
+                        }
+                        Err(error) => return Err(Stop::Failed(error.to_string())),
                     }
-                    Err(error) => return Err(Stop::Failed(error.to_string())),
-                }
-            };
-            Ok((fetch::resolve(&repo, &wanted)?, note))
-        })
+                };
+                Ok((fetch::resolve(&repo, &wanted)?, note))
+            }),
+        )
         .await?
     };
     log.line(None, &fetch_note);
@@ -219,11 +230,15 @@ async fn pipeline(builder: &Builder, build: &Build, log: &mut Log) -> Result<Out
         let context_path = context_path.clone();
         let (dir, dockerfile) = (app.context.clone(), app.dockerfile.clone());
         let oid = commit.id;
-        blocking(move || {
-            let repo = fetch::open_or_init(&git_dir)?;
-            let file = std::io::BufWriter::new(std::fs::File::create(&context_path)?);
-            Ok(write_context(&repo, oid, &dir, &dockerfile, file)?)
-        })
+        timed(
+            deadline,
+            limit,
+            blocking(move || {
+                let repo = fetch::open_or_init(&git_dir)?;
+                let file = std::io::BufWriter::new(std::fs::File::create(&context_path)?);
+                Ok(write_context(&repo, oid, &dir, &dockerfile, file)?)
+            }),
+        )
         .await?
     };
     for submodule in &context.skipped_submodules {
@@ -273,6 +288,12 @@ async fn pipeline(builder: &Builder, build: &Build, log: &mut Log) -> Result<Out
                 }
             }
             _ = cancel_check.tick() => check_cancel(&store, build.id)?,
+            _ = tokio::time::sleep_until(deadline) => {
+                return Err(Stop::Failed(format!(
+                    "timed out after {} minutes",
+                    limit.as_secs() / 60
+                )));
+            }
         }
     }
     // Dropping the stream above closes the connection, which stops the engine's build.
@@ -312,12 +333,20 @@ async fn pipeline(builder: &Builder, build: &Build, log: &mut Log) -> Result<Out
     let mut export = docker.export_image(&tag);
     let mut exported = 0u64;
     let mut export_error = None;
-    while let Some(chunk) = export.next().await {
+    loop {
+        let next = tokio::select! {
+            next = export.next() => next,
+            _ = tokio::time::sleep_until(deadline) => {
+                export_error = Some(format!("timed out after {} minutes", limit.as_secs() / 60));
+                break;
+            }
+        };
+        let Some(chunk) = next else { break };
         let chunk = match chunk {
             Ok(chunk) => chunk,
             Err(error) => {
                 export_error = Some(engine_error(&error));
-                let _ = sender.send(Err(std::io::Error::other("the export failed")));
+                // Closing the channel ends the spool; the error is reported below.
                 break;
             }
         };
@@ -361,7 +390,7 @@ async fn pipeline(builder: &Builder, build: &Build, log: &mut Log) -> Result<Out
         let store = store.clone();
         let repo = repo.clone();
         let commit = commit_id.clone();
-        let source = redact_url(&app.git_url);
+        let source = buildgrid_core::app::public_url(&app.git_url);
         blocking(move || {
             // Added at ingest, not as build labels: the engine's classic builder turns each
             // label into an extra step that runs a container, on every build.

@@ -423,7 +423,7 @@ fn a_failing_build_fails_alone() {
     let output = buildgrid.cli(&["build", "acme/unreachable", "--wait"]);
     let out = String::from_utf8_lossy(&output.stdout);
     assert!(
-        out.contains("build failed: cannot fetch https://bot:***@127.0.0.1:9"),
+        out.contains("build failed: cannot fetch https://***@127.0.0.1:9"),
         "{out}"
     );
     assert!(

@@ -324,12 +324,12 @@ fn fetch_failures_name_the_url_without_its_password() {
     // Nothing listens on port 1: connections are refused at once.
     check_fetch_error(
         "https://user:secret@127.0.0.1:1/x.git",
-        "https://user:***@127.0.0.1:1/x.git",
+        "https://***@127.0.0.1:1/x.git",
         "secret",
     );
     check_fetch_error(
         "http://user:hunter2@127.0.0.1:1/x.git",
-        "http://user:***@127.0.0.1:1/x.git",
+        "http://***@127.0.0.1:1/x.git",
         "hunter2",
     );
     let dir = tempfile::tempdir().unwrap();

@@ -250,6 +250,9 @@ pub fn cancel(store: &Store, id: i64) -> anyhow::Result<()> {
     match store.db.request_cancel(id)? {
         None => bail!("no build {id}"),
         Some(BuildState::Cancelled) => println!("build {id} cancelled"),
+        Some(BuildState::Storing) => {
+            bail!("build {id} is storing its image and can no longer be cancelled")
+        }
         Some(state) if state.is_finished() => bail!("build {id} has ended already ({state})"),
         Some(_) => println!("build {id} is being stopped"),
     }

@@ -134,22 +134,29 @@ pub fn repo_slug(git_url: &str) -> Result<String, AppError> {
     Ok(slug)
 }
 
-/// The URL with any password or token replaced, for logs and messages.
+/// The URL with its user information (user, password or token) replaced by `***`, for logs
+/// and messages: `https://ghp_x@github.com/a/b.git` → `https://***@github.com/a/b.git`.
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let (authority, path) = match rest.find('/') {
-        Some(at) => rest.split_at(at),
-        None => (rest, ""),
-    };
-    match authority.rsplit_once('@') {
-        Some((user_info, host)) => {
-            let user = user_info.split(':').next().unwrap_or("");
-            format!("{scheme}://{user}:***@{host}{path}")
-        }
+    match split_user_info(url) {
+        Some((scheme, rest)) => format!("{scheme}://***@{rest}"),
         None => url.to_owned(),
     }
+}
+
+/// The URL without user information, for labels people read off an image.
+pub fn public_url(url: &str) -> String {
+    match split_user_info(url) {
+        Some((scheme, rest)) => format!("{scheme}://{rest}"),
+        None => url.to_owned(),
+    }
+}
+
+/// `scheme://user-info@rest` → (scheme, rest).
+fn split_user_info(url: &str) -> Option<(&str, &str)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let at = rest[..authority_end].rfind('@')?;
+    Some((scheme, &rest[at + 1..]))
 }
 
 /// A full commit id as a tag.
@@ -268,14 +275,23 @@ mod tests {
 
     #[test]
     fn redacts_credentials() {
+        for url in [
+            "https://bot:ghp_secret@github.com/a/b.git",
+            "https://ghp_secret@github.com/a/b.git",
+            "https://x:y:z@github.com/a/b.git",
+        ] {
+            assert_eq!(redact_url(url), "https://***@github.com/a/b.git", "{url}");
+            assert_eq!(public_url(url), "https://github.com/a/b.git", "{url}");
+        }
         assert_eq!(
-            redact_url("https://bot:ghp_secret@github.com/a/b.git"),
-            "https://bot:***@github.com/a/b.git"
+            redact_url("https://github.com/a/b@c.git"),
+            "https://github.com/a/b@c.git"
         );
         assert_eq!(
-            redact_url("https://github.com/a/b.git"),
-            "https://github.com/a/b.git"
+            redact_url("git@github.com:a/b.git"),
+            "git@github.com:a/b.git"
         );
+        assert_eq!(redact_url("ssh://git@host/a.git"), "ssh://***@host/a.git");
     }
 
     #[test]

@@ -290,34 +290,35 @@ impl Db {
     pub fn enqueue_build(&self, new: &NewBuild) -> Result<Queued, StoreError> {
         self.with(|conn| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            if let (Some(commit), false) = (&new.commit_id, new.force) {
-                let existing = tx
+            let queued = enqueue(&tx, new)?;
+            tx.commit()?;
+            Ok(queued)
+        })
+    }
+
+    /// Records a webhook delivery and queues its build in one transaction; `None` when the
+    /// delivery was seen before.
+    pub fn enqueue_delivered_build(
+        &self,
+        delivery: Option<&str>,
+        new: &NewBuild,
+    ) -> Result<Option<Queued>, StoreError> {
+        self.with(|conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            if let Some(delivery) = delivery {
+                let inserted = tx
                     .prepare_cached(
-                        "SELECT id FROM builds WHERE app_id = ?1 AND commit_id = ?2
-                         AND state NOT IN ('failed', 'cancelled', 'skipped')
-                         ORDER BY id DESC LIMIT 1",
+                        "INSERT INTO webhook_deliveries (app_id, delivery, received_at)
+                         VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
                     )?
-                    .query_row(params![new.app_id, commit], |row| row.get(0))
-                    .optional()?;
-                if let Some(id) = existing {
-                    return Ok(Queued::Existing(id));
+                    .execute(params![new.app_id, delivery, now()])?;
+                if inserted == 0 {
+                    return Ok(None);
                 }
             }
-            tx.execute(
-                "INSERT INTO builds (app_id, git_ref, commit_id, trigger, state, force, queued_at)
-                 VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6)",
-                params![
-                    new.app_id,
-                    new.git_ref,
-                    new.commit_id,
-                    new.trigger,
-                    new.force,
-                    now()
-                ],
-            )?;
-            let id = tx.last_insert_rowid();
+            let queued = enqueue(&tx, new)?;
             tx.commit()?;
-            Ok(Queued::New(id))
+            Ok(Some(queued))
         })
     }
 
@@ -389,7 +390,8 @@ impl Db {
         })
     }
 
-    /// Another build of the same commit that is running or succeeded.
+    /// An older build of the same commit that is running or succeeded. Only older builds
+    /// count, so that two builds that learn their commit at once never both give way.
     pub fn other_build_of_commit(
         &self,
         app_id: i64,
@@ -399,7 +401,7 @@ impl Db {
         self.with(|conn| {
             Ok(conn
                 .prepare_cached(
-                    "SELECT id FROM builds WHERE app_id = ?1 AND commit_id = ?2 AND id != ?3
+                    "SELECT id FROM builds WHERE app_id = ?1 AND commit_id = ?2 AND id < ?3
                      AND state NOT IN ('failed', 'cancelled', 'skipped', 'queued')
                      ORDER BY id LIMIT 1",
                 )?
@@ -455,8 +457,9 @@ impl Db {
         })
     }
 
-    /// Asks a build to stop: a queued one is cancelled at once, a running one is flagged for its
-    /// worker. Returns the state after the request, or `None` for an unknown build.
+    /// Asks a build to stop: a queued one is cancelled at once, one fetching or building is
+    /// flagged for its worker, one storing its image is left alone. Returns the state after the
+    /// request, or `None` for an unknown build.
     pub fn request_cancel(&self, id: i64) -> Result<Option<BuildState>, StoreError> {
         self.with(|conn| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -477,7 +480,8 @@ impl Db {
                     )?;
                     BuildState::Cancelled
                 }
-                state if state.is_finished() => state,
+                // Storing is not interrupted: the image is stored whole or not at all.
+                state if state.is_finished() || state == BuildState::Storing => state,
                 state => {
                     tx.execute(
                         "UPDATE builds SET cancel_requested = 1 WHERE id = ?1",
@@ -655,4 +659,35 @@ impl Db {
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
     }
+}
+
+/// Queues a build in `tx`, unless the same commit of the app is queued, running or built already
+/// (and `force` is off).
+fn enqueue(tx: &rusqlite::Transaction<'_>, new: &NewBuild) -> Result<Queued, StoreError> {
+    if let (Some(commit), false) = (&new.commit_id, new.force) {
+        let existing = tx
+            .prepare_cached(
+                "SELECT id FROM builds WHERE app_id = ?1 AND commit_id = ?2
+                 AND state NOT IN ('failed', 'cancelled', 'skipped')
+                 ORDER BY id DESC LIMIT 1",
+            )?
+            .query_row(params![new.app_id, commit], |row| row.get(0))
+            .optional()?;
+        if let Some(id) = existing {
+            return Ok(Queued::Existing(id));
+        }
+    }
+    tx.execute(
+        "INSERT INTO builds (app_id, git_ref, commit_id, trigger, state, force, queued_at)
+         VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6)",
+        params![
+            new.app_id,
+            new.git_ref,
+            new.commit_id,
+            new.trigger,
+            new.force,
+            now()
+        ],
+    )?;
+    Ok(Queued::New(tx.last_insert_rowid()))
 }
