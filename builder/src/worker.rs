@@ -36,18 +36,62 @@ impl<E: std::fmt::Display> From<E> for Stop {
     }
 }
 
-/// Appends a build's log lines, numbered from 1.
+/// Appends a build's log lines, numbered from 1. Lines go to a writer thread that stores them
+/// as they come (several at once when they come fast), so the async threads never wait for
+/// the database.
 struct Log {
-    store: Arc<Store>,
-    build: i64,
     seq: i64,
+    sender: Option<std::sync::mpsc::Sender<buildgrid_store::LogLine>>,
+    writer: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Log {
+    fn start(store: Arc<Store>, build: i64, seq: i64) -> Log {
+        let (sender, receiver) = std::sync::mpsc::channel::<buildgrid_store::LogLine>();
+        let writer = std::thread::Builder::new()
+            .name(format!("build-{build}-log"))
+            .spawn(move || {
+                while let Ok(first) = receiver.recv() {
+                    let mut batch = vec![first];
+                    while batch.len() < 1000
+                        && let Ok(next) = receiver.try_recv()
+                    {
+                        batch.push(next);
+                    }
+                    if let Err(error) = store.db.append_logs(build, &batch) {
+                        tracing::error!(build, %error, "cannot store build log lines");
+                    }
+                }
+            })
+            .expect("a thread can be started");
+        Log {
+            seq,
+            sender: Some(sender),
+            writer: Some(writer),
+        }
+    }
+
     fn line(&mut self, step: Option<&str>, line: &str) {
         self.seq += 1;
-        if let Err(error) = self.store.db.append_log(self.build, self.seq, step, line) {
-            tracing::error!(build = self.build, %error, "cannot store a build log line");
+        if let Some(sender) = &self.sender {
+            let at_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0);
+            let _ = sender.send(buildgrid_store::LogLine {
+                seq: self.seq,
+                at_ms,
+                step: step.map(str::to_owned),
+                line: line.to_owned(),
+            });
+        }
+    }
+
+    /// Waits until every line is stored.
+    async fn close(&mut self) {
+        self.sender = None;
+        if let Some(writer) = self.writer.take() {
+            let _ = tokio::task::spawn_blocking(move || writer.join()).await;
         }
     }
 }
@@ -82,37 +126,39 @@ pub(crate) async fn worker(builder: Arc<Builder>) {
 async fn run(builder: &Builder, build: Build) {
     let store = builder.store.clone();
     let previous_lines = store.db.log_lines(build.id, 0, usize::MAX).map(|l| l.len());
-    let mut log = Log {
-        store: store.clone(),
-        build: build.id,
-        seq: previous_lines.unwrap_or(0) as i64,
-    };
+    let mut log = Log::start(store.clone(), build.id, previous_lines.unwrap_or(0) as i64);
     let result = pipeline(builder, &build, &mut log).await;
-    let finished = match result {
+    let ending = match &result {
         Ok(Outcome::Succeeded { image_ref, digest }) => {
-            log.line(None, &format!("image: {image_ref}"));
-            log.line(None, &format!("digest: {digest}"));
-            store.db.finish_build(
-                build.id,
-                BuildState::Succeeded,
-                None,
-                Some((&image_ref, &digest)),
-            )
+            vec![format!("image: {image_ref}"), format!("digest: {digest}")]
         }
+        Ok(Outcome::Skipped(reason)) => vec![format!("skipped: {reason}")],
+        Err(Stop::Cancelled) => vec!["build cancelled".to_owned()],
+        Err(Stop::Failed(reason)) => vec![format!("build failed: {reason}")],
+    };
+    for line in &ending {
+        log.line(None, line);
+    }
+    // Every line is stored before the build is seen to end.
+    log.close().await;
+    let finished = match result {
+        Ok(Outcome::Succeeded { image_ref, digest }) => store.db.finish_build(
+            build.id,
+            BuildState::Succeeded,
+            None,
+            Some((&image_ref, &digest)),
+        ),
         Ok(Outcome::Skipped(reason)) => {
-            log.line(None, &format!("skipped: {reason}"));
             store
                 .db
                 .finish_build(build.id, BuildState::Skipped, Some(&reason), None)
         }
         Err(Stop::Cancelled) => {
-            log.line(None, "build cancelled");
             store
                 .db
                 .finish_build(build.id, BuildState::Cancelled, Some("cancelled"), None)
         }
         Err(Stop::Failed(reason)) => {
-            log.line(None, &format!("build failed: {reason}"));
             store
                 .db
                 .finish_build(build.id, BuildState::Failed, Some(&reason), None)

@@ -556,6 +556,24 @@ impl Db {
         })
     }
 
+    /// Appends log lines in one transaction.
+    pub fn append_logs(&self, build_id: i64, lines: &[LogLine]) -> Result<(), StoreError> {
+        self.with(|conn| {
+            let tx = conn.transaction()?;
+            for line in lines {
+                tx.prepare_cached(
+                    "INSERT INTO build_log (build_id, seq, at_ms, step, line)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?
+                .execute(params![
+                    build_id, line.seq, line.at_ms, line.step, line.line
+                ])?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
     /// Up to `limit` lines after line `after`.
     pub fn log_lines(
         &self,
