@@ -183,7 +183,10 @@ fn git_push_builds_an_image_that_docker_pulls_and_runs() {
     );
     let token = buildgrid.token();
     let source = Source::example();
-    let commit = source.git(&["rev-parse", "HEAD"]).trim().to_owned();
+    // An image of its own: other tests build the same example concurrently, and the engine
+    // gives identical builds one image id, which the `docker rmi` below must not take away.
+    source.write("index.html", "<p>hello from the push test</p>\n");
+    let commit = source.commit("a page of its own");
 
     let output = source.git(&["push", &push_url(&buildgrid, &token, "acme/hello"), "main"]);
     let id = queued_build(&output);
@@ -208,7 +211,7 @@ fn git_push_builds_an_image_that_docker_pulls_and_runs() {
     // The image comes from buildgrid's store, not the engine's copy.
     let _ = run(
         "docker",
-        &["rmi", "-f", "--no-prune", &format!("{repo}:{commit}")],
+        &["rmi", "--no-prune", &format!("{repo}:{commit}")],
     );
     run_ok("docker", &["pull", &reference]);
     let printed = run_ok("docker", &["run", "--rm", &reference]);
