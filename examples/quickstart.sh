@@ -18,17 +18,8 @@ cargo build --release -q -p buildgrid
 BIN=$PWD/target/release/buildgrid
 bg() { "$BIN" --data "$DATA" "$@"; }
 
-if ! docker image inspect "$BASE" >/dev/null 2>&1; then
-    echo "==> making the base image $BASE from busybox-static"
-    rootfs=$(mktemp -d)
-    mkdir -p "$rootfs/bin" "$rootfs/tmp"
-    cp /bin/busybox "$rootfs/bin/busybox"
-    for applet in $(/bin/busybox --list); do
-        [ "$applet" = busybox ] || ln -s busybox "$rootfs/bin/$applet"
-    done
-    tar -C "$rootfs" -c . | docker import -c 'ENV PATH=/usr/local/bin:/bin' - "$BASE" >/dev/null
-    rm -rf "$rootfs"
-fi
+echo "==> making the base image $BASE from busybox-static (once)"
+examples/base-image.sh "$BASE"
 
 echo "==> starting buildgrid on http://$LISTEN (data in $DATA)"
 bg serve --listen "$LISTEN" &

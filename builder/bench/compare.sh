@@ -33,15 +33,7 @@ trap cleanup EXIT
 now_ms() { date +%s%3N; }
 bg() { "$BIN" --data "$WORK/data" "$@"; }
 
-if ! docker image inspect "$BASE" >/dev/null 2>&1; then
-    rootfs=$WORK/rootfs
-    mkdir -p "$rootfs/bin" "$rootfs/tmp"
-    cp /bin/busybox "$rootfs/bin/busybox"
-    for applet in $(/bin/busybox --list); do
-        [ "$applet" = busybox ] || ln -s busybox "$rootfs/bin/$applet"
-    done
-    tar -C "$rootfs" -c . | docker import -c 'ENV PATH=/bin' - "$BASE" >/dev/null
-fi
+examples/base-image.sh "$BASE"
 
 # The app: a small source file and a large data file, each its own layer.
 SRC=$WORK/src

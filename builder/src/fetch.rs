@@ -23,6 +23,11 @@ pub struct CommitInfo {
     pub author: String,
 }
 
+/// Whether `name` may name a branch, by git's own rules.
+pub fn is_valid_branch(name: &str) -> bool {
+    git2::Reference::is_valid_name(&format!("refs/heads/{name}"))
+}
+
 /// Opens the app's bare repository, creating it the first time.
 pub fn open_or_init(path: &Path) -> Result<Repository, FetchError> {
     let open_error = |e: git2::Error| FetchError::Open {

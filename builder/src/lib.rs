@@ -3,6 +3,7 @@
 //! store.
 
 pub mod auth;
+mod build_log;
 pub mod context;
 pub mod fetch;
 mod git_http;

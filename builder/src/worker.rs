@@ -12,6 +12,7 @@ use buildgrid_store::{App, Build, BuildState, Store};
 use futures_util::StreamExt;
 
 use crate::Builder;
+use crate::build_log::Log;
 use crate::context::write_context;
 use crate::fetch;
 
@@ -33,66 +34,6 @@ enum Stop {
 impl<E: std::fmt::Display> From<E> for Stop {
     fn from(error: E) -> Stop {
         Stop::Failed(error.to_string())
-    }
-}
-
-/// Appends a build's log lines, numbered from 1. Lines go to a writer thread that stores them
-/// as they come (several at once when they come fast), so the async threads never wait for
-/// the database.
-struct Log {
-    seq: i64,
-    sender: Option<std::sync::mpsc::Sender<buildgrid_store::LogLine>>,
-    writer: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Log {
-    fn start(store: Arc<Store>, build: i64, seq: i64) -> Log {
-        let (sender, receiver) = std::sync::mpsc::channel::<buildgrid_store::LogLine>();
-        let writer = std::thread::Builder::new()
-            .name(format!("build-{build}-log"))
-            .spawn(move || {
-                while let Ok(first) = receiver.recv() {
-                    let mut batch = vec![first];
-                    while batch.len() < 1000
-                        && let Ok(next) = receiver.try_recv()
-                    {
-                        batch.push(next);
-                    }
-                    if let Err(error) = store.db.append_logs(build, &batch) {
-                        tracing::error!(build, %error, "cannot store build log lines");
-                    }
-                }
-            })
-            .expect("a thread can be started");
-        Log {
-            seq,
-            sender: Some(sender),
-            writer: Some(writer),
-        }
-    }
-
-    fn line(&mut self, step: Option<&str>, line: &str) {
-        self.seq += 1;
-        if let Some(sender) = &self.sender {
-            let at_ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as i64)
-                .unwrap_or(0);
-            let _ = sender.send(buildgrid_store::LogLine {
-                seq: self.seq,
-                at_ms,
-                step: step.map(str::to_owned),
-                line: line.to_owned(),
-            });
-        }
-    }
-
-    /// Waits until every line is stored.
-    async fn close(&mut self) {
-        self.sender = None;
-        if let Some(writer) = self.writer.take() {
-            let _ = tokio::task::spawn_blocking(move || writer.join()).await;
-        }
     }
 }
 
@@ -125,8 +66,8 @@ pub(crate) async fn worker(builder: Arc<Builder>) {
 #[tracing::instrument(skip_all, fields(build = build.id))]
 async fn run(builder: &Builder, build: Build) {
     let store = builder.store.clone();
-    let previous_lines = store.db.log_lines(build.id, 0, usize::MAX).map(|l| l.len());
-    let mut log = Log::start(store.clone(), build.id, previous_lines.unwrap_or(0) as i64);
+    let last_seq = store.db.last_log_seq(build.id).unwrap_or(0);
+    let mut log = Log::start(store.clone(), build.id, last_seq);
     let result = pipeline(builder, &build, &mut log).await;
     let ending = match &result {
         Ok(Outcome::Succeeded { image_ref, digest }) => {
@@ -193,7 +134,11 @@ async fn timed<T>(
 ) -> Result<T, Stop> {
     tokio::time::timeout_at(deadline, step)
         .await
-        .map_err(|_| Stop::Failed(format!("timed out after {} minutes", limit.as_secs() / 60)))?
+        .map_err(|_| Stop::Failed(timed_out(limit)))?
+}
+
+fn timed_out(limit: Duration) -> String {
+    format!("timed out after {} minutes", limit.as_secs() / 60)
 }
 
 async fn pipeline(builder: &Builder, build: &Build, log: &mut Log) -> Result<Outcome, Stop> {
@@ -335,10 +280,7 @@ async fn pipeline(builder: &Builder, build: &Build, log: &mut Log) -> Result<Out
             }
             _ = cancel_check.tick() => check_cancel(&store, build.id)?,
             _ = tokio::time::sleep_until(deadline) => {
-                return Err(Stop::Failed(format!(
-                    "timed out after {} minutes",
-                    limit.as_secs() / 60
-                )));
+                return Err(Stop::Failed(timed_out(limit)));
             }
         }
     }
@@ -364,7 +306,7 @@ async fn pipeline(builder: &Builder, build: &Build, log: &mut Log) -> Result<Out
         .collect();
     // The export streams into a blocking task that spools it to disk and compresses new
     // layers as they pass.
-    let (sender, receiver) = std::sync::mpsc::sync_channel::<std::io::Result<bytes::Bytes>>(64);
+    let (sender, receiver) = std::sync::mpsc::sync_channel::<bytes::Bytes>(64);
     let spooling = {
         let store = store.clone();
         let archive_path = archive_path.clone();
@@ -383,7 +325,7 @@ async fn pipeline(builder: &Builder, build: &Build, log: &mut Log) -> Result<Out
         let next = tokio::select! {
             next = export.next() => next,
             _ = tokio::time::sleep_until(deadline) => {
-                export_error = Some(format!("timed out after {} minutes", limit.as_secs() / 60));
+                export_error = Some(timed_out(limit));
                 break;
             }
         };
@@ -397,12 +339,12 @@ async fn pipeline(builder: &Builder, build: &Build, log: &mut Log) -> Result<Out
             }
         };
         exported += chunk.len() as u64;
-        match sender.try_send(Ok(chunk)) {
+        match sender.try_send(chunk) {
             Ok(()) => {}
             // The disk or the compressor is behind: wait for it off the async threads.
-            Err(std::sync::mpsc::TrySendError::Full(item)) => {
+            Err(std::sync::mpsc::TrySendError::Full(chunk)) => {
                 let sender = sender.clone();
-                let sent = tokio::task::spawn_blocking(move || sender.send(item))
+                let sent = tokio::task::spawn_blocking(move || sender.send(chunk))
                     .await
                     .map_err(|e| Stop::Failed(e.to_string()))?;
                 if sent.is_err() {
@@ -477,7 +419,7 @@ async fn pipeline(builder: &Builder, build: &Build, log: &mut Log) -> Result<Out
 
 /// Reads the chunks an async task sends, from a blocking thread.
 struct ChannelReader {
-    receiver: std::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>,
+    receiver: std::sync::mpsc::Receiver<bytes::Bytes>,
     current: bytes::Bytes,
 }
 
@@ -485,7 +427,7 @@ impl std::io::Read for ChannelReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         while self.current.is_empty() {
             match self.receiver.recv() {
-                Ok(chunk) => self.current = chunk?,
+                Ok(chunk) => self.current = chunk,
                 Err(_) => return Ok(0),
             }
         }

@@ -3,6 +3,7 @@
 //! A missing tool fails the test with what to install: these tests never skip.
 
 mod build;
+mod fixtures;
 mod import;
 mod pull;
 mod push;

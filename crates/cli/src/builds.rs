@@ -102,7 +102,7 @@ pub fn app(store: &Store, command: AppCommand) -> anyhow::Result<()> {
                 };
                 args.insert(key.to_owned(), value.to_owned());
             }
-            if branch.trim().is_empty() || git2_ref_invalid(&branch) {
+            if !buildgrid_builder::fetch::is_valid_branch(&branch) {
                 bail!("--branch {branch:?} is not a valid branch name");
             }
             let generated = webhook_secret.is_none();
@@ -146,15 +146,6 @@ pub fn app(store: &Store, command: AppCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
-}
-
-fn git2_ref_invalid(branch: &str) -> bool {
-    branch.contains("..")
-        || branch.starts_with('/')
-        || branch.ends_with('/')
-        || branch
-            .chars()
-            .any(|c| c.is_whitespace() || "~^:?*[\\".contains(c))
 }
 
 pub fn build(store: &Store, args: BuildArgs) -> anyhow::Result<()> {

@@ -1,37 +1,10 @@
-//! Apps, builds and their logs, API tokens and webhook deliveries.
+//! Builds, their queue and their logs, and webhook deliveries.
 
-use std::collections::BTreeMap;
-
-use buildgrid_core::{AppRef, Digest, RepoName};
+use buildgrid_core::Digest;
 use rusqlite::{OptionalExtension, Row, params};
 
 use super::Db;
 use crate::{StoreError, now};
-
-#[derive(Debug, Clone)]
-pub struct NewApp {
-    pub app: AppRef,
-    pub git_url: String,
-    pub branch: String,
-    pub dockerfile: String,
-    pub context: String,
-    pub build_args: BTreeMap<String, String>,
-    pub image_repo: RepoName,
-    pub webhook_secret: String,
-}
-
-#[derive(Debug, Clone)]
-pub struct App {
-    pub id: i64,
-    pub app: AppRef,
-    pub git_url: String,
-    pub branch: String,
-    pub dockerfile: String,
-    pub context: String,
-    pub build_args: BTreeMap<String, String>,
-    pub image_repo: RepoName,
-    pub webhook_secret: String,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BuildState {
@@ -138,14 +111,6 @@ impl Queued {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogLine {
-    pub seq: i64,
-    pub at_ms: i64,
-    pub step: Option<String>,
-    pub line: String,
-}
-
 const BUILD_COLUMNS: &str = "id, app_id, git_ref, commit_id, trigger, state, reason, force,
     cancel_requested, commit_message, commit_author, image_ref, image_digest, queued_at,
     started_at, finished_at";
@@ -171,32 +136,7 @@ fn build_row(row: &Row<'_>) -> rusqlite::Result<Build> {
     })
 }
 
-const APP_COLUMNS: &str = "id, namespace, name, git_url, branch, dockerfile, context, build_args,
-    image_repo, webhook_secret";
-
-fn app_row(row: &Row<'_>) -> rusqlite::Result<App> {
-    let conversion = |index: usize, error: Box<dyn std::error::Error + Send + Sync>| {
-        rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, error)
-    };
-    let namespace: String = row.get(1)?;
-    let name: String = row.get(2)?;
-    let app = AppRef::parse(&format!("{namespace}/{name}")).map_err(|e| conversion(1, e.into()))?;
-    let build_args: String = row.get(7)?;
-    let image_repo: String = row.get(8)?;
-    Ok(App {
-        id: row.get(0)?,
-        app,
-        git_url: row.get(3)?,
-        branch: row.get(4)?,
-        dockerfile: row.get(5)?,
-        context: row.get(6)?,
-        build_args: serde_json::from_str(&build_args).map_err(|e| conversion(7, e.into()))?,
-        image_repo: RepoName::parse(&image_repo).map_err(|e| conversion(8, e.into()))?,
-        webhook_secret: row.get(9)?,
-    })
-}
-
-fn now_ms() -> i64 {
+pub(super) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -204,87 +144,6 @@ fn now_ms() -> i64 {
 }
 
 impl Db {
-    pub fn create_app(&self, new: &NewApp) -> Result<App, StoreError> {
-        self.with(|conn| {
-            let exists = conn
-                .prepare_cached("SELECT 1 FROM apps WHERE namespace = ?1 AND name = ?2")?
-                .exists(params![new.app.namespace(), new.app.app()])?;
-            if exists {
-                return Err(StoreError::Conflict(format!(
-                    "app {} exists already",
-                    new.app
-                )));
-            }
-            let taken = conn
-                .prepare_cached("SELECT namespace || '/' || name FROM apps WHERE image_repo = ?1")?
-                .query_row([new.image_repo.as_str()], |row| row.get::<_, String>(0))
-                .optional()?;
-            if let Some(other) = taken {
-                return Err(StoreError::Conflict(format!(
-                    "app {other} builds images named {} already",
-                    new.image_repo
-                )));
-            }
-            conn.execute(
-                "INSERT INTO apps (namespace, name, git_url, branch, dockerfile, context,
-                    build_args, image_repo, webhook_secret, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                params![
-                    new.app.namespace(),
-                    new.app.app(),
-                    new.git_url,
-                    new.branch,
-                    new.dockerfile,
-                    new.context,
-                    serde_json::to_string(&new.build_args).expect("a map serializes"),
-                    new.image_repo.as_str(),
-                    new.webhook_secret,
-                    now()
-                ],
-            )?;
-            Ok(App {
-                id: conn.last_insert_rowid(),
-                app: new.app.clone(),
-                git_url: new.git_url.clone(),
-                branch: new.branch.clone(),
-                dockerfile: new.dockerfile.clone(),
-                context: new.context.clone(),
-                build_args: new.build_args.clone(),
-                image_repo: new.image_repo.clone(),
-                webhook_secret: new.webhook_secret.clone(),
-            })
-        })
-    }
-
-    pub fn app(&self, app: &AppRef) -> Result<Option<App>, StoreError> {
-        self.with(|conn| {
-            let sql = format!("SELECT {APP_COLUMNS} FROM apps WHERE namespace = ?1 AND name = ?2");
-            Ok(conn
-                .prepare_cached(&sql)?
-                .query_row(params![app.namespace(), app.app()], app_row)
-                .optional()?)
-        })
-    }
-
-    pub fn app_by_id(&self, id: i64) -> Result<Option<App>, StoreError> {
-        self.with(|conn| {
-            let sql = format!("SELECT {APP_COLUMNS} FROM apps WHERE id = ?1");
-            Ok(conn
-                .prepare_cached(&sql)?
-                .query_row([id], app_row)
-                .optional()?)
-        })
-    }
-
-    pub fn apps(&self) -> Result<Vec<App>, StoreError> {
-        self.with(|conn| {
-            let sql = format!("SELECT {APP_COLUMNS} FROM apps ORDER BY namespace, name");
-            let mut stmt = conn.prepare_cached(&sql)?;
-            let rows = stmt.query_map([], app_row)?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
-    }
-
     /// Queues a build, unless the same commit of the app is queued, running or built already
     /// (and `force` is off).
     pub fn enqueue_build(&self, new: &NewBuild) -> Result<Queued, StoreError> {
@@ -535,146 +394,6 @@ impl Db {
             }
             tx.commit()?;
             Ok(ids)
-        })
-    }
-
-    /// Appends one log line; `seq` numbers the build's lines from 1.
-    pub fn append_log(
-        &self,
-        build_id: i64,
-        seq: i64,
-        step: Option<&str>,
-        line: &str,
-    ) -> Result<(), StoreError> {
-        self.with(|conn| {
-            conn.prepare_cached(
-                "INSERT INTO build_log (build_id, seq, at_ms, step, line)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?
-            .execute(params![build_id, seq, now_ms(), step, line])?;
-            Ok(())
-        })
-    }
-
-    /// Appends log lines in one transaction.
-    pub fn append_logs(&self, build_id: i64, lines: &[LogLine]) -> Result<(), StoreError> {
-        self.with(|conn| {
-            let tx = conn.transaction()?;
-            for line in lines {
-                tx.prepare_cached(
-                    "INSERT INTO build_log (build_id, seq, at_ms, step, line)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                )?
-                .execute(params![
-                    build_id, line.seq, line.at_ms, line.step, line.line
-                ])?;
-            }
-            tx.commit()?;
-            Ok(())
-        })
-    }
-
-    /// Up to `limit` lines after line `after`.
-    pub fn log_lines(
-        &self,
-        build_id: i64,
-        after: i64,
-        limit: usize,
-    ) -> Result<Vec<LogLine>, StoreError> {
-        self.with(|conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT seq, at_ms, step, line FROM build_log
-                 WHERE build_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-            )?;
-            let rows = stmt.query_map(params![build_id, after, limit as i64], |row| {
-                Ok(LogLine {
-                    seq: row.get(0)?,
-                    at_ms: row.get(1)?,
-                    step: row.get(2)?,
-                    line: row.get(3)?,
-                })
-            })?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
-    }
-
-    /// Records a webhook delivery; false when it was seen before.
-    pub fn record_delivery(&self, app_id: i64, delivery: &str) -> Result<bool, StoreError> {
-        self.with(|conn| {
-            let inserted = conn
-                .prepare_cached(
-                    "INSERT INTO webhook_deliveries (app_id, delivery, received_at)
-                     VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
-                )?
-                .execute(params![app_id, delivery, now()])?;
-            Ok(inserted == 1)
-        })
-    }
-
-    /// Stores a token by the hash of its secret.
-    pub fn create_token(&self, name: &str, hash: &str, scopes: &str) -> Result<i64, StoreError> {
-        self.with(|conn| {
-            conn.execute(
-                "INSERT INTO tokens (name, hash, scopes, created_at) VALUES (?1, ?2, ?3, ?4)",
-                params![name, hash, scopes, now()],
-            )?;
-            Ok(conn.last_insert_rowid())
-        })
-    }
-
-    /// The scopes of a live token, recording its use.
-    pub fn use_token(&self, hash: &str) -> Result<Option<String>, StoreError> {
-        self.with(|conn| {
-            let scopes: Option<String> = conn
-                .prepare_cached(
-                    "UPDATE tokens SET last_used_at = ?2
-                     WHERE hash = ?1 AND revoked_at IS NULL RETURNING scopes",
-                )?
-                .query_row(params![hash, now()], |row| row.get(0))
-                .optional()?;
-            Ok(scopes)
-        })
-    }
-
-    pub fn has_tokens(&self) -> Result<bool, StoreError> {
-        self.with(|conn| {
-            Ok(conn
-                .prepare_cached("SELECT 1 FROM tokens WHERE revoked_at IS NULL")?
-                .exists([])?)
-        })
-    }
-
-    /// Records the base images of a stored image.
-    pub fn add_image_bases(
-        &self,
-        repo: &RepoName,
-        digest: &Digest,
-        bases: &[String],
-    ) -> Result<(), StoreError> {
-        self.with(|conn| {
-            let tx = conn.transaction()?;
-            for base in bases {
-                tx.prepare_cached(
-                    "INSERT INTO image_bases (repo_id, digest, base)
-                     SELECT id, ?2, ?3 FROM repositories WHERE name = ?1
-                     ON CONFLICT DO NOTHING",
-                )?
-                .execute(params![repo.as_str(), digest.to_string(), base])?;
-            }
-            tx.commit()?;
-            Ok(())
-        })
-    }
-
-    pub fn image_bases(&self, repo: &RepoName, digest: &Digest) -> Result<Vec<String>, StoreError> {
-        self.with(|conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT b.base FROM image_bases b JOIN repositories r ON r.id = b.repo_id
-                 WHERE r.name = ?1 AND b.digest = ?2 ORDER BY b.base",
-            )?;
-            let rows =
-                stmt.query_map(params![repo.as_str(), digest.to_string()], |row| row.get(0))?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
     }
 }

@@ -246,20 +246,7 @@ fn ingest_index_bytes(
     } else {
         bytes.to_vec()
     };
-    let artifact_type = index
-        .get("artifactType")
-        .and_then(Value::as_str)
-        .map(str::to_owned);
-    let subject = subject_of(&index)?;
-    let annotations = index.get("annotations").map(Value::to_string);
-    staging.manifest(&bytes, |digest, size| ManifestRecord {
-        digest,
-        media_type: OCI_INDEX.to_owned(),
-        size,
-        artifact_type,
-        subject,
-        annotations,
-    })
+    record(staging, &bytes, &index, OCI_INDEX, None)
 }
 
 fn subject_of(manifest: &Value) -> Result<Option<Digest>, IngestError> {
@@ -357,16 +344,30 @@ fn ingest_manifest_bytes(
     } else {
         bytes.to_vec()
     };
-    let artifact_type = manifest
+    // Without an artifactType, a manifest's artifact type is its config's media type.
+    let config_type = config_type.replace(DOCKER_CONFIG, OCI_CONFIG);
+    record(staging, &bytes, &manifest, OCI_MANIFEST, Some(&config_type))
+}
+
+/// Stages a manifest or index as stored (`bytes`, parsed as `value`) and records what the
+/// referrers API needs of it.
+fn record(
+    staging: &mut Staging<'_>,
+    bytes: &[u8],
+    value: &Value,
+    media_type: &str,
+    default_artifact_type: Option<&str>,
+) -> Result<Stored, IngestError> {
+    let artifact_type = value
         .get("artifactType")
         .and_then(Value::as_str)
-        .map(str::to_owned)
-        .or(Some(config_type.replace(DOCKER_CONFIG, OCI_CONFIG)));
-    let subject = subject_of(&manifest)?;
-    let annotations = manifest.get("annotations").map(Value::to_string);
-    staging.manifest(&bytes, |digest, size| ManifestRecord {
+        .or(default_artifact_type)
+        .map(str::to_owned);
+    let subject = subject_of(value)?;
+    let annotations = value.get("annotations").map(Value::to_string);
+    staging.manifest(bytes, |digest, size| ManifestRecord {
         digest,
-        media_type: OCI_MANIFEST.to_owned(),
+        media_type: media_type.to_owned(),
         size,
         artifact_type,
         subject,

@@ -11,7 +11,7 @@ use buildgrid_core::Digest;
 
 use super::IngestError;
 use super::archive::normalize;
-use super::stage::compress_layer;
+use super::stage::{Tee, compress_layer};
 use crate::{LayerRow, StagedBlob, Store};
 
 /// Entries smaller than this are not worth compressing ahead.
@@ -102,18 +102,4 @@ pub fn spool_archive(
         layers,
         _dir: Some(dir),
     })
-}
-
-/// Reads from `inner` and writes what it read into `copy`.
-struct Tee<'w, R> {
-    inner: R,
-    copy: &'w mut dyn Write,
-}
-
-impl<R: Read> Read for Tee<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.copy.write_all(&buf[..n])?;
-        Ok(n)
-    }
 }

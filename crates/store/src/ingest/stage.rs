@@ -188,7 +188,7 @@ impl<'a> Staging<'a> {
         let mut writer = BlobWriter::create(self.dir.path())?;
         let actual_diff_id = if compression == Some(LayerCompression::Gzip) {
             let mut uncompressed = Sha256Writer::new();
-            let tee = TeeReader {
+            let tee = Tee {
                 inner: &mut input,
                 copy: &mut writer,
             };
@@ -283,12 +283,12 @@ fn copy_into(input: &mut dyn BufRead, outputs: &mut [&mut dyn Write]) -> io::Res
 }
 
 /// Reads from `inner` and writes what it read into `copy`.
-struct TeeReader<'r, 'w> {
-    inner: &'r mut dyn BufRead,
-    copy: &'w mut dyn Write,
+pub(crate) struct Tee<'w, R> {
+    pub inner: R,
+    pub copy: &'w mut dyn Write,
 }
 
-impl Read for TeeReader<'_, '_> {
+impl<R: Read> Read for Tee<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.copy.write_all(&buf[..n])?;

@@ -1,0 +1,167 @@
+//! The schema: migrations applied in order, counted by `PRAGMA user_version`.
+
+use std::path::Path;
+
+use rusqlite::Connection;
+
+use crate::StoreError;
+
+/// Schema migrations, applied in order; `PRAGMA user_version` counts those applied.
+const MIGRATIONS: &[&str] = &[
+    r#"
+CREATE TABLE blobs (
+    digest      TEXT PRIMARY KEY,
+    size        INTEGER NOT NULL,
+    created_at  INTEGER NOT NULL
+) WITHOUT ROWID;
+
+-- An uncompressed layer (by diff id) and the stored blob that holds it compressed.
+CREATE TABLE layers (
+    diff_id     TEXT PRIMARY KEY,
+    digest      TEXT NOT NULL REFERENCES blobs(digest),
+    media_type  TEXT NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE repositories (
+    id          INTEGER PRIMARY KEY,
+    name        TEXT NOT NULL UNIQUE,
+    created_at  INTEGER NOT NULL
+);
+
+CREATE TABLE manifests (
+    repo_id        INTEGER NOT NULL REFERENCES repositories(id),
+    digest         TEXT NOT NULL REFERENCES blobs(digest),
+    media_type     TEXT NOT NULL,
+    artifact_type  TEXT,
+    subject        TEXT,
+    annotations    TEXT,
+    created_at     INTEGER NOT NULL,
+    PRIMARY KEY (repo_id, digest)
+) WITHOUT ROWID;
+CREATE INDEX manifests_by_subject ON manifests(repo_id, subject) WHERE subject IS NOT NULL;
+
+-- Blobs (configs and layers) a repository may serve.
+CREATE TABLE repo_blobs (
+    repo_id  INTEGER NOT NULL REFERENCES repositories(id),
+    digest   TEXT NOT NULL REFERENCES blobs(digest),
+    PRIMARY KEY (repo_id, digest)
+) WITHOUT ROWID;
+
+CREATE TABLE tags (
+    repo_id     INTEGER NOT NULL,
+    name        TEXT NOT NULL,
+    digest      TEXT NOT NULL,
+    updated_at  INTEGER NOT NULL,
+    PRIMARY KEY (repo_id, name),
+    FOREIGN KEY (repo_id, digest) REFERENCES manifests(repo_id, digest)
+) WITHOUT ROWID;
+
+CREATE TABLE downloads (
+    repo_id     INTEGER NOT NULL,
+    digest      TEXT NOT NULL,
+    count       INTEGER NOT NULL,
+    last_at     INTEGER NOT NULL,
+    PRIMARY KEY (repo_id, digest),
+    FOREIGN KEY (repo_id, digest) REFERENCES manifests(repo_id, digest)
+) WITHOUT ROWID;
+"#,
+    r#"
+CREATE TABLE apps (
+    id              INTEGER PRIMARY KEY,
+    namespace       TEXT NOT NULL,
+    name            TEXT NOT NULL,
+    git_url         TEXT NOT NULL,
+    branch          TEXT NOT NULL,
+    dockerfile      TEXT NOT NULL,
+    context         TEXT NOT NULL,
+    build_args      TEXT NOT NULL,   -- JSON object
+    image_repo      TEXT NOT NULL,
+    webhook_secret  TEXT NOT NULL,
+    created_at      INTEGER NOT NULL,
+    UNIQUE (namespace, name)
+);
+
+CREATE TABLE builds (
+    id                INTEGER PRIMARY KEY,
+    app_id            INTEGER NOT NULL REFERENCES apps(id),
+    git_ref           TEXT NOT NULL,
+    commit_id         TEXT,
+    trigger           TEXT NOT NULL,
+    state             TEXT NOT NULL,
+    reason            TEXT,
+    force             INTEGER NOT NULL DEFAULT 0,
+    cancel_requested  INTEGER NOT NULL DEFAULT 0,
+    commit_message    TEXT,
+    commit_author     TEXT,
+    image_ref         TEXT,
+    image_digest      TEXT,
+    queued_at         INTEGER NOT NULL,
+    started_at        INTEGER,
+    finished_at       INTEGER
+);
+CREATE INDEX builds_by_app ON builds(app_id, id);
+CREATE INDEX builds_by_state ON builds(state, id);
+CREATE INDEX builds_by_commit ON builds(app_id, commit_id);
+
+CREATE TABLE build_log (
+    build_id  INTEGER NOT NULL REFERENCES builds(id),
+    seq       INTEGER NOT NULL,
+    at_ms     INTEGER NOT NULL,
+    step      TEXT,
+    line      TEXT NOT NULL,
+    PRIMARY KEY (build_id, seq)
+) WITHOUT ROWID;
+
+-- The base images (Dockerfile FROM lines) of a stored image.
+CREATE TABLE image_bases (
+    repo_id  INTEGER NOT NULL REFERENCES repositories(id),
+    digest   TEXT NOT NULL,
+    base     TEXT NOT NULL,
+    PRIMARY KEY (repo_id, digest, base)
+) WITHOUT ROWID;
+
+CREATE TABLE tokens (
+    id            INTEGER PRIMARY KEY,
+    name          TEXT NOT NULL,
+    hash          TEXT NOT NULL UNIQUE,
+    scopes        TEXT NOT NULL,
+    created_at    INTEGER NOT NULL,
+    last_used_at  INTEGER,
+    revoked_at    INTEGER
+);
+
+CREATE TABLE webhook_deliveries (
+    app_id       INTEGER NOT NULL REFERENCES apps(id),
+    delivery     TEXT NOT NULL,
+    received_at  INTEGER NOT NULL,
+    PRIMARY KEY (app_id, delivery)
+) WITHOUT ROWID;
+"#,
+    r#"
+-- Where `docker save` (before Docker 25) put a layer, and which layer it was: the path names the
+-- layer's place in its chain, so a later export of the same chain can skip it unread.
+CREATE TABLE legacy_layer_paths (
+    path     TEXT PRIMARY KEY,
+    diff_id  TEXT NOT NULL
+) WITHOUT ROWID;
+"#,
+];
+
+pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let applied: i64 = tx.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    let known = MIGRATIONS.len() as i64;
+    if applied > known {
+        return Err(StoreError::SchemaTooNew {
+            path: path.to_owned(),
+            found: applied,
+            known,
+        });
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", index as i64 + 1)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
