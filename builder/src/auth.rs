@@ -1,60 +1,103 @@
-//! API tokens: random secrets shown once and stored as their SHA-256.
+//! Rights on the builder's endpoints: pushing code and starting or cancelling builds needs
+//! `build` on the app; reading a build needs pull on its namespace. Webhooks carry their own
+//! per-app secrets instead.
 
 use actix_web::HttpRequest;
-use actix_web::http::header;
-use base64::Engine as _;
-use buildgrid_store::Store;
-use sha2::{Digest as _, Sha256};
+use actix_web::http::{StatusCode, header};
+use buildgrid_access::{AuthError, Principal};
+use buildgrid_core::AppRef;
 
-/// A new token secret: `bg_` and 64 hex characters.
-pub fn new_secret() -> String {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).expect("the operating system provides randomness");
-    format!("bg_{}", hex::encode(bytes))
-}
+use crate::Builder;
+use crate::routes::{ApiError, blocking};
 
-pub fn token_hash(secret: &str) -> String {
-    hex::encode(Sha256::digest(secret.as_bytes()))
-}
-
-/// Creates an admin token and returns its secret.
-pub fn create_admin_token(
-    store: &Store,
-    name: &str,
-) -> Result<String, buildgrid_store::StoreError> {
-    let secret = new_secret();
-    store.db.create_token(name, &token_hash(&secret), "admin")?;
-    Ok(secret)
-}
-
-/// The token a request carries: `Authorization: Bearer <token>`, or Basic with the token as
-/// password (what git and docker send).
-pub fn request_token(request: &HttpRequest) -> Option<String> {
-    let value = request
-        .headers()
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
-    if let Some(token) = value.strip_prefix("Bearer ") {
-        return Some(token.trim().to_owned());
+impl From<AuthError> for ApiError {
+    fn from(error: AuthError) -> ApiError {
+        match error {
+            AuthError::Unauthorized(message) => ApiError::new(StatusCode::UNAUTHORIZED, message)
+                .with_header(header::WWW_AUTHENTICATE.as_str(), BASIC_CHALLENGE),
+            AuthError::TooManyAttempts { retry_after } => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, error.to_string())
+                    .with_header(header::RETRY_AFTER.as_str(), retry_after.to_string())
+            }
+            AuthError::Store(error) => error.into(),
+        }
     }
-    let encoded = value.strip_prefix("Basic ")?;
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .ok()?;
-    let text = String::from_utf8(decoded).ok()?;
-    let (_, password) = text.split_once(':')?;
-    Some(password.to_owned())
 }
 
-/// Whether `token` is a live token allowed to build.
-pub fn may_build(store: &Store, token: Option<&str>) -> Result<bool, buildgrid_store::StoreError> {
-    let Some(token) = token else {
-        return Ok(false);
+/// Git asks for a user name and password when it sees this.
+const BASIC_CHALLENGE: &str = "Basic realm=\"buildgrid\", charset=\"UTF-8\"";
+
+/// Who sent the request (anonymous without credentials).
+pub(crate) async fn principal(
+    builder: &Builder,
+    request: &HttpRequest,
+) -> Result<Principal, ApiError> {
+    let Some(value) = request.headers().get(header::AUTHORIZATION) else {
+        return Ok(Principal::anonymous());
     };
-    let scopes = store.db.use_token(&token_hash(token))?;
-    Ok(scopes.is_some_and(|s| {
-        s.split(',')
-            .any(|scope| scope == "admin" || scope == "build")
-    }))
+    let value = value.to_str().unwrap_or("").to_owned();
+    let client = request
+        .peer_addr()
+        .map_or_else(|| "unknown".to_owned(), |addr| addr.ip().to_string());
+    let access = builder.access.clone();
+    blocking(move || access.authenticate(Some(&value), &client)).await
+}
+
+/// The principal, when it may build `app`.
+pub(crate) async fn require_build(
+    builder: &Builder,
+    request: &HttpRequest,
+    app: &AppRef,
+) -> Result<Principal, ApiError> {
+    let principal = principal(builder, request).await?;
+    if principal.is_anonymous() {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            format!(
+                "building {app} needs credentials: a token with build on it, or your user name and registry password"
+            ),
+        )
+        .with_header(header::WWW_AUTHENTICATE.as_str(), BASIC_CHALLENGE));
+    }
+    let access = builder.access.clone();
+    let (checked, target) = (principal.clone(), app.clone());
+    if !blocking(move || access.may_build(&checked, &target)).await? {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "{} may not build {app}: that needs membership of namespace {} and, for a token, the scope build:{app}",
+                principal.actor(),
+                app.namespace(),
+            ),
+        ));
+    }
+    Ok(principal)
+}
+
+/// The principal, when it may read builds of namespace `namespace`.
+pub(crate) async fn require_read(
+    builder: &Builder,
+    request: &HttpRequest,
+    namespace: &str,
+) -> Result<Principal, ApiError> {
+    let principal = principal(builder, request).await?;
+    let access = builder.access.clone();
+    let (checked, ns) = (principal.clone(), namespace.to_owned());
+    if blocking(move || access.may_pull_namespace(&checked, &ns)).await? {
+        return Ok(principal);
+    }
+    if principal.is_anonymous() {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            format!("builds of namespace {namespace} are private: send credentials"),
+        )
+        .with_header(header::WWW_AUTHENTICATE.as_str(), BASIC_CHALLENGE));
+    }
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        format!(
+            "{} may not read builds of namespace {namespace}",
+            principal.actor()
+        ),
+    ))
 }

@@ -26,16 +26,7 @@ pub(crate) async fn handle(
     let app = AppRef::parse(&format!("{namespace}/{app_name}"))
         .map_err(|e| ApiError::not_found(e.to_string()))?;
     let store = builder.store.clone();
-    let allowed = {
-        let token = auth::request_token(&request);
-        let store = store.clone();
-        blocking(move || auth::may_build(&store, token.as_deref())).await?
-    };
-    if !allowed {
-        return Ok(HttpResponse::Unauthorized()
-            .insert_header(("WWW-Authenticate", "Basic realm=\"buildgrid\""))
-            .body("a token that may build this app is needed: use it as the password\n"));
-    }
+    auth::require_build(&builder, &request, &app).await?;
     let known = {
         let store = store.clone();
         let app = app.clone();

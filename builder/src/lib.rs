@@ -2,7 +2,7 @@
 //! queue in the store, and builds through the Docker engine whose images are ingested into the
 //! store.
 
-pub mod auth;
+mod auth;
 mod build_log;
 pub mod context;
 pub mod fetch;
@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use buildgrid_access::Access;
 use buildgrid_store::Store;
 use tokio::sync::Notify;
 
@@ -37,14 +38,16 @@ pub struct Settings {
 
 pub struct Builder {
     pub store: Arc<Store>,
+    pub access: Arc<Access>,
     pub settings: Settings,
     wake: Notify,
 }
 
 impl Builder {
-    pub fn new(store: Arc<Store>, settings: Settings) -> Arc<Builder> {
+    pub fn new(store: Arc<Store>, access: Arc<Access>, settings: Settings) -> Arc<Builder> {
         Arc::new(Builder {
             store,
+            access,
             settings,
             wake: Notify::new(),
         })

@@ -41,6 +41,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, builder: Arc<Builder>) {
 pub struct ApiError {
     status: StatusCode,
     message: String,
+    headers: Vec<(&'static str, String)>,
 }
 
 impl ApiError {
@@ -48,7 +49,13 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            headers: Vec::new(),
         }
+    }
+
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> ApiError {
+        self.headers.push((name, value.into()));
+        self
     }
 
     pub fn not_found(message: impl Into<String>) -> ApiError {
@@ -76,7 +83,11 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status).json(json!({ "error": self.message }))
+        let mut response = HttpResponse::build(self.status);
+        for (name, value) in &self.headers {
+            response.insert_header((*name, value.as_str()));
+        }
+        response.json(json!({ "error": self.message }))
     }
 }
 
@@ -96,21 +107,21 @@ pub(crate) async fn blocking<T: Send + 'static, E: Into<ApiError> + Send + 'stat
         .map_err(Into::into)
 }
 
-fn unauthorized() -> ApiError {
-    ApiError::new(
-        StatusCode::UNAUTHORIZED,
-        "a token that may build is needed: send it as `Authorization: Bearer <token>`",
-    )
-}
-
-async fn require_build_right(builder: &Builder, request: &HttpRequest) -> Result<(), ApiError> {
+/// The app a build belongs to.
+async fn build_app(builder: &Builder, id: i64) -> Result<(Build, AppRef), ApiError> {
     let store = builder.store.clone();
-    let token = auth::request_token(request);
-    if blocking(move || auth::may_build(&store, token.as_deref())).await? {
-        Ok(())
-    } else {
-        Err(unauthorized())
-    }
+    blocking(move || -> Result<_, ApiError> {
+        let build = store
+            .db
+            .build(id)?
+            .ok_or_else(|| ApiError::not_found(format!("no build {id}")))?;
+        let app = store
+            .db
+            .app_by_id(build.app_id)?
+            .ok_or_else(|| ApiError::not_found(format!("no build {id}")))?;
+        Ok((build, app.app))
+    })
+    .await
 }
 
 fn build_json(build: &Build, builder: &Builder) -> serde_json::Value {
@@ -214,10 +225,10 @@ async fn trigger_build(
     body: Option<web::Json<TriggerRequest>>,
     builder: web::Data<Arc<Builder>>,
 ) -> Result<HttpResponse, ApiError> {
-    require_build_right(&builder, &request).await?;
     let (namespace, app_name) = path.into_inner();
     let app = AppRef::parse(&format!("{namespace}/{app_name}"))
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    auth::require_build(&builder, &request, &app).await?;
     let body = body.map(web::Json::into_inner).unwrap_or_default();
     let store = builder.store.clone();
     let (queued, build) = blocking(move || -> Result<_, ApiError> {
@@ -246,14 +257,12 @@ async fn trigger_build(
 }
 
 async fn build_status(
+    request: HttpRequest,
     path: web::Path<i64>,
     builder: web::Data<Arc<Builder>>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = path.into_inner();
-    let store = builder.store.clone();
-    let build = blocking(move || store.db.build(id))
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no build {id}")))?;
+    let (build, app) = build_app(&builder, path.into_inner()).await?;
+    auth::require_read(&builder, &request, app.namespace()).await?;
     Ok(HttpResponse::Ok().json(build_json(&build, &builder)))
 }
 
@@ -262,8 +271,9 @@ async fn cancel_build(
     path: web::Path<i64>,
     builder: web::Data<Arc<Builder>>,
 ) -> Result<HttpResponse, ApiError> {
-    require_build_right(&builder, &request).await?;
     let id = path.into_inner();
+    let (_, app) = build_app(&builder, id).await?;
+    auth::require_build(&builder, &request, &app).await?;
     let store = builder.store.clone();
     let state = blocking(move || -> Result<_, StoreError> {
         match store.db.build(id)? {
@@ -296,11 +306,14 @@ struct LogQuery {
 }
 
 async fn build_log(
+    request: HttpRequest,
     path: web::Path<i64>,
     query: web::Query<LogQuery>,
     builder: web::Data<Arc<Builder>>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
+    let (_, app) = build_app(&builder, id).await?;
+    auth::require_read(&builder, &request, app.namespace()).await?;
     let after = query.after.unwrap_or(0);
     let store = builder.store.clone();
     let lines = blocking(move || store.db.log_lines(id, after, 5000)).await?;

@@ -15,6 +15,8 @@ pub struct RegistryError {
     pub detail: Value,
     /// Only for `RANGE_INVALID`: the blob size, for `Content-Range: bytes */<size>`.
     range_size: Option<u64>,
+    /// Headers the error needs, e.g. `WWW-Authenticate` or `Retry-After`.
+    headers: Vec<(&'static str, String)>,
 }
 
 /// What `docker push` prints after "unsupported: ".
@@ -27,7 +29,13 @@ impl RegistryError {
             message: message.into(),
             detail: Value::Null,
             range_size: None,
+            headers: Vec::new(),
         }
+    }
+
+    pub fn with_header(mut self, name: &'static str, value: String) -> RegistryError {
+        self.headers.push((name, value));
+        self
     }
 
     pub fn with_detail(mut self, detail: Value) -> RegistryError {
@@ -112,6 +120,9 @@ impl ResponseError for RegistryError {
         response.content_type("application/json");
         if self.code == ErrorCode::Unsupported {
             response.insert_header((header::ALLOW, HeaderValue::from_static("GET, HEAD")));
+        }
+        for (name, value) in &self.headers {
+            response.insert_header((*name, value.as_str()));
         }
         if let Some(size) = self.range_size {
             response.insert_header((header::CONTENT_RANGE, format!("bytes */{size}")));

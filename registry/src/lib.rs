@@ -5,6 +5,7 @@
 //!
 //! Architecture invariant: the registry never talks to the Docker engine or to git.
 
+mod auth;
 mod blobs;
 mod downloads;
 mod error;
@@ -16,8 +17,11 @@ use std::sync::Arc;
 
 use actix_web::http::Method;
 use actix_web::{HttpRequest, HttpResponse, web};
+use buildgrid_access::Access;
+use buildgrid_core::RepoName;
 use buildgrid_store::Store;
 
+pub use auth::AuthSettings;
 pub use downloads::Downloads;
 pub use error::RegistryError;
 pub use route::Route;
@@ -25,35 +29,43 @@ pub use route::Route;
 /// Shared state of the registry handlers.
 pub struct Registry {
     pub store: Arc<Store>,
+    pub access: Arc<Access>,
     pub downloads: Downloads,
+    auth: AuthSettings,
     manifests: manifests::ManifestCache,
 }
 
 impl Registry {
-    pub fn new(store: Arc<Store>) -> Registry {
+    pub fn new(store: Arc<Store>, access: Arc<Access>, auth: AuthSettings) -> Registry {
         Registry {
             store,
+            access,
             downloads: Downloads::default(),
+            auth,
             manifests: manifests::ManifestCache::default(),
         }
     }
 
-    /// Writes counted downloads to the store.
+    /// Writes counted downloads and queued audit entries to the store.
     pub fn flush_downloads(&self) {
         self.downloads.flush(&self.store);
+        self.access.flush_audit();
     }
 }
 
-/// Mounts the registry under `/v2`.
+/// Mounts the registry under `/v2`, and its token endpoint at `/auth/token`.
 pub fn configure(cfg: &mut web::ServiceConfig, registry: web::Data<Registry>) {
-    cfg.app_data(registry).service(
-        web::scope("/v2")
-            .wrap(
-                actix_web::middleware::DefaultHeaders::new()
-                    .add(("Docker-Distribution-API-Version", "registry/2.0")),
-            )
-            .default_service(web::to(dispatch)),
-    );
+    cfg.app_data(registry)
+        .route("/auth/token", web::get().to(auth::token_endpoint))
+        .route("/auth/token", web::post().to(auth::token_endpoint))
+        .service(
+            web::scope("/v2")
+                .wrap(
+                    actix_web::middleware::DefaultHeaders::new()
+                        .add(("Docker-Distribution-API-Version", "registry/2.0")),
+                )
+                .default_service(web::to(dispatch)),
+        );
 }
 
 async fn dispatch(
@@ -68,17 +80,29 @@ async fn dispatch(
         return Err(RegistryError::read_only(method.as_str(), &route));
     }
     let head = method == Method::HEAD;
+    let principal = auth::principal(&request, &registry).await?;
+    if let Some(name) = route.name()
+        && let Ok(repo) = RepoName::parse(name)
+        && !registry.access.may_pull(&principal, &repo)?
+    {
+        return Err(auth::refuse(&registry, &principal, name));
+    }
     match route {
+        Route::Base if principal.is_anonymous() => Err(RegistryError::new(
+            buildgrid_core::ErrorCode::Unauthorized,
+            "sign in with `docker login` to use this registry; public images pull without it",
+        )
+        .with_header("WWW-Authenticate", auth::challenge(&registry.auth, None))),
         Route::Base => Ok(HttpResponse::Ok()
             .content_type("application/json")
             .body("{}")),
-        Route::Catalog => listing::catalog(&request, &registry),
+        Route::Catalog => listing::catalog(&request, &registry, &principal),
         Route::Tags { name } => listing::tags(&request, &registry, &name),
         Route::Referrers { name, digest } => {
             listing::referrers(&request, &registry, &name, &digest)
         }
         Route::Manifest { name, reference } => {
-            manifests::get(&request, &registry, &name, &reference, head)
+            manifests::get(&request, &registry, &principal, &name, &reference, head)
         }
         Route::Blob { name, digest } => blobs::get(&request, &registry, &name, &digest, head).await,
         // Reading an upload's state: there are never uploads to read.

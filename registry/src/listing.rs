@@ -1,7 +1,10 @@
 //! Tag lists, the catalog and the referrers API.
 
+use std::collections::HashMap;
+
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
+use buildgrid_access::Principal;
 use buildgrid_core::media_type::OCI_INDEX;
 use buildgrid_core::{Digest, ErrorCode};
 use serde::Deserialize;
@@ -85,12 +88,40 @@ pub(crate) fn tags(
     ))
 }
 
+/// The repositories the principal may pull, a page at a time.
 pub(crate) fn catalog(
     request: &HttpRequest,
     registry: &Registry,
+    principal: &Principal,
 ) -> Result<HttpResponse, RegistryError> {
-    let (n, last) = page(request)?;
-    let names = registry.store.db.repositories(last.as_deref(), n + 1)?;
+    let (n, mut last) = page(request)?;
+    let mut names = Vec::new();
+    let mut allowed: HashMap<String, bool> = HashMap::new();
+    // Filtering may drop rows, so read batches until a page (and one more, for `Link`) is full.
+    while names.len() <= n {
+        let batch = registry
+            .store
+            .db
+            .repositories(last.as_deref(), (n + 1).max(100))?;
+        let Some(end) = batch.last().cloned() else {
+            break;
+        };
+        for name in batch {
+            let namespace = name.split('/').next().unwrap_or(&name).to_owned();
+            let may = match allowed.get(&namespace) {
+                Some(may) => *may,
+                None => {
+                    let may = registry.access.may_pull_namespace(principal, &namespace)?;
+                    allowed.insert(namespace, may);
+                    may
+                }
+            };
+            if may && names.len() <= n {
+                names.push(name);
+            }
+        }
+        last = Some(end);
+    }
     Ok(paginated(
         names,
         n,

@@ -3,6 +3,7 @@ use std::sync::Mutex;
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse};
+use buildgrid_access::Principal;
 use buildgrid_core::{Digest, ErrorCode, Reference, RepoName};
 use buildgrid_store::ManifestRow;
 use bytes::Bytes;
@@ -62,6 +63,7 @@ pub(crate) fn unknown(
 pub(crate) fn get(
     request: &HttpRequest,
     registry: &Registry,
+    principal: &Principal,
     name: &str,
     reference: &str,
     head: bool,
@@ -101,6 +103,14 @@ pub(crate) fn get(
         Ok(registry.store.blobs.read(&row.digest)?)
     })?;
     registry.downloads.record(&name, &row.digest);
+    if !registry.store.db.namespace_is_public(name.namespace())? {
+        registry.access.record(
+            principal,
+            "pull",
+            &format!("{name}:{reference} ({})", row.digest),
+            &crate::auth::client(request),
+        );
+    }
     Ok(response.body(bytes))
 }
 

@@ -28,6 +28,7 @@ fn queued_build(push_output: &str) -> i64 {
 fn git_push_builds_an_image_that_docker_pulls_and_runs() {
     ensure_base_image();
     let buildgrid = Buildgrid::spawn();
+    buildgrid.make_public("acme");
     create_app(
         &buildgrid,
         "acme/hello",
@@ -95,6 +96,7 @@ fn git_push_builds_an_image_that_docker_pulls_and_runs() {
 #[test]
 fn git_push_needs_a_token() {
     let buildgrid = Buildgrid::spawn();
+    buildgrid.make_public("acme");
     create_app(
         &buildgrid,
         "acme/locked",
@@ -157,6 +159,7 @@ fn deliver(buildgrid: &Buildgrid, body: &Value, signature: &str, delivery: &str)
 fn github_webhook_builds_the_pushed_commit_once() {
     ensure_base_image();
     let buildgrid = Buildgrid::spawn();
+    buildgrid.make_public("acme");
     let source = Source::example();
     let (_upstream, url) = source.bare_clone();
     create_app(&buildgrid, "acme/hooked", &url);
@@ -229,6 +232,7 @@ fn github_webhook_builds_the_pushed_commit_once() {
 fn a_failing_build_fails_alone() {
     ensure_base_image();
     let buildgrid = Buildgrid::spawn();
+    buildgrid.make_public("acme");
     let good = Source::example();
     let (_good_upstream, good_url) = good.bare_clone();
     let bad = Source::example();
@@ -327,6 +331,7 @@ fn wait_for_log(buildgrid: &Buildgrid, id: i64, text: &str) {
 fn cancel_stops_the_engine_build() {
     ensure_base_image();
     let buildgrid = Buildgrid::spawn();
+    buildgrid.make_public("acme");
     let source = slow_source(121);
     let (_upstream, url) = source.bare_clone();
     create_app(&buildgrid, "acme/slow", &url);
@@ -359,6 +364,7 @@ fn cancel_stops_the_engine_build() {
 fn a_restart_during_a_build_marks_it_interrupted() {
     ensure_base_image();
     let mut buildgrid = Buildgrid::spawn();
+    buildgrid.make_public("acme");
     let source = slow_source(122);
     let (_upstream, url) = source.bare_clone();
     create_app(&buildgrid, "acme/restarted", &url);

@@ -5,6 +5,7 @@ use crate::support::{Buildgrid, TestImage, run_ok};
 #[test]
 fn oci_archive_from_skopeo_imports_and_pulls() {
     let buildgrid = Buildgrid::spawn();
+    buildgrid.make_public("acme");
     let image = TestImage::build("from an OCI archive", 0);
     let dir = tempfile::tempdir().unwrap();
     let oci = dir.path().join("image-oci.tar");
@@ -27,6 +28,7 @@ fn oci_archive_from_skopeo_imports_and_pulls() {
 #[test]
 fn reimport_reuses_layers_and_gives_the_same_digest() {
     let buildgrid = Buildgrid::spawn();
+    buildgrid.make_public("acme");
     let image = TestImage::build("twice", 0);
     let first = buildgrid.import(&image.archive, "acme/twice", "a");
     let second = buildgrid.import(&image.archive, "acme/twice", "b");
@@ -41,6 +43,7 @@ fn reimport_reuses_layers_and_gives_the_same_digest() {
 #[test]
 fn broken_archives_are_refused_and_change_nothing() {
     let buildgrid = Buildgrid::spawn();
+    buildgrid.make_public("acme");
     let image = TestImage::build("broken", 2);
     buildgrid.import_ok(&image.archive, "acme/good", "v1");
     let before = buildgrid.fingerprint();

@@ -9,6 +9,7 @@ use crate::support::{Buildgrid, TestImage, raw_http, run, run_ok, sha256_hex};
 #[test]
 fn docker_pull_then_run() {
     let buildgrid = Buildgrid::spawn();
+    buildgrid.make_public("acme");
     let image = TestImage::build("hello from a pulled image", 0);
     let digest = buildgrid.import_ok(&image.archive, "acme/hello.example-com-acme-hello", "v1");
     let reference = format!("{}/acme/hello.example-com-acme-hello:v1", buildgrid.host());
@@ -23,6 +24,7 @@ fn docker_pull_then_run() {
 #[test]
 fn skopeo_inspect_and_copy_verify_every_digest() {
     let buildgrid = Buildgrid::spawn();
+    buildgrid.make_public("acme");
     let image = TestImage::build("skopeo", 1);
     let digest = buildgrid.import_ok(&image.archive, "acme/skopeo", "v1");
     let source = format!("docker://{}/acme/skopeo:v1", buildgrid.host());
@@ -95,6 +97,7 @@ fn pull_over_http(client: &reqwest::blocking::Client, base: &str, expected: &str
 #[test]
 fn parallel_pulls_while_another_image_is_imported() {
     let buildgrid = Buildgrid::spawn();
+    buildgrid.make_public("acme");
     let served = TestImage::build("served", 4);
     let incoming = TestImage::build("incoming", 48);
     let digest = buildgrid.import_ok(&served.archive, "acme/served", "v1");
@@ -143,6 +146,7 @@ fn parallel_pulls_while_another_image_is_imported() {
 #[test]
 fn bad_input_gets_oci_errors() {
     let buildgrid = Buildgrid::spawn();
+    buildgrid.make_public("acme");
     let image = TestImage::build("bad input", 0);
     let digest = buildgrid.import_ok(&image.archive, "acme/bad", "v1");
     let host = buildgrid.host();

@@ -36,12 +36,16 @@ fn skopeo_copy_to_buildgrid_is_refused() {
     let buildgrid = Buildgrid::spawn();
     let image = TestImage::build("skopeo push", 0);
     buildgrid.import_ok(&image.archive, "acme/pushed", "v1");
+    // Even an admin's credentials push nothing.
+    let creds = format!("admin:{}", buildgrid.token());
     let before = buildgrid.fingerprint();
     let output = run(
         "skopeo",
         &[
             "copy",
             "--dest-tls-verify=false",
+            "--dest-creds",
+            &creds,
             &format!("docker-archive:{}", image.archive.display()),
             &format!("docker://{}/acme/pushed:v9", buildgrid.host()),
         ],

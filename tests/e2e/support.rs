@@ -59,9 +59,14 @@ impl Buildgrid {
 
     /// A new admin token.
     pub fn token(&self) -> String {
-        self.cli_ok(&["token", "create", "--name", "e2e"])
+        self.cli_ok(&["token", "create", "--name", "e2e", "--scope", "admin"])
             .trim()
             .to_owned()
+    }
+
+    /// Lets anyone pull the namespace's images (namespaces start private).
+    pub fn make_public(&self, namespace: &str) {
+        self.cli_ok(&["namespace", "public", namespace]);
     }
 
     /// Stops the server the hard way, as a crash or power loss would.

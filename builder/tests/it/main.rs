@@ -2,7 +2,6 @@
 //! Git repositories are made with git2 in temporary directories and reached by `file://` URLs;
 //! the store is a real one in a temporary data directory.
 
-mod auth;
 mod context;
 mod fetch;
 mod hooks;

@@ -1,4 +1,4 @@
-//! Apps, builds and tokens from the command line. These work on the data directory; a running
+//! Apps and builds from the command line. These work on the data directory; a running
 //! `buildgrid serve` picks queued builds up.
 
 use std::collections::BTreeMap;
@@ -6,7 +6,6 @@ use std::io::Write;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use buildgrid_builder::auth;
 use buildgrid_core::AppRef;
 use buildgrid_store::{BuildState, NewApp, NewBuild, Queued, Store};
 use clap::{Args, Subcommand};
@@ -65,15 +64,6 @@ pub struct BuildLogArgs {
 }
 
 #[derive(Subcommand)]
-pub enum TokenCommand {
-    /// Create an admin token and print it (it is shown only once).
-    Create {
-        #[arg(long, default_value = "cli")]
-        name: String,
-    },
-}
-
-#[derive(Subcommand)]
 pub enum HookCommand {
     /// Reads `<old> <new> <ref>` lines from git and queues builds.
     PostReceive {
@@ -106,8 +96,7 @@ pub fn app(store: &Store, command: AppCommand) -> anyhow::Result<()> {
                 bail!("--branch {branch:?} is not a valid branch name");
             }
             let generated = webhook_secret.is_none();
-            let secret = webhook_secret
-                .unwrap_or_else(|| auth::new_secret().trim_start_matches("bg_").to_owned());
+            let secret = webhook_secret.unwrap_or_else(buildgrid_access::secret::random_hex::<32>);
             let created = store.db.create_app(&NewApp {
                 app: app.clone(),
                 git_url: git,
@@ -248,16 +237,6 @@ pub fn cancel(store: &Store, id: i64) -> anyhow::Result<()> {
         Some(_) => println!("build {id} is being stopped"),
     }
     Ok(())
-}
-
-pub fn token(store: &Store, command: TokenCommand) -> anyhow::Result<()> {
-    match command {
-        TokenCommand::Create { name } => {
-            let secret = auth::create_admin_token(store, &name)?;
-            println!("{secret}");
-            Ok(())
-        }
-    }
 }
 
 pub fn hook(store: &Store, command: HookCommand) -> anyhow::Result<()> {

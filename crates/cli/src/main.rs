@@ -1,5 +1,6 @@
 //! The `buildgrid` command. It parses arguments and wires the library crates together.
 
+mod access;
 mod builds;
 mod serve;
 mod telemetry;
@@ -58,9 +59,21 @@ enum Command {
         /// The build's number.
         id: i64,
     },
-    /// Manage API tokens (for `git push` to buildgrid and the build API).
+    /// Manage users, their web passwords and registry credentials.
     #[command(subcommand)]
-    Token(builds::TokenCommand),
+    User(access::UserCommand),
+    /// Make namespaces public or private and manage their members.
+    #[command(subcommand)]
+    Namespace(access::NamespaceCommand),
+    /// Manage API tokens (for `docker login`, `git push` to buildgrid and the build API).
+    #[command(subcommand)]
+    Token(access::TokenCommand),
+    /// Print the newest audit log entries: pulls of private images, sign-ins, changes of access.
+    Audit {
+        /// How many entries.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
     /// Called by git hooks of the apps' repositories.
     #[command(subcommand, hide = true)]
     Hook(builds::HookCommand),
@@ -95,7 +108,10 @@ fn main() -> anyhow::Result<()> {
         Command::Build(args) => builds::build(&open()?, args),
         Command::BuildLog(args) => builds::build_log(&open()?, args),
         Command::Cancel { id } => builds::cancel(&open()?, id),
-        Command::Token(command) => builds::token(&open()?, command),
+        Command::User(command) => access::user(&open()?, command),
+        Command::Namespace(command) => access::namespace(&open()?, command),
+        Command::Token(command) => access::token(&open()?, command),
+        Command::Audit { limit } => access::audit(&open()?, limit),
         Command::Hook(command) => builds::hook(&open()?, command),
     }
 }

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
+use buildgrid_access::Access;
 use buildgrid_builder::Builder;
-use buildgrid_registry::Registry;
+use buildgrid_registry::{AuthSettings, Registry};
 use buildgrid_store::Store;
 use clap::Args;
 
@@ -43,23 +44,22 @@ pub fn run(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
         Store::open(&data)
             .with_context(|| format!("cannot open the data directory {}", data.display()))?,
     );
-    let registry = web::Data::new(Registry::new(store.clone()));
+    let access = Arc::new(Access::new(store.clone()).context("cannot set up access control")?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let slot: Arc<std::sync::OnceLock<Arc<Builder>>> = Arc::default();
-        let app_registry = registry.clone();
+        let slot: Arc<std::sync::OnceLock<(Arc<Builder>, web::Data<Registry>)>> = Arc::default();
         let app_store = store.clone();
         let app_builder = slot.clone();
         let mut server = HttpServer::new(move || {
-            let builder = app_builder
+            let (builder, registry) = app_builder
                 .get()
                 .expect("the builder starts before serving")
                 .clone();
             App::new()
-                .configure(|cfg| buildgrid_registry::configure(cfg, app_registry.clone()))
+                .configure(|cfg| buildgrid_registry::configure(cfg, registry))
                 .configure(|cfg| buildgrid_builder::configure(cfg, builder))
                 .configure(|cfg| buildgrid_web::configure(cfg, app_store.clone()))
         });
@@ -82,8 +82,14 @@ pub fn run(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
             .unwrap_or(&public_url)
             .trim_end_matches('/')
             .to_owned();
+        let registry = web::Data::new(Registry::new(
+            store.clone(),
+            access.clone(),
+            AuthSettings::for_public_url(&public_url),
+        ));
         let builder = Builder::new(
             store.clone(),
+            access.clone(),
             buildgrid_builder::Settings {
                 concurrency: args.build_concurrency,
                 timeout: Duration::from_secs(args.build_timeout * 60),
@@ -101,16 +107,22 @@ pub fn run(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
                 "builds interrupted by the last stop are marked failed"
             );
         }
-        let _ = slot.set(builder.clone());
+        let _ = slot.set((builder.clone(), registry.clone()));
         // Tests and scripts read this line to learn the port. Nobody may be reading stdout
         // later on, so failures to print are ignored rather than fatal.
         let mut out = std::io::stdout();
         let _ = writeln!(out, "buildgrid listening on http://{address}");
-        if !store.db.has_tokens()? {
-            let secret = buildgrid_builder::auth::create_admin_token(&store, "admin")?;
+        let made = buildgrid_access::bootstrap(&store).context("cannot create the first admin")?;
+        if let Some((name, password)) = made.user {
             let _ = writeln!(
                 out,
-                "admin token (shown once; use it as the password of git pushes): {secret}"
+                "admin user {name} created; web password (shown once): {password}"
+            );
+        }
+        if let Some(secret) = made.token {
+            let _ = writeln!(
+                out,
+                "admin token (shown once; use it as the password of git pushes and docker login): {secret}"
             );
         }
         let _ = out.flush();

@@ -62,6 +62,11 @@ impl RepoName {
         Ok(RepoName(text.to_owned()))
     }
 
+    /// The namespace that access rules apply to: the first path component.
+    pub fn namespace(&self) -> &str {
+        self.0.split('/').next().unwrap_or(&self.0)
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

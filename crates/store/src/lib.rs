@@ -18,8 +18,9 @@ use std::path::{Path, PathBuf};
 
 pub use blobs::{BlobStore, BlobWriter, StagedBlob};
 pub use db::{
-    App, BlobRow, Build, BuildState, Db, DownloadCount, ImageRecord, LayerRow, LogLine,
-    ManifestRecord, ManifestRow, NewApp, NewBuild, Queued, ReferrerRow,
+    App, AuditEntry, BlobRow, Build, BuildState, Db, DownloadCount, ImageRecord, LayerRow, LogLine,
+    ManifestRecord, ManifestRow, Namespace, NewApp, NewBuild, NewToken, Queued, ReferrerRow,
+    TokenRow, User,
 };
 pub use error::StoreError;
 

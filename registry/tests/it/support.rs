@@ -13,9 +13,10 @@ use actix_web::body::{BodySize, MessageBody};
 use actix_web::http::header::{HeaderMap, HeaderName};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{App, test, web};
+use buildgrid_access::Access;
 use buildgrid_core::media_type::{OCI_CONFIG, OCI_EMPTY, OCI_INDEX, OCI_LAYER_GZIP, OCI_MANIFEST};
 use buildgrid_core::{Digest, RepoName, Tag};
-use buildgrid_registry::Registry;
+use buildgrid_registry::{AuthSettings, Registry};
 use buildgrid_store::Store;
 use buildgrid_store::ingest::import_archive;
 use bytes::Bytes;
@@ -123,9 +124,21 @@ pub fn spawn_app() -> TestApp {
         tool_layer: manifest_digest(&tool_manifest, "/layers/0/digest"),
         sbom,
     };
+    // The seeded namespaces are public, so the other modules test the API without credentials;
+    // `access` makes them private where it needs to.
+    for namespace in [
+        "library", "other", "acme", "big", "mirror", "nobody", "new", "a",
+    ] {
+        store.db.set_namespace_public(namespace, true).unwrap();
+    }
+    let access = Arc::new(Access::new(store.clone()).unwrap());
     TestApp {
         dir,
-        registry: web::Data::new(Registry::new(store.clone())),
+        registry: web::Data::new(Registry::new(
+            store.clone(),
+            access,
+            AuthSettings::for_public_url("http://registry.test"),
+        )),
         store,
         seed,
     }
@@ -150,7 +163,46 @@ fn stored_manifest(store: &Store, repo: &str, tag: &str) -> Vec<u8> {
     store.blobs.read(&row.digest).unwrap()
 }
 
+/// A user with registry credentials.
+pub struct TestUser {
+    pub name: String,
+    pub password: String,
+}
+
+impl TestUser {
+    pub fn basic(&self) -> String {
+        basic(&self.name, &self.password)
+    }
+}
+
+pub fn basic(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
 impl TestApp {
+    /// A new user (not an admin, member of nothing) with a registry password.
+    pub fn user_with_registry_password(&self, name: &str) -> TestUser {
+        let (user, _) = buildgrid_access::create_user(&self.store, name, false).unwrap();
+        let password = buildgrid_access::regenerate_registry_password(&self.store, &user).unwrap();
+        TestUser {
+            name: name.to_owned(),
+            password,
+        }
+    }
+
+    /// A token of `user` with `scopes`, e.g. `pull:acme`.
+    pub fn token(&self, user: &str, scopes: &str, expires_at: Option<i64>) -> String {
+        let user = buildgrid_access::user(&self.store, user).unwrap();
+        let scopes = buildgrid_access::Scope::parse_list(scopes).unwrap();
+        buildgrid_access::create_token(&self.store, &user, "test", &scopes, expires_at)
+            .unwrap()
+            .1
+    }
+
     pub fn import(&self, file: &str, bytes: &[u8], repo: &str, tag: &str) -> Digest {
         import(&self.store, self.dir.path(), file, bytes, repo, tag)
     }
@@ -416,7 +468,7 @@ pub fn oci_archive(top: &Blob, blobs: &[Blob]) -> Vec<u8> {
 
 /// An image index holding a linux/amd64 image (one gzip layer, so ingest keeps the manifest
 /// byte for byte) and an SBOM artifact whose `subject` is that image; and every blob of it.
-fn oci_with_referrer() -> (OciSeed, Vec<Blob>) {
+pub fn oci_with_referrer() -> (OciSeed, Vec<Blob>) {
     let layer = layer_tar(&[("etc/sbom-app.conf", b"name = sbom-app\n")]);
     let config = Blob::new(image_config("sbom-app", std::slice::from_ref(&layer)));
     let compressed = Blob::new(gzip(&layer));

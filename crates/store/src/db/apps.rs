@@ -1,4 +1,4 @@
-//! Apps, API tokens.
+//! Apps.
 
 use std::collections::BTreeMap;
 
@@ -81,6 +81,11 @@ impl Db {
                 )));
             }
             conn.execute(
+                "INSERT INTO namespaces (name, public, created_at) VALUES (?1, 0, ?2)
+                 ON CONFLICT (name) DO NOTHING",
+                params![new.app.namespace(), now()],
+            )?;
+            conn.execute(
                 "INSERT INTO apps (namespace, name, git_url, branch, dockerfile, context,
                     build_args, image_repo, webhook_secret, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
@@ -137,39 +142,6 @@ impl Db {
             let mut stmt = conn.prepare_cached(&sql)?;
             let rows = stmt.query_map([], app_row)?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
-    }
-
-    /// Stores a token by the hash of its secret.
-    pub fn create_token(&self, name: &str, hash: &str, scopes: &str) -> Result<i64, StoreError> {
-        self.with(|conn| {
-            conn.execute(
-                "INSERT INTO tokens (name, hash, scopes, created_at) VALUES (?1, ?2, ?3, ?4)",
-                params![name, hash, scopes, now()],
-            )?;
-            Ok(conn.last_insert_rowid())
-        })
-    }
-
-    /// The scopes of a live token, recording its use.
-    pub fn use_token(&self, hash: &str) -> Result<Option<String>, StoreError> {
-        self.with(|conn| {
-            let scopes: Option<String> = conn
-                .prepare_cached(
-                    "UPDATE tokens SET last_used_at = ?2
-                     WHERE hash = ?1 AND revoked_at IS NULL RETURNING scopes",
-                )?
-                .query_row(params![hash, now()], |row| row.get(0))
-                .optional()?;
-            Ok(scopes)
-        })
-    }
-
-    pub fn has_tokens(&self) -> Result<bool, StoreError> {
-        self.with(|conn| {
-            Ok(conn
-                .prepare_cached("SELECT 1 FROM tokens WHERE revoked_at IS NULL")?
-                .exists([])?)
         })
     }
 }

@@ -253,6 +253,11 @@ impl Db {
                  ON CONFLICT (name) DO NOTHING",
                 params![image.repo.as_str(), at],
             )?;
+            tx.execute(
+                "INSERT INTO namespaces (name, public, created_at) VALUES (?1, 0, ?2)
+                 ON CONFLICT (name) DO NOTHING",
+                params![image.repo.namespace(), at],
+            )?;
             let repo_id: i64 = tx.query_row(
                 "SELECT id FROM repositories WHERE name = ?1",
                 [image.repo.as_str()],

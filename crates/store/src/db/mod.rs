@@ -8,12 +8,14 @@ use rusqlite::Connection;
 
 use crate::StoreError;
 
+mod access;
 mod apps;
 mod builds;
 mod images;
 mod logs;
 mod schema;
 
+pub use access::{AuditEntry, Namespace, NewToken, TokenRow, User};
 pub use apps::{App, NewApp};
 pub use builds::{Build, BuildState, NewBuild, Queued};
 pub use images::{

@@ -145,6 +145,58 @@ CREATE TABLE legacy_layer_paths (
     diff_id  TEXT NOT NULL
 ) WITHOUT ROWID;
 "#,
+    r#"
+-- People. The web password and the registry password are separate secrets, both argon2id.
+CREATE TABLE users (
+    id                      INTEGER PRIMARY KEY,
+    name                    TEXT NOT NULL UNIQUE,
+    admin                   INTEGER NOT NULL DEFAULT 0,
+    password_hash           TEXT NOT NULL,
+    registry_password_hash  TEXT,
+    created_at              INTEGER NOT NULL
+);
+
+-- A namespace without a row is private.
+CREATE TABLE namespaces (
+    name        TEXT PRIMARY KEY,
+    public      INTEGER NOT NULL DEFAULT 0,
+    created_at  INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE members (
+    namespace  TEXT NOT NULL REFERENCES namespaces(name),
+    user_id    INTEGER NOT NULL REFERENCES users(id),
+    PRIMARY KEY (namespace, user_id)
+) WITHOUT ROWID;
+
+-- Tokens made before users existed belong to the first admin (see `adopt_orphan_tokens`).
+ALTER TABLE tokens ADD COLUMN user_id INTEGER REFERENCES users(id);
+ALTER TABLE tokens ADD COLUMN expires_at INTEGER;
+
+CREATE TABLE sessions (
+    hash        TEXT PRIMARY KEY,
+    user_id     INTEGER NOT NULL REFERENCES users(id),
+    csrf        TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL
+) WITHOUT ROWID;
+
+-- Who did what: pulls of private images, logins, credential and token changes.
+CREATE TABLE audit (
+    id      INTEGER PRIMARY KEY,
+    at      INTEGER NOT NULL,
+    actor   TEXT NOT NULL,
+    action  TEXT NOT NULL,
+    target  TEXT NOT NULL,
+    client  TEXT
+);
+
+-- Server-wide values, e.g. the key that signs registry bearer tokens.
+CREATE TABLE settings (
+    key    TEXT PRIMARY KEY,
+    value  TEXT NOT NULL
+) WITHOUT ROWID;
+"#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {

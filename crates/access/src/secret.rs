@@ -1,0 +1,104 @@
+//! Making, hashing and comparing secrets.
+//!
+//! People's passwords (web and registry) are hashed with argon2id. Token secrets are 256 random
+//! bits, so a SHA-256 of them is enough to store and lets a request find its token by one lookup.
+
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use sha2::{Digest as _, Sha256};
+use subtle::ConstantTimeEq;
+
+/// The prefix of API token secrets, so they are recognisable (and scannable) wherever they leak.
+pub const TOKEN_PREFIX: &str = "bg_";
+
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    getrandom::fill(&mut bytes).expect("the operating system provides randomness");
+    bytes
+}
+
+/// A new API token secret: `bg_` and 64 hex characters.
+pub fn new_token_secret() -> String {
+    format!("{TOKEN_PREFIX}{}", hex::encode(random_bytes::<32>()))
+}
+
+/// A new random password of 24 letters and digits (about 143 bits).
+pub fn new_password() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut password = String::with_capacity(24);
+    while password.len() < 24 {
+        for byte in random_bytes::<32>() {
+            // Rejection sampling keeps every character equally likely.
+            let limit = 256 - 256 % ALPHABET.len();
+            if (byte as usize) < limit && password.len() < 24 {
+                password.push(ALPHABET[byte as usize % ALPHABET.len()] as char);
+            }
+        }
+    }
+    password
+}
+
+/// A random hex string of `N` bytes, for session ids, CSRF secrets and signing keys.
+pub fn random_hex<const N: usize>() -> String {
+    hex::encode(random_bytes::<N>())
+}
+
+/// SHA-256 of a secret, hex: how tokens and sessions are stored.
+pub fn sha256_hex(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// An argon2id PHC string of `password`, with a fresh salt.
+pub fn hash_password(password: &str) -> String {
+    let salt = SaltString::encode_b64(&random_bytes::<16>()).expect("16 bytes make a valid salt");
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .expect("argon2 hashes any password with default parameters")
+        .to_string()
+}
+
+/// Whether `password` matches an argon2id PHC string (constant time in the password).
+pub fn verify_password(password: &str, phc: &str) -> bool {
+    match PasswordHash::new(phc) {
+        Ok(hash) => Argon2::default()
+            .verify_password(password.as_bytes(), &hash)
+            .is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// Compares two secrets in time that does not depend on where they differ.
+pub fn same_secret(a: &str, b: &str) -> bool {
+    a.as_bytes().ct_eq(b.as_bytes()).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_verify_against_their_hash_only() {
+        let hash = hash_password("correct horse");
+        assert!(hash.starts_with("$argon2id$"), "{hash}");
+        assert!(verify_password("correct horse", &hash));
+        assert!(!verify_password("correct horse ", &hash));
+        assert!(!verify_password("correct horse", "not a hash"));
+    }
+
+    #[test]
+    fn generated_secrets_have_their_shape() {
+        let password = new_password();
+        assert_eq!(password.len(), 24);
+        assert!(password.chars().all(|c| c.is_ascii_alphanumeric()));
+        assert_ne!(password, new_password());
+        let token = new_token_secret();
+        assert!(token.starts_with("bg_") && token.len() == 67, "{token}");
+    }
+
+    #[test]
+    fn same_secret_compares_whole_strings() {
+        assert!(same_secret("abc", "abc"));
+        assert!(!same_secret("abc", "abd"));
+        assert!(!same_secret("abc", "abcd"));
+    }
+}
