@@ -25,13 +25,15 @@ echo "==> starting buildgrid on http://$LISTEN (data in $DATA)"
 bg serve --listen "$LISTEN" &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do curl -sf "http://$LISTEN/v2/" >/dev/null 2>&1 && break; sleep 0.1; done
+for _ in $(seq 1 100); do curl -s -o /dev/null "http://$LISTEN/v2/" && break; sleep 0.1; done
 
 if ! bg app list | grep -q '^examples/hello'; then
     bg app create examples/hello --git https://github.com/buildgrid/examples-hello.git \
         --build-arg "BASE=$BASE" >/dev/null
 fi
-TOKEN=$(bg token create --name quickstart)
+# Namespaces are private by default; the example's images may be pulled by anyone.
+bg namespace public examples >/dev/null
+TOKEN=$(bg token create --name quickstart --scope build:examples/hello)
 
 echo "==> pushing examples/hello to buildgrid"
 src=$(mktemp -d)

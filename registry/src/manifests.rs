@@ -107,7 +107,10 @@ pub(crate) fn get(
         registry.access.record(
             principal,
             "pull",
-            &format!("{name}:{reference} ({})", row.digest),
+            &match &reference {
+                Reference::Tag(tag) => format!("{name}:{tag} ({})", row.digest),
+                Reference::Digest(digest) => format!("{name}@{digest}"),
+            },
             &crate::auth::client(request),
         );
     }

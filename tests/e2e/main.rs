@@ -2,6 +2,7 @@
 //! plain HTTP. They need a running Docker engine and skopeo; `.ci/run` installs what is missing.
 //! A missing tool fails the test with what to install: these tests never skip.
 
+mod access;
 mod build;
 mod fixtures;
 mod import;
