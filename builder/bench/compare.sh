@@ -49,10 +49,12 @@ git -C "$SRC" -c user.name=b -c user.email=b@b add -A
 git -C "$SRC" -c user.name=b -c user.email=b@b commit -qm one
 
 bg app create bench/app --git https://bench.example.com/bench/app.git >/dev/null
-TOKEN=$(bg token create --name bench)
+bg user create bench --admin >/dev/null
+bg namespace public bench >/dev/null
+TOKEN=$(bg token create --user bench --name bench --scope admin)
 RUST_LOG=warn "$BIN" --data "$WORK/data" serve --listen "127.0.0.1:$BG_PORT" >/dev/null 2>"$WORK/serve.log" &
 PIDS+=($!)
-for _ in $(seq 1 50); do curl -sf "http://127.0.0.1:$BG_PORT/v2/" >/dev/null && break; sleep 0.1; done
+for _ in $(seq 1 50); do curl -s -o /dev/null "http://127.0.0.1:$BG_PORT/v2/" && break; sleep 0.1; done
 PUSH_URL="http://bench:$TOKEN@127.0.0.1:$BG_PORT/git/bench/app.git"
 API="http://127.0.0.1:$BG_PORT/api"
 

@@ -48,6 +48,13 @@ docker save -o "$WORK/image.tar" buildgrid-bench:latest
 rm -rf "$WORK/context"
 
 "$BIN" --data "$WORK/bg" import "$WORK/image.tar" --repo bench/image --tag v1 2>/dev/null >/dev/null
+"$BIN" --data "$WORK/bg" import "$WORK/image.tar" --repo private/image --tag v1 2>/dev/null >/dev/null
+# distribution runs without auth: compare against a public namespace, and show what credentials
+# cost on a private one.
+"$BIN" --data "$WORK/bg" namespace public bench >/dev/null
+"$BIN" --data "$WORK/bg" user create bencher >/dev/null
+"$BIN" --data "$WORK/bg" namespace add-member private bencher >/dev/null
+BG_PASSWORD=$("$BIN" --data "$WORK/bg" user registry-password bencher | sed -n 's/^password: //p')
 RUST_LOG=warn "$BIN" --data "$WORK/bg" serve --listen "127.0.0.1:$BG_PORT" >/dev/null 2>"$WORK/bg.log" &
 PIDS+=($!)
 BG_PID=$!
@@ -71,7 +78,7 @@ PIDS+=($!)
 DIST_PID=$!
 
 for port in "$BG_PORT" "$DIST_PORT"; do
-    for _ in $(seq 1 50); do curl -sf "http://127.0.0.1:$port/v2/" >/dev/null && break; sleep 0.2; done
+    for _ in $(seq 1 50); do curl -s -o /dev/null "http://127.0.0.1:$port/v2/" && break; sleep 0.2; done
 done
 
 # The same bytes in both: copy buildgrid's image into distribution unchanged.
@@ -90,13 +97,23 @@ transfer_mb() {
         if (u=="GB") n*=1024; else if (u=="KB") n/=1024; printf "%.0f", n}'
 }
 
-run_wrk() { # connections url
-    wrk -t2 -c"$1" -d"${DURATION}s" --timeout 30s -H "Accept: $ACCEPT" "$2"
+run_wrk() { # connections url [wrk options]
+    local connections=$1 url=$2
+    shift 2
+    wrk -t2 -c"$connections" -d"${DURATION}s" --timeout 30s -H "Accept: $ACCEPT" "$@" "$url"
 }
 
 echo "manifest GETs: 64 connections, ${DURATION}s each"
 BG_RPS=$(run_wrk 64 "http://127.0.0.1:$BG_PORT/v2/bench/image/manifests/v1" | requests_per_sec)
 DIST_RPS=$(run_wrk 64 "http://127.0.0.1:$DIST_PORT/v2/bench/image/manifests/v1" | requests_per_sec)
+
+echo "private manifest GETs with credentials: 64 connections, ${DURATION}s each"
+BASIC="Authorization: Basic $(printf '%s' "bencher:$BG_PASSWORD" | base64 -w0)"
+BEARER="Authorization: Bearer $(curl -sf -H "$BASIC" \
+    "http://127.0.0.1:$BG_PORT/auth/token?service=bench&scope=repository:private/image:pull" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')"
+BASIC_RPS=$(run_wrk 64 "http://127.0.0.1:$BG_PORT/v2/private/image/manifests/v1" -H "$BASIC" | requests_per_sec)
+BEARER_RPS=$(run_wrk 64 "http://127.0.0.1:$BG_PORT/v2/private/image/manifests/v1" -H "$BEARER" | requests_per_sec)
 
 echo "${LAYER_MB} MB layer: 8 connections, ${DURATION}s each"
 BG_MBS=$(run_wrk 8 "http://127.0.0.1:$BG_PORT/v2/bench/image/blobs/$LAYER" | transfer_mb)
@@ -111,5 +128,7 @@ printf '%-28s %14s %14s %8s\n' "manifest GET/s (64 conn)" "$BG_RPS" "$DIST_RPS" 
     "$(python3 -c "print(f'{$BG_RPS/$DIST_RPS:.2f}x')")"
 printf '%-28s %14s %14s %8s\n' "${LAYER_MB} MB layer MB/s (8 conn)" "$BG_MBS" "$DIST_MBS" \
     "$(python3 -c "print(f'{$BG_MBS/$DIST_MBS:.2f}x')")"
+printf '%-28s %14s %14s\n' "  private, Basic creds" "$BASIC_RPS" "-"
+printf '%-28s %14s %14s\n' "  private, bearer token" "$BEARER_RPS" "-"
 printf '%-28s %14s %14s\n' "peak RSS MB" "$BG_RSS" "$DIST_RSS"
 echo "targets: manifest GETs >= 5x, layer throughput >= 1.2x, buildgrid peak RSS <= 64 MB"
