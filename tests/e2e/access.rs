@@ -115,6 +115,12 @@ fn docker_login_pull_and_logout_with_registry_credentials() {
         assert!(std::time::Instant::now() < deadline, "audit log:\n{audit}");
         std::thread::sleep(std::time::Duration::from_millis(300));
     }
+    let audit = buildgrid.cli_ok(&["audit"]);
+    let log = std::fs::read_to_string(buildgrid.data.path().join("serve.log")).unwrap();
+    for secret in [&password, &web_password(&created)] {
+        assert!(!audit.contains(secret.as_str()), "a secret in the audit log");
+        assert!(!log.contains(secret.as_str()), "a secret in the server log");
+    }
 }
 
 #[test]

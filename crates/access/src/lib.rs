@@ -622,6 +622,39 @@ pub fn audit_now(store: &Store, actor: &str, action: &str, target: &str) -> Resu
     }])
 }
 
+/// How long a web session lasts.
+pub const SESSION_TTL: i64 = 7 * 86_400;
+
+/// A web session: the secret goes into the cookie, the CSRF token into every form.
+pub struct Session {
+    pub secret: String,
+    pub csrf: String,
+}
+
+/// Opens a web session for `user`. Only the SHA-256 of the secret is stored.
+pub fn create_session(store: &Store, user: &User) -> Result<Session, StoreError> {
+    let session = Session {
+        secret: secret::random_hex::<32>(),
+        csrf: secret::random_hex::<32>(),
+    };
+    store.db.create_session(
+        &secret::sha256_hex(&session.secret),
+        user.id,
+        &session.csrf,
+        now() + SESSION_TTL,
+    )?;
+    Ok(session)
+}
+
+/// The user and CSRF token of a live session.
+pub fn session(store: &Store, secret: &str) -> Result<Option<(User, String)>, StoreError> {
+    store.db.session(&secret::sha256_hex(secret))
+}
+
+pub fn end_session(store: &Store, secret: &str) -> Result<(), StoreError> {
+    store.db.delete_session(&secret::sha256_hex(secret))
+}
+
 /// On first start: creates the first admin (name `admin`) and an admin token when none exist,
 /// and gives tokens made before users existed to that admin.
 pub fn bootstrap(store: &Store) -> Result<Bootstrap, AccessError> {

@@ -269,3 +269,18 @@ fn no_secret_is_stored_in_the_clear() {
         }
     }
 }
+
+#[test]
+fn web_sessions_open_and_end() {
+    let f = fixture();
+    let (user, _) = create_user(&f.store, "ann", false).unwrap();
+    let session = buildgrid_access::create_session(&f.store, &user).unwrap();
+    let (found, csrf) = buildgrid_access::session(&f.store, &session.secret)
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.name, "ann");
+    assert_eq!(csrf, session.csrf);
+    assert!(buildgrid_access::session(&f.store, "other").unwrap().is_none());
+    buildgrid_access::end_session(&f.store, &session.secret).unwrap();
+    assert!(buildgrid_access::session(&f.store, &session.secret).unwrap().is_none());
+}
