@@ -6,7 +6,7 @@
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
-use buildgrid_access::{AuthError, Credentials, Principal, secret};
+use buildgrid_access::{AuthError, Principal};
 use buildgrid_core::ErrorCode;
 use serde_json::json;
 
@@ -42,8 +42,8 @@ pub(crate) fn client(request: &HttpRequest) -> String {
         .map_or_else(|| "unknown".to_owned(), |addr| addr.ip().to_string())
 }
 
-/// The principal of a request. Checking a password runs argon2, so that goes to a blocking
-/// thread; tokens and bearer tokens are one indexed lookup and stay here.
+/// The principal of a request. Checking a password not seen lately runs argon2, so that goes to
+/// a blocking thread; everything else is an indexed lookup or two and stays here.
 pub(crate) async fn principal(
     request: &HttpRequest,
     registry: &web::Data<Registry>,
@@ -53,17 +53,17 @@ pub(crate) async fn principal(
         Some(value) => value.to_str().unwrap_or("").to_owned(),
     };
     let client = client(request);
-    let hashes = matches!(
-        Credentials::parse(&header),
-        Some(Credentials::Basic { ref password, .. }) if !password.starts_with(secret::TOKEN_PREFIX)
-    );
-    let result = if hashes {
-        let access = registry.access.clone();
-        web::block(move || access.authenticate(Some(&header), &client))
-            .await
-            .map_err(|e| RegistryError::internal(&e))?
-    } else {
-        registry.access.authenticate(Some(&header), &client)
+    let result = match registry
+        .access
+        .authenticate_without_hashing(Some(&header), &client)
+    {
+        Some(result) => result,
+        None => {
+            let access = registry.access.clone();
+            web::block(move || access.authenticate(Some(&header), &client))
+                .await
+                .map_err(|e| RegistryError::internal(&e))?
+        }
     };
     result.map_err(|error| auth_error(registry, error, None))
 }

@@ -22,7 +22,12 @@ fn docker(config: &Path, args: &[&str], stdin: Option<&str>) -> Output {
         .spawn()
         .expect("the docker CLI is needed");
     if let Some(input) = stdin {
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
     }
     drop(child.stdin.take());
     child.wait_with_output().unwrap()
@@ -88,7 +93,11 @@ fn docker_login_pull_and_logout_with_registry_credentials() {
     let created = buildgrid.cli_ok(&["user", "create", "web-only"]);
     let refused = login(config, &host, "web-only", &web_password(&created));
     assert!(!refused.status.success(), "{}", text(&refused));
-    assert!(text(&refused).contains("unauthorized"), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("unauthorized"),
+        "{}",
+        text(&refused)
+    );
 
     let logged_in = login(config, &host, "ann", &password);
     assert!(logged_in.status.success(), "{}", text(&logged_in));
@@ -97,7 +106,10 @@ fn docker_login_pull_and_logout_with_registry_credentials() {
     assert!(pulled.status.success(), "{}", text(&pulled));
     assert!(text(&pulled).contains(&digest), "{}", text(&pulled));
     let printed = docker(config, &["run", "--rm", &reference], None);
-    assert_eq!(String::from_utf8_lossy(&printed.stdout).trim(), "private hello");
+    assert_eq!(
+        String::from_utf8_lossy(&printed.stdout).trim(),
+        "private hello"
+    );
     run("docker", &["rmi", "--no-prune", &reference]);
 
     let logged_out = docker(config, &["logout", &host], None);
@@ -118,7 +130,10 @@ fn docker_login_pull_and_logout_with_registry_credentials() {
     let audit = buildgrid.cli_ok(&["audit"]);
     let log = std::fs::read_to_string(buildgrid.data.path().join("serve.log")).unwrap();
     for secret in [&password, &web_password(&created)] {
-        assert!(!audit.contains(secret.as_str()), "a secret in the audit log");
+        assert!(
+            !audit.contains(secret.as_str()),
+            "a secret in the audit log"
+        );
         assert!(!log.contains(secret.as_str()), "a secret in the server log");
     }
 }
@@ -144,7 +159,14 @@ fn tokens_and_non_members_get_exactly_their_rights() {
     // A read-only token: docker login with any user name, pull, then revoke it.
     let token = buildgrid
         .cli_ok(&[
-            "token", "create", "--user", "ann", "--name", "ci", "--scope", "pull:acme",
+            "token",
+            "create",
+            "--user",
+            "ann",
+            "--name",
+            "ci",
+            "--scope",
+            "pull:acme",
         ])
         .trim()
         .to_owned();
@@ -168,11 +190,18 @@ fn tokens_and_non_members_get_exactly_their_rights() {
 
     let listed = buildgrid.cli_ok(&["token", "list", "--user", "ann"]);
     let id = listed.split_whitespace().next().unwrap().to_owned();
-    assert!(listed.contains("ci\tann\tpull:acme\tno expiry\tlast used"), "{listed}");
+    assert!(
+        listed.contains("ci\tann\tpull:acme\tno expiry\tlast used"),
+        "{listed}"
+    );
     buildgrid.cli_ok(&["token", "revoke", &id]);
     let revoked = skopeo(Some(&format!("ci:{token}")));
     assert!(!revoked.status.success());
-    assert!(text(&revoked).contains("the token was revoked"), "{}", text(&revoked));
+    assert!(
+        text(&revoked).contains("the token was revoked"),
+        "{}",
+        text(&revoked)
+    );
 
     // An expired token (made through the store, as no command makes one in the past).
     let store = Store::open(&buildgrid.data_dir()).unwrap();
@@ -182,9 +211,17 @@ fn tokens_and_non_members_get_exactly_their_rights() {
         buildgrid_access::create_token(&store, &ann, "old", &scopes, Some(1)).unwrap();
     let refused = skopeo(Some(&format!("ann:{expired}")));
     assert!(!refused.status.success());
-    assert!(text(&refused).contains("the token has expired"), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("the token has expired"),
+        "{}",
+        text(&refused)
+    );
     let config = tempfile::tempdir().unwrap();
-    assert!(!login(config.path(), &host, "ann", &expired).status.success());
+    assert!(
+        !login(config.path(), &host, "ann", &expired)
+            .status
+            .success()
+    );
 }
 
 fn push(source: &Source, url: &str) -> Output {
@@ -213,12 +250,22 @@ fn git_push_needs_build_rights_on_the_app() {
         .trim()
         .to_owned();
     let other_app = buildgrid
-        .cli_ok(&["token", "create", "--user", "ann", "--scope", "build:acme/other"])
+        .cli_ok(&[
+            "token",
+            "create",
+            "--user",
+            "ann",
+            "--scope",
+            "build:acme/other",
+        ])
         .trim()
         .to_owned();
     let source = Source::example();
     let url = |user: &str, password: &str| {
-        format!("http://{user}:{password}@{}/git/acme/gated.git", buildgrid.host())
+        format!(
+            "http://{user}:{password}@{}/git/acme/gated.git",
+            buildgrid.host()
+        )
     };
     for (who, push_url) in [
         ("a non-member", url("bob", &bob)),

@@ -131,6 +131,7 @@ pub struct Access {
     /// matched. A hit counts only while the user's stored hash is still that one, so argon2 runs
     /// once per password, not on every request of a pull.
     verified: Mutex<HashMap<[u8; 32], String>>,
+    hashing: Mutex<()>,
     touched: Mutex<HashMap<i64, i64>>,
     audit: Mutex<Vec<AuditEntry>>,
 }
@@ -167,6 +168,7 @@ impl Access {
             key: key.into_bytes(),
             limiter: LoginLimiter::new(LOGIN_ATTEMPTS, LOGIN_WINDOW),
             verified: Mutex::default(),
+            hashing: Mutex::default(),
             touched: Mutex::default(),
             audit: Mutex::default(),
         })
@@ -312,19 +314,32 @@ impl Access {
         })
     }
 
-    fn registry_password_matches(&self, user_id: i64, password: &str, hash: &str) -> bool {
-        let key: [u8; 32] = Sha256::new()
+    fn verified_key(user_id: i64, password: &str) -> [u8; 32] {
+        Sha256::new()
             .chain_update(user_id.to_be_bytes())
             .chain_update(password.as_bytes())
             .finalize()
-            .into();
-        if self
-            .verified
+            .into()
+    }
+
+    fn recently_verified(&self, key: &[u8; 32], hash: &str) -> bool {
+        self.verified
             .lock()
             .unwrap()
-            .get(&key)
+            .get(key)
             .is_some_and(|h| h == hash)
-        {
+    }
+
+    fn registry_password_matches(&self, user_id: i64, password: &str, hash: &str) -> bool {
+        let key = Access::verified_key(user_id, password);
+        if self.recently_verified(&key, hash) {
+            return true;
+        }
+        // One argon2 run at a time: each takes 19 MiB and a few milliseconds of a core, so a burst
+        // of a client's parallel requests costs one run (the rest find it remembered) and a
+        // flood of wrong passwords cannot take every core or much memory.
+        let _one_at_a_time = self.hashing.lock().unwrap();
+        if self.recently_verified(&key, hash) {
             return true;
         }
         if !secret::verify_password(password, hash) {
@@ -336,6 +351,41 @@ impl Access {
         }
         verified.insert(key, hash.to_owned());
         true
+    }
+
+    /// What `authenticate` answers, when that needs no password hashing: `None` when it would
+    /// (Basic credentials with a password not verified lately). Lets async callers skip a thread
+    /// hop for every request of a pull.
+    pub fn authenticate_without_hashing(
+        &self,
+        authorization: Option<&str>,
+        client: &str,
+    ) -> Option<Result<Principal, AuthError>> {
+        if let Some(Credentials::Basic { user, password }) =
+            authorization.and_then(Credentials::parse)
+            && !password.starts_with(secret::TOKEN_PREFIX)
+        {
+            let found = match self.store.db.user_by_name(&user) {
+                Ok(found) => found,
+                Err(error) => return Some(Err(error.into())),
+            };
+            let known = found.as_ref().and_then(|u| {
+                let hash = u.registry_password_hash.as_ref()?;
+                self.recently_verified(&Access::verified_key(u.id, &password), hash)
+                    .then_some(())
+            });
+            let limited = self.limit(&[&format!("client:{client}"), &format!("user:{user}")]);
+            return match (known, limited) {
+                (_, Err(error)) => Some(Err(error)),
+                (Some(()), Ok(())) => Some(Ok(Principal {
+                    user: found,
+                    token: None,
+                    claims: None,
+                })),
+                (None, Ok(())) => None,
+            };
+        }
+        Some(self.authenticate(authorization, client))
     }
 
     fn claims_principal(&self, claims: Claims) -> Result<Principal, AuthError> {

@@ -280,7 +280,15 @@ fn web_sessions_open_and_end() {
         .unwrap();
     assert_eq!(found.name, "ann");
     assert_eq!(csrf, session.csrf);
-    assert!(buildgrid_access::session(&f.store, "other").unwrap().is_none());
+    assert!(
+        buildgrid_access::session(&f.store, "other")
+            .unwrap()
+            .is_none()
+    );
     buildgrid_access::end_session(&f.store, &session.secret).unwrap();
-    assert!(buildgrid_access::session(&f.store, &session.secret).unwrap().is_none());
+    assert!(
+        buildgrid_access::session(&f.store, &session.secret)
+            .unwrap()
+            .is_none()
+    );
 }
