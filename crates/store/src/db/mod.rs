@@ -10,12 +10,14 @@ use crate::StoreError;
 
 mod apps;
 mod builds;
+mod files;
 mod images;
 mod logs;
 mod schema;
 
 pub use apps::{App, NewApp};
 pub use builds::{Build, BuildState, NewBuild, Queued};
+pub use files::{ArchiveChecksums, ImageFilesRow, LayerFilesRow};
 pub use images::{
     BlobRow, DownloadCount, ImageRecord, LayerRow, ManifestRecord, ManifestRow, ReferrerRow,
 };
