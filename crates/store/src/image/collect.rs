@@ -8,6 +8,8 @@ use super::{FileKind, LayerEntry, LayerFiles};
 /// Files captured whole when a layer holds them (at most `CAPTURE_LIMIT` bytes each).
 pub(crate) const CAPTURED: [&str; 2] = ["etc/os-release", "usr/lib/os-release"];
 const CAPTURE_LIMIT: u64 = 64 << 10;
+/// As large as the archive reader's buffer, so that reads of big files bypass it (no copy).
+const READ_BUFFER: usize = 1 << 20;
 
 /// Reads the layer tar `input` to its very end, writing every byte read into `copy` (the diff id
 /// hash, the compressor), and lists its entries on the way. A layer whose tar cannot be parsed
@@ -29,7 +31,7 @@ pub(crate) fn read_layer(
         tracing::warn!(%error, "a layer is not a tar that can be listed; its files are not shown");
     }
     // Whatever follows the entries (end-of-archive blocks, padding) belongs to the layer too.
-    let mut buf = vec![0u8; 256 << 10];
+    let mut buf = vec![0u8; READ_BUFFER];
     loop {
         match tee.read(&mut buf) {
             Ok(0) => break,
@@ -69,7 +71,7 @@ impl Read for Tee<'_> {
 fn list_entries(input: &mut dyn Read) -> io::Result<LayerFiles> {
     let mut archive = tar::Archive::new(input);
     let mut files = LayerFiles::default();
-    let mut buf = vec![0u8; 256 << 10];
+    let mut buf = vec![0u8; READ_BUFFER];
     let mut hardlinks = false;
     for entry in archive.entries()? {
         let mut entry = entry?;
