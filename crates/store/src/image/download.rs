@@ -37,9 +37,7 @@ pub fn write_image_archive(
         write(store, &members, out)?;
         return Ok(Some(sums));
     }
-    let mut hashing = Hashing::new(out);
-    write(store, &members, &mut hashing)?;
-    let sums = hashing.finish();
+    let sums = write_hashing(store, &members, out)?;
     store.db.add_archive_checksums(digest, key, &sums)?;
     Ok(Some(sums))
 }
@@ -230,37 +228,58 @@ fn open_blob(store: &Store, digest: &Digest, size: u64) -> Result<File, StoreErr
     Ok(file)
 }
 
-/// Passes bytes on to `out` and hashes them.
-struct Hashing<'a> {
-    out: &'a mut dyn Write,
-    size: u64,
-    md5: Md5,
-    sha1: Sha1,
-    sha256: Sha256,
-    sha512: Sha512,
-}
-
-impl<'a> Hashing<'a> {
-    fn new(out: &'a mut dyn Write) -> Hashing<'a> {
-        Hashing {
+/// Writes `members` into `out` and returns their checksums. MD5 and SHA-1 are computed on a
+/// second thread, SHA-256 and SHA-512 on this one: about twice as fast on two cores.
+fn write_hashing(
+    store: &Store,
+    members: &[(String, Content)],
+    out: &mut dyn Write,
+) -> Result<ArchiveChecksums, StoreError> {
+    std::thread::scope(|scope| {
+        let (chunks, received) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
+        let helper = scope.spawn(move || {
+            let (mut md5, mut sha1) = (Md5::new(), Sha1::new());
+            for chunk in received {
+                md5.update(&chunk);
+                sha1.update(&chunk);
+            }
+            (hex::encode(md5.finalize()), hex::encode(sha1.finalize()))
+        });
+        let mut hashing = Hashing {
             out,
+            chunks,
             size: 0,
-            md5: Md5::new(),
-            sha1: Sha1::new(),
             sha256: Sha256::new(),
             sha512: Sha512::new(),
-        }
-    }
+        };
+        let written = write(store, members, &mut hashing);
+        let Hashing {
+            chunks,
+            size,
+            sha256,
+            sha512,
+            ..
+        } = hashing;
+        drop(chunks);
+        let (md5, sha1) = helper.join().expect("the hashing thread does not panic");
+        written?;
+        Ok(ArchiveChecksums {
+            size,
+            md5,
+            sha1,
+            sha256: hex::encode(sha256.finalize()),
+            sha512: hex::encode(sha512.finalize()),
+        })
+    })
+}
 
-    fn finish(self) -> ArchiveChecksums {
-        ArchiveChecksums {
-            size: self.size,
-            md5: hex::encode(self.md5.finalize()),
-            sha1: hex::encode(self.sha1.finalize()),
-            sha256: hex::encode(self.sha256.finalize()),
-            sha512: hex::encode(self.sha512.finalize()),
-        }
-    }
+/// Passes bytes on to `out`, hashes them, and sends them to the other hashing thread.
+struct Hashing<'a> {
+    out: &'a mut dyn Write,
+    chunks: std::sync::mpsc::SyncSender<Vec<u8>>,
+    size: u64,
+    sha256: Sha256,
+    sha512: Sha512,
 }
 
 impl Write for Hashing<'_> {
@@ -268,8 +287,9 @@ impl Write for Hashing<'_> {
         let n = self.out.write(buf)?;
         let written = &buf[..n];
         self.size += n as u64;
-        self.md5.update(written);
-        self.sha1.update(written);
+        self.chunks
+            .send(written.to_vec())
+            .map_err(|_| io::Error::other("the hashing thread stopped"))?;
         self.sha256.update(written);
         self.sha512.update(written);
         Ok(n)
