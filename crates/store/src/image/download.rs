@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 
-use buildgrid_core::media_type::{self, OCI_INDEX, OCI_MANIFEST};
+use buildgrid_core::media_type::{self, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST};
 use buildgrid_core::{Digest, RepoName};
 use md5::Md5;
 use serde::Serialize;
@@ -21,7 +21,8 @@ use crate::{ArchiveChecksums, Store, StoreError};
 
 /// Writes the archive of the image manifest `digest` of `repo` into `out`, naming the image
 /// `repo_tag` (`host/name:tag`) for `docker load` when given. Returns the archive's checksums
-/// (stored on first write); `None` when the repository has no such image manifest.
+/// (stored on first write); `None` when the repository has no such image manifest (an index,
+/// an artifact).
 pub fn write_image_archive(
     store: &Store,
     repo: &RepoName,
@@ -109,6 +110,13 @@ fn members(
         return Ok(None);
     }
     let manifest = read_json(store, digest)?;
+    if manifest
+        .pointer("/config/mediaType")
+        .and_then(Value::as_str)
+        != Some(OCI_CONFIG)
+    {
+        return Ok(None); // an artifact, not an image docker could load
+    }
     let size_of = |descriptor: &Value| descriptor.get("size").and_then(Value::as_u64);
     let config = digest_at(&manifest, "/config/digest", digest)?;
     let mut blobs = vec![(config.clone(), size_of(&manifest["config"]))];
