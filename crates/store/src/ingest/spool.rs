@@ -11,7 +11,8 @@ use buildgrid_core::Digest;
 
 use super::IngestError;
 use super::archive::normalize;
-use super::stage::{Tee, compress_layer};
+use super::compress::compress_layer;
+use super::stage::Tee;
 use crate::image::LayerFiles;
 use crate::{LayerRow, StagedBlob, Store};
 
