@@ -19,6 +19,14 @@ pub enum StoreError {
     #[error("blob {0} is not in the store")]
     BlobMissing(Digest),
     #[error(
+        "the stored file list of layer {diff_id} is unreadable ({reason}): the database is damaged"
+    )]
+    FileList { diff_id: Digest, reason: String },
+    #[error("stored blob {digest} is not the JSON document it should be: {reason}")]
+    Unreadable { digest: Digest, reason: String },
+    #[error("cannot write the image archive: {0}")]
+    Write(#[source] std::io::Error),
+    #[error(
         "database {path} was written by a newer buildgrid (schema {found}, this one knows {known}): upgrade buildgrid"
     )]
     SchemaTooNew {

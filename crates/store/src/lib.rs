@@ -12,15 +12,16 @@
 mod blobs;
 mod db;
 mod error;
+pub mod image;
 pub mod ingest;
 
 use std::path::{Path, PathBuf};
 
 pub use blobs::{BlobStore, BlobWriter, StagedBlob};
 pub use db::{
-    App, AuditEntry, BlobRow, Build, BuildState, Db, DownloadCount, ImageRecord, LayerRow, LogLine,
-    ManifestRecord, ManifestRow, Namespace, NewApp, NewBuild, NewToken, Queued, ReferrerRow,
-    TokenRow, User,
+    App, ArchiveChecksums, AuditEntry, BlobRow, Build, BuildState, Db, DownloadCount,
+    ImageFilesRow, ImageRecord, LayerFilesRow, LayerRow, LogLine, ManifestRecord, ManifestRow,
+    Namespace, NewApp, NewBuild, NewToken, Queued, ReferrerRow, TokenRow, User,
 };
 pub use error::StoreError;
 
@@ -29,6 +30,8 @@ pub struct Store {
     root: PathBuf,
     pub blobs: BlobStore,
     pub db: Db,
+    /// Image file trees recently shown.
+    pub(crate) trees: image::TreeCache,
 }
 
 impl Store {
@@ -41,6 +44,7 @@ impl Store {
             root: root.to_owned(),
             blobs,
             db,
+            trees: image::TreeCache::default(),
         })
     }
 

@@ -3,6 +3,7 @@
 use buildgrid_core::{Digest, RepoName, Tag};
 use rusqlite::{OptionalExtension, params};
 
+use super::files::{ImageFilesRow, LayerFilesRow};
 use super::{Db, digest_column};
 use crate::{StoreError, now};
 
@@ -61,6 +62,10 @@ pub struct ImageRecord {
     pub manifests: Vec<ManifestRecord>,
     /// `docker save` layer paths (`<v1 id>/layer.tar`) and their diff ids.
     pub legacy_paths: Vec<(String, Digest)>,
+    /// File lists of layers listed by this ingest.
+    pub layer_files: Vec<LayerFilesRow>,
+    /// The final file trees of the image manifests whose every layer is listed.
+    pub image_files: Vec<ImageFilesRow>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -312,6 +317,7 @@ impl Db {
                 )?
                 .execute(params![path, diff_id.to_string()])?;
             }
+            super::files::insert(&tx, &image.layer_files, &image.image_files)?;
             if let (Some(tag), Some(top)) = (&image.tag, image.manifests.last()) {
                 tx.execute(
                     "INSERT INTO tags (repo_id, name, digest, updated_at) VALUES (?1, ?2, ?3, ?4)
@@ -377,6 +383,9 @@ impl Db {
                 "tags",
                 "downloads",
                 "image_bases",
+                "layer_files",
+                "image_files",
+                "archive_checksums",
             ] {
                 let n: i64 =
                     conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |row| {

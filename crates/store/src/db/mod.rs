@@ -11,6 +11,7 @@ use crate::StoreError;
 mod access;
 mod apps;
 mod builds;
+mod files;
 mod images;
 mod logs;
 mod schema;
@@ -18,6 +19,7 @@ mod schema;
 pub use access::{AuditEntry, Namespace, NewToken, TokenRow, User};
 pub use apps::{App, NewApp};
 pub use builds::{Build, BuildState, NewBuild, Queued};
+pub use files::{ArchiveChecksums, ImageFilesRow, LayerFilesRow};
 pub use images::{
     BlobRow, DownloadCount, ImageRecord, LayerRow, ManifestRecord, ManifestRow, ReferrerRow,
 };

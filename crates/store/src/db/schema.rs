@@ -197,6 +197,38 @@ CREATE TABLE settings (
     value  TEXT NOT NULL
 ) WITHOUT ROWID;
 "#,
+    r#"
+-- The files of a layer (by diff id), listed at ingest: tar entries in a compact encoding
+-- (see image/codec.rs), and the small files the image page reads (os-release).
+CREATE TABLE layer_files (
+    diff_id  TEXT NOT NULL UNIQUE REFERENCES layers(diff_id),
+    entries  INTEGER NOT NULL,
+    data     BLOB NOT NULL
+);
+
+-- What an image manifest's final file tree holds, computed at ingest. An image without a row
+-- was stored before file lists were collected (or has a layer buildgrid cannot list).
+CREATE TABLE image_files (
+    digest      TEXT PRIMARY KEY REFERENCES blobs(digest),
+    diff_ids    TEXT NOT NULL,   -- the layers, lowest first, one per line
+    files       INTEGER NOT NULL,
+    size        INTEGER NOT NULL,
+    os_release  TEXT
+) WITHOUT ROWID;
+
+-- Checksums of the `docker save` archive of an image manifest, computed on first request;
+-- the archive names the image `repo_tag` (empty: no name).
+CREATE TABLE archive_checksums (
+    digest    TEXT NOT NULL REFERENCES blobs(digest),
+    repo_tag  TEXT NOT NULL,
+    size      INTEGER NOT NULL,
+    md5       TEXT NOT NULL,
+    sha1      TEXT NOT NULL,
+    sha256    TEXT NOT NULL,
+    sha512    TEXT NOT NULL,
+    PRIMARY KEY (digest, repo_tag)
+) WITHOUT ROWID;
+"#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {

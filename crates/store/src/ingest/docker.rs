@@ -55,8 +55,10 @@ pub(super) fn ingest(archive: &Archive, staging: &mut Staging<'_>) -> Result<Sto
     }
     let config_blob = staging.config(&config_bytes)?;
     let mut layers = Vec::with_capacity(entry.layers.len());
+    let mut diff_ids = Vec::with_capacity(entry.layers.len());
     for (member, diff_id) in entry.layers.iter().zip(&config.rootfs.diff_ids) {
         let diff_id = parse_digest(diff_id, &format!("{} diff id", entry.config))?;
+        diff_ids.push(diff_id.clone());
         staging
             .legacy_paths
             .push((super::archive::normalize(member), diff_id.clone()));
@@ -80,12 +82,14 @@ pub(super) fn ingest(archive: &Archive, staging: &mut Staging<'_>) -> Result<Sto
     });
     let bytes = serde_json::to_vec(&manifest).expect("JSON values serialize");
     staging.platforms.push(config.platform());
-    staging.manifest(&bytes, |digest, size| ManifestRecord {
+    let stored = staging.manifest(&bytes, |digest, size| ManifestRecord {
         digest,
         media_type: OCI_MANIFEST.to_owned(),
         size,
         artifact_type: Some(OCI_CONFIG.to_owned()),
         subject: None,
         annotations: None,
-    })
+    })?;
+    staging.images.push((stored.digest.clone(), diff_ids));
+    Ok(stored)
 }

@@ -7,6 +7,7 @@
 //! one transaction only when everything checked out, so a failed import changes nothing.
 
 mod archive;
+mod compress;
 mod docker;
 mod oci;
 mod spool;

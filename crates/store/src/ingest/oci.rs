@@ -337,6 +337,7 @@ fn ingest_manifest_bytes(
         layer["size"] = json!(stored.size);
         new_layers.push(layer);
     }
+    let layer_count = new_layers.len();
     let bytes = if changed {
         manifest["mediaType"] = json!(OCI_MANIFEST);
         manifest["layers"] = Value::Array(new_layers);
@@ -346,7 +347,19 @@ fn ingest_manifest_bytes(
     };
     // Without an artifactType, a manifest's artifact type is its config's media type.
     let config_type = config_type.replace(DOCKER_CONFIG, OCI_CONFIG);
-    record(staging, &bytes, &manifest, OCI_MANIFEST, Some(&config_type))
+    let stored = record(staging, &bytes, &manifest, OCI_MANIFEST, Some(&config_type))?;
+    if let Some(summary) = summary
+        && summary.rootfs.diff_ids.len() == layer_count
+    {
+        let diff_ids = summary
+            .rootfs
+            .diff_ids
+            .iter()
+            .map(|d| parse_digest(d, "image config diff id"))
+            .collect::<Result<Vec<_>, _>>()?;
+        staging.images.push((stored.digest.clone(), diff_ids));
+    }
+    Ok(stored)
 }
 
 /// Stages a manifest or index as stored (`bytes`, parsed as `value`) and records what the

@@ -11,7 +11,9 @@ use buildgrid_core::Digest;
 
 use super::IngestError;
 use super::archive::normalize;
-use super::stage::{Tee, compress_layer};
+use super::compress::compress_layer;
+use super::stage::Tee;
+use crate::image::LayerFiles;
 use crate::{LayerRow, StagedBlob, Store};
 
 /// Entries smaller than this are not worth compressing ahead.
@@ -20,8 +22,15 @@ const SMALL: u64 = 1 << 20;
 /// Layers compressed ahead, by diff id; `import_archive_with` uses those the image needs.
 #[derive(Default)]
 pub struct Prepared {
-    pub(crate) layers: HashMap<Digest, (LayerRow, StagedBlob)>,
+    pub(crate) layers: HashMap<Digest, PreparedLayer>,
     _dir: Option<tempfile::TempDir>,
+}
+
+/// A layer compressed ahead, with its files.
+pub(crate) struct PreparedLayer {
+    pub row: LayerRow,
+    pub blob: StagedBlob,
+    pub files: Option<LayerFiles>,
 }
 
 impl Prepared {
@@ -91,8 +100,8 @@ pub fn spool_archive(
                 continue;
             }
             let mut content = BufReader::with_capacity(1 << 20, io::Cursor::new(head).chain(entry));
-            let (layer, blob) = compress_layer(dir.path(), &name, &mut content)?;
-            layers.insert(layer.diff_id.clone(), (layer, blob));
+            let (row, blob, files) = compress_layer(dir.path(), &name, &mut content)?;
+            layers.insert(row.diff_id.clone(), PreparedLayer { row, blob, files });
         }
         // Whatever follows the last entry (the end-of-archive blocks) belongs in the spool too.
         io::copy(&mut archive.into_inner(), &mut io::sink()).map_err(io_error)?;

@@ -1,19 +1,18 @@
 //! Staged blobs and rows of one ingest, published together at the end.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{self, BufRead, Read, Write};
-use std::sync::{Arc, Mutex};
+use std::io::{self, BufRead, BufReader, Read, Write};
 
 use buildgrid_core::media_type::{LayerCompression, OCI_LAYER_GZIP};
 use buildgrid_core::{Digest, RepoName, Sha256Writer, Tag};
-use flate2::Compression;
 use flate2::bufread::MultiGzDecoder;
-use gzp::ZWriter;
-use gzp::deflate::Gzip;
-use gzp::par::compress::{ParCompress, ParCompressBuilder};
 
-use super::{GZIP_LEVEL, IngestError, Stored};
+use super::compress::compress_layer;
+use super::spool::PreparedLayer;
+use super::{IngestError, Stored};
 use crate::blobs::stage_bytes;
+use crate::image::collect::read_layer;
+use crate::image::{self, LayerFiles};
 use crate::{
     BlobRow, BlobWriter, ImageRecord, LayerRow, ManifestRecord, StagedBlob, Store, StoreError,
 };
@@ -28,7 +27,11 @@ pub(crate) struct Staging<'a> {
     manifests: Vec<ManifestRecord>,
     layers_by_diff_id: HashMap<Digest, LayerRow>,
     /// Layers compressed ahead, while the archive was still arriving (see `spool_archive`).
-    prepared: HashMap<Digest, (LayerRow, StagedBlob)>,
+    prepared: HashMap<Digest, PreparedLayer>,
+    /// File lists of the layers this ingest read, by diff id.
+    layer_files: HashMap<Digest, LayerFiles>,
+    /// Image manifests stored and their layers' diff ids, lowest first.
+    pub images: Vec<(Digest, Vec<Digest>)>,
     /// Labels added to every image configuration.
     labels: BTreeMap<String, String>,
     /// Manifests whose digest ingest changed (by compressing layers): archive digest → stored.
@@ -51,7 +54,7 @@ impl<'a> Staging<'a> {
     pub(crate) fn new(
         store: &'a Store,
         labels: &BTreeMap<String, String>,
-        prepared: HashMap<Digest, (LayerRow, StagedBlob)>,
+        prepared: HashMap<Digest, PreparedLayer>,
     ) -> Result<Staging<'a>, IngestError> {
         Ok(Staging {
             store,
@@ -64,6 +67,8 @@ impl<'a> Staging<'a> {
             layers: Vec::new(),
             manifests: Vec::new(),
             layers_by_diff_id: HashMap::new(),
+            layer_files: HashMap::new(),
+            images: Vec::new(),
             renamed: HashMap::new(),
             platforms: Vec::new(),
             legacy_paths: Vec::new(),
@@ -148,12 +153,18 @@ impl<'a> Staging<'a> {
     ) -> Result<StoredLayer, IngestError> {
         if let Some(layer) = self.known_layer(diff_id)? {
             self.layers_reused += 1;
+            if !self.layer_files.contains_key(diff_id) && !self.store.db.has_layer_files(diff_id)? {
+                self.list_known_layer(member, diff_id, content()?)?;
+            }
             return Ok(self.use_layer(layer));
         }
-        if let Some((layer, blob)) = self.prepared.remove(diff_id) {
-            self.staged.push(blob);
+        if let Some(prepared) = self.prepared.remove(diff_id) {
+            self.staged.push(prepared.blob);
             self.layers_compressed += 1;
-            return Ok(self.use_layer(layer));
+            if let Some(files) = prepared.files {
+                self.layer_files.insert(diff_id.clone(), files);
+            }
+            return Ok(self.use_layer(prepared.row));
         }
         let mut input = content()?;
         let peek = input.fill_buf().map_err(|e| read_error(member, e))?;
@@ -161,7 +172,7 @@ impl<'a> Staging<'a> {
             // Some tools write compressed layers where docker writes plain tars.
             return self.compressed_layer(member, None, OCI_LAYER_GZIP, input, Some(diff_id));
         }
-        let (layer, blob) = compress_layer(self.dir.path(), member, &mut input)?;
+        let (layer, blob, files) = compress_layer(self.dir.path(), member, &mut input)?;
         if layer.diff_id != *diff_id {
             return Err(IngestError::Corrupt {
                 member: member.to_owned(),
@@ -171,7 +182,36 @@ impl<'a> Staging<'a> {
         }
         self.staged.push(blob);
         self.layers_compressed += 1;
+        if let Some(files) = files {
+            self.layer_files.insert(layer.diff_id.clone(), files);
+        }
         Ok(self.use_layer(layer))
+    }
+
+    /// Lists a layer stored before ingest listed files, from its copy in the archive. The
+    /// content must be the layer the store has; if it is not, the layer stays unlisted.
+    fn list_known_layer(
+        &mut self,
+        member: &str,
+        diff_id: &Digest,
+        mut input: Box<dyn BufRead>,
+    ) -> Result<(), IngestError> {
+        let mut hash = Sha256Writer::new();
+        let peek = input.fill_buf().map_err(|e| read_error(member, e))?;
+        let files = if peek.starts_with(&[0x1f, 0x8b]) {
+            read_layer(&mut MultiGzDecoder::new(input), &mut hash)
+        } else {
+            read_layer(&mut input, &mut hash)
+        };
+        let files = files.map_err(|e| read_error(member, e))?;
+        let (actual, _) = hash.finish();
+        match files {
+            Some(files) if actual == *diff_id => {
+                self.layer_files.insert(actual, files);
+            }
+            _ => tracing::warn!(%member, %diff_id, "could not list the files of a stored layer"),
+        }
+        Ok(())
     }
 
     /// Stores an already compressed layer as it is, verified against `digest` when known. A gzip
@@ -186,14 +226,16 @@ impl<'a> Staging<'a> {
     ) -> Result<StoredLayer, IngestError> {
         let compression = buildgrid_core::media_type::layer_compression(media_type);
         let mut writer = BlobWriter::create(self.dir.path())?;
+        let mut files = None;
         let actual_diff_id = if compression == Some(LayerCompression::Gzip) {
             let mut uncompressed = Sha256Writer::new();
             let tee = Tee {
                 inner: &mut input,
                 copy: &mut writer,
             };
-            let mut decoder = MultiGzDecoder::new(io::BufReader::with_capacity(1 << 20, tee));
-            io::copy(&mut decoder, &mut uncompressed).map_err(|e| read_error(member, e))?;
+            let mut decoder = MultiGzDecoder::new(BufReader::with_capacity(1 << 20, tee));
+            files =
+                read_layer(&mut decoder, &mut uncompressed).map_err(|e| read_error(member, e))?;
             // Whatever follows the gzip stream is part of the blob too.
             let mut rest = decoder.into_inner();
             io::copy(&mut rest, &mut io::sink()).map_err(|e| read_error(member, e))?;
@@ -232,6 +274,9 @@ impl<'a> Staging<'a> {
         self.layers_copied += 1;
         match actual_diff_id {
             Some(diff_id) => {
+                if let Some(files) = files {
+                    self.layer_files.insert(diff_id.clone(), files);
+                }
                 self.use_layer(LayerRow {
                     diff_id,
                     digest: row.digest,
@@ -249,6 +294,20 @@ impl<'a> Staging<'a> {
 
     /// Publishes the staged blobs, then records everything in one transaction.
     pub(crate) fn commit(self, repo: &RepoName, tag: Option<&Tag>) -> Result<(), IngestError> {
+        let mut image_files = Vec::new();
+        let mut trees = Vec::new();
+        for (digest, diff_ids) in &self.images {
+            if let Some(tree) = image::tree_of(self.store, diff_ids, &self.layer_files)? {
+                image_files.push(image::files_row(digest, diff_ids, &tree));
+                trees.push((digest.clone(), tree));
+            }
+        }
+        let mut layer_files: Vec<_> = self
+            .layer_files
+            .iter()
+            .map(|(diff_id, files)| files.to_row(diff_id))
+            .collect();
+        layer_files.sort_by(|a, b| a.diff_id.cmp(&b.diff_id));
         self.store.blobs.publish(&self.staged)?;
         self.store.db.commit_image(&ImageRecord {
             repo: repo.clone(),
@@ -258,28 +317,19 @@ impl<'a> Staging<'a> {
             layers: self.layers,
             manifests: self.manifests,
             legacy_paths: self.legacy_paths,
+            layer_files,
+            image_files,
         })?;
+        // The page of a new image is likely to be looked at soon.
+        for (digest, tree) in trees {
+            self.store.trees.put(&digest, tree);
+        }
         Ok(())
     }
 }
 
-fn read_error(member: &str, error: io::Error) -> IngestError {
+pub(super) fn read_error(member: &str, error: io::Error) -> IngestError {
     IngestError::Invalid(format!("cannot read {member}: {error}"))
-}
-
-/// Copies `input` into every writer.
-fn copy_into(input: &mut dyn BufRead, outputs: &mut [&mut dyn Write]) -> io::Result<()> {
-    loop {
-        let chunk = input.fill_buf()?;
-        if chunk.is_empty() {
-            return Ok(());
-        }
-        for output in outputs.iter_mut() {
-            output.write_all(chunk)?;
-        }
-        let n = chunk.len();
-        input.consume(n);
-    }
 }
 
 /// Reads from `inner` and writes what it read into `copy`.
@@ -315,62 +365,4 @@ fn with_labels(bytes: &[u8], labels: &BTreeMap<String, String>) -> Result<Vec<u8
         inner["Labels"][key] = serde_json::json!(value);
     }
     Ok(serde_json::to_vec(&config).expect("JSON values serialize"))
-}
-
-/// Bytes compressed per block. Blocks are compressed on all cores at once, each with the end of
-/// the one before as its dictionary (as pigz does), so the output depends only on the input,
-/// this size and the level: the same layer always gives the same digest.
-const GZIP_BLOCK: usize = 1 << 20;
-
-fn gzip_encoder(writer: SharedWriter) -> ParCompress<'static, Gzip, SharedWriter> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    ParCompressBuilder::<Gzip>::new()
-        .buffer_size(GZIP_BLOCK)
-        .expect("the block size is above the minimum")
-        .num_threads(threads)
-        .expect("at least one thread")
-        .compression_level(Compression::new(GZIP_LEVEL))
-        .from_writer(writer)
-}
-
-/// A blob writer the compressor's thread writes into and the ingest takes back afterwards.
-struct SharedWriter(Arc<Mutex<BlobWriter>>);
-
-impl Write for SharedWriter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).write(buf)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).flush()
-    }
-}
-
-/// Compresses a plain tar layer into a staged gzip blob; returns it with its diff id.
-pub(crate) fn compress_layer(
-    staging_dir: &std::path::Path,
-    member: &str,
-    input: &mut dyn BufRead,
-) -> Result<(LayerRow, StagedBlob), IngestError> {
-    let writer = Arc::new(Mutex::new(BlobWriter::create(staging_dir)?));
-    let mut encoder = gzip_encoder(SharedWriter(writer.clone()));
-    let mut uncompressed = Sha256Writer::new();
-    copy_into(input, &mut [&mut uncompressed, &mut encoder]).map_err(|e| read_error(member, e))?;
-    let (diff_id, _) = uncompressed.finish();
-    encoder
-        .finish()
-        .map_err(|e| read_error(member, std::io::Error::other(e)))?;
-    drop(encoder);
-    let writer = Arc::try_unwrap(writer)
-        .map_err(|_| IngestError::Invalid("the compressor kept its output open".into()))?
-        .into_inner()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let blob = writer.finish(None)?;
-    let layer = LayerRow {
-        diff_id,
-        digest: blob.digest.clone(),
-        size: blob.size,
-        media_type: OCI_LAYER_GZIP.to_owned(),
-    };
-    Ok((layer, blob))
 }

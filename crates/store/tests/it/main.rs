@@ -2,6 +2,9 @@
 //! layouts, multi-platform indexes) imported into a store in a temporary directory.
 
 mod bad_input;
+mod image_archive;
+mod image_details;
+mod image_files;
 mod ingest;
 mod listing;
 mod multi_platform;

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use buildgrid_store::image::{ImageDir, image_dir};
 use buildgrid_store::ingest::{import_archive_with, spool_archive};
 
 use crate::support::{
@@ -52,6 +53,13 @@ fn spooling_copies_the_archive_and_compresses_new_layers_ahead() {
         )
         .unwrap();
         assert_eq!(report.layers_compressed, 3, "{layout}");
+        // Layers compressed ahead were listed on the way too.
+        let data = image_dir(&t.store, &repo_name("app"), &report.digest, "data").unwrap();
+        let Some(ImageDir::Entries(data)) = data else {
+            panic!("{layout}: {data:?}")
+        };
+        assert_eq!(data.len(), 1, "{layout}");
+        assert_eq!((data[0].name.as_str(), data[0].size), ("blob.bin", 3 << 20));
         // The same image as a plain import of the same archive.
         let plain = test_store()
             .import("image.tar", &archive, "app", "v1")

@@ -53,6 +53,8 @@ pub enum Member {
     File(String, Vec<u8>),
     Symlink(String, String),
     Hardlink(String, String),
+    /// A directory, mode 0755.
+    Dir(String),
 }
 
 pub fn file(name: &str, bytes: impl Into<Vec<u8>>) -> Member {
@@ -74,6 +76,14 @@ pub fn tar(members: &[Member]) -> Vec<u8> {
                 header.set_size(bytes.len() as u64);
                 builder
                     .append_data(&mut header, name, bytes.as_slice())
+                    .unwrap();
+            }
+            Member::Dir(name) => {
+                header.set_entry_type(tar::EntryType::Directory);
+                header.set_mode(0o755);
+                header.set_size(0);
+                builder
+                    .append_data(&mut header, name, std::io::empty())
                     .unwrap();
             }
             Member::Symlink(name, target) | Member::Hardlink(name, target) => {

@@ -1,0 +1,93 @@
+//! Deterministic parallel gzip compression of plain tar layers, listing their files on the way.
+
+use std::io::{self, Read, Write};
+use std::sync::{Arc, Mutex};
+
+use buildgrid_core::Sha256Writer;
+use buildgrid_core::media_type::OCI_LAYER_GZIP;
+use flate2::Compression;
+use gzp::ZWriter;
+use gzp::deflate::Gzip;
+use gzp::par::compress::{ParCompress, ParCompressBuilder};
+
+use super::stage::read_error;
+use super::{GZIP_LEVEL, IngestError};
+use crate::image::LayerFiles;
+use crate::image::collect::read_layer;
+use crate::{BlobWriter, LayerRow, StagedBlob};
+
+/// Bytes compressed per block. Blocks are compressed on all cores at once, each with the end of
+/// the one before as its dictionary (as pigz does), so the output depends only on the input,
+/// this size and the level: the same layer always gives the same digest.
+const GZIP_BLOCK: usize = 1 << 20;
+
+fn gzip_encoder(writer: SharedWriter) -> ParCompress<'static, Gzip, SharedWriter> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    ParCompressBuilder::<Gzip>::new()
+        .buffer_size(GZIP_BLOCK)
+        .expect("the block size is above the minimum")
+        .num_threads(threads)
+        .expect("at least one thread")
+        .compression_level(Compression::new(GZIP_LEVEL))
+        .from_writer(writer)
+}
+
+/// A blob writer the compressor's thread writes into and the ingest takes back afterwards.
+struct SharedWriter(Arc<Mutex<BlobWriter>>);
+
+impl Write for SharedWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).flush()
+    }
+}
+
+/// Compresses a plain tar layer into a staged gzip blob, listing its files in the same pass;
+/// returns it with its diff id and its files (`None` if its tar could not be listed).
+pub(crate) fn compress_layer(
+    staging_dir: &std::path::Path,
+    member: &str,
+    input: &mut dyn Read,
+) -> Result<(LayerRow, StagedBlob, Option<LayerFiles>), IngestError> {
+    let writer = Arc::new(Mutex::new(BlobWriter::create(staging_dir)?));
+    let mut encoder = gzip_encoder(SharedWriter(writer.clone()));
+    let mut uncompressed = Sha256Writer::new();
+    let files = read_layer(input, &mut Both(&mut uncompressed, &mut encoder))
+        .map_err(|e| read_error(member, e))?;
+    let (diff_id, _) = uncompressed.finish();
+    encoder
+        .finish()
+        .map_err(|e| read_error(member, std::io::Error::other(e)))?;
+    drop(encoder);
+    let writer = Arc::try_unwrap(writer)
+        .map_err(|_| IngestError::Invalid("the compressor kept its output open".into()))?
+        .into_inner()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let blob = writer.finish(None)?;
+    let layer = LayerRow {
+        diff_id,
+        digest: blob.digest.clone(),
+        size: blob.size,
+        media_type: OCI_LAYER_GZIP.to_owned(),
+    };
+    Ok((layer, blob, files))
+}
+
+/// Writes into both writers.
+struct Both<'a>(&'a mut dyn Write, &'a mut dyn Write);
+
+impl Write for Both<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write_all(buf)?;
+        self.1.write_all(buf)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()?;
+        self.1.flush()
+    }
+}
