@@ -18,8 +18,9 @@ use std::path::{Path, PathBuf};
 
 pub use blobs::{BlobStore, BlobWriter, StagedBlob};
 pub use db::{
-    App, BlobRow, Build, BuildState, Db, DownloadCount, ImageRecord, LayerRow, LogLine,
-    ManifestRecord, ManifestRow, NewApp, NewBuild, Queued, ReferrerRow,
+    App, AppSummary, BlobRow, Build, BuildFilter, BuildState, Db, DownloadCount, ImageRecord,
+    LayerRow, LogFilter, LogLine, LogStep, ManifestRecord, ManifestRow, NewApp, NewBuild, Page,
+    Queued, ReferrerRow,
 };
 pub use error::StoreError;
 

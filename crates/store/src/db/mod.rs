@@ -11,15 +11,19 @@ use crate::StoreError;
 mod apps;
 mod builds;
 mod images;
+mod log_view;
 mod logs;
 mod schema;
+mod timeline;
 
 pub use apps::{App, NewApp};
 pub use builds::{Build, BuildState, NewBuild, Queued};
 pub use images::{
     BlobRow, DownloadCount, ImageRecord, LayerRow, ManifestRecord, ManifestRow, ReferrerRow,
 };
+pub use log_view::{LogFilter, LogStep};
 pub use logs::LogLine;
+pub use timeline::{AppSummary, BuildFilter, Page};
 
 /// The SQLite database, with a small pool of connections (WAL: readers never wait for a writer).
 pub struct Db {
