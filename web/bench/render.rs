@@ -31,12 +31,23 @@ fn main() {
             BuildState::Succeeded
         };
         let digest = seed::fake_digest(n);
-        seed::finish_build(&store, &app, id, state, Some(&digest).filter(|_| n % 10 != 0));
+        seed::finish_build(
+            &store,
+            &app,
+            id,
+            state,
+            Some(&digest).filter(|_| n % 10 != 0),
+        );
         ids.push(id);
     }
     let big = *ids.last().unwrap();
     seed::write_log(&store, big, 0, LOG_LINES, 1_000);
-    seed::append_line(&store, big, LOG_LINES + 1, "build failed: error at the very end");
+    seed::append_line(
+        &store,
+        big,
+        LOG_LINES + 1,
+        "build failed: error at the very end",
+    );
     println!(
         "seeded {BUILDS} builds and a {LOG_LINES}-line log in {:.1} s",
         started.elapsed().as_secs_f64()
@@ -44,7 +55,10 @@ fn main() {
 
     let cases = [
         ("apps page", "/".to_owned()),
-        ("timeline, newest 50 of 1,000", "/apps/acme/hello".to_owned()),
+        (
+            "timeline, newest 50 of 1,000",
+            "/apps/acme/hello".to_owned(),
+        ),
         (
             "timeline, filtered by branch and status",
             "/apps/acme/hello?branch=fix&status=failed".to_owned(),
@@ -72,7 +86,10 @@ fn main() {
             "first error (at the end: full scan)",
             format!("/builds/{big}/first-error"),
         ),
-        ("raw download of 100,000 lines", format!("/builds/{big}/log.txt")),
+        (
+            "raw download of 100,000 lines",
+            format!("/builds/{big}/log.txt"),
+        ),
     ];
     actix_web::rt::System::new().block_on(async move {
         let settings = buildgrid_web::Settings {
@@ -99,7 +116,10 @@ fn main() {
                 let status = response.status();
                 let body = test::read_body(response).await;
                 let elapsed = started.elapsed();
-                assert!(status.is_success() || status.is_redirection(), "{uri}: {status}");
+                assert!(
+                    status.is_success() || status.is_redirection(),
+                    "{uri}: {status}"
+                );
                 size = body.len();
                 if run >= 3 {
                     times.push(elapsed);
