@@ -102,8 +102,8 @@ fn a_build_started_in_the_browser_streams_its_log_and_its_pull_command_pulls() {
         .build()
         .unwrap();
 
+    let browser = runtime.block_on(driver.browser());
     let pull_command = runtime.block_on(async {
-        let browser = driver.browser().await;
         // Build now, from the timeline.
         browser
             .goto(&buildgrid.url("/apps/acme/webui"))
@@ -189,9 +189,45 @@ fn a_build_started_in_the_browser_streams_its_log_and_its_pull_command_pulls() {
             .for_element(Locator::Id("pull-command"))
             .await
             .unwrap();
-        let command = pull.text().await.unwrap();
+        pull.text().await.unwrap()
+    });
+
+    // The timeline shows a build queued meanwhile, and its end, without a reload.
+    runtime.block_on(async {
+        browser
+            .goto(&buildgrid.url("/apps/acme/webui"))
+            .await
+            .unwrap();
+        browser
+            .find(Locator::Css("#timeline[data-events]"))
+            .await
+            .unwrap();
+        browser
+            .execute("window.stillTheSamePage = true;", vec![])
+            .await
+            .unwrap();
+    });
+    let queued: serde_json::Value = reqwest::blocking::Client::new()
+        .post(buildgrid.url("/api/apps/acme/webui/builds"))
+        .bearer_auth(&token)
+        .json(&json!({ "force": true }))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let again = queued["id"].as_i64().unwrap();
+    runtime.block_on(async {
+        browser
+            .wait()
+            .at_most(Duration::from_secs(180))
+            .for_element(Locator::Css(&format!("#b{again} [data-state=succeeded]")))
+            .await
+            .unwrap_or_else(|_| panic!("build {again} did not show up as succeeded"));
+        let same = browser
+            .execute("return window.stillTheSamePage === true;", vec![])
+            .await;
+        assert_eq!(same.unwrap(), json!(true), "the timeline was reloaded");
         browser.close().await.unwrap();
-        command
     });
 
     let expected = format!(

@@ -124,7 +124,7 @@ fn app_card(index: usize, summary: &AppSummary, host: &str, now: i64) -> Markup 
                 div.row {
                     span.muted { "Image" }
                     (layout::copyable(&format!("image-{index}"), &format::pull_reference(host, repo, commit)))
-                    a href={ "/images/" (repo) "/" (commit) } { "details" }
+                    a href={ "/images/" (repo) "/" (commit) } { "Image page" }
                 }
             }
         }

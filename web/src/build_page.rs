@@ -132,7 +132,9 @@ fn render(
             @if filter != Default::default() {
                 a href={ "/builds/" (id) } { "Clear" }
             }
-            a href={ "/builds/" (id) "/first-error" } { "First error" }
+            @if build.state != BuildState::Succeeded {
+                a href={ "/builds/" (id) "/first-error" } { "First error" }
+            }
             a href={ "/builds/" (id) "/log.txt" } download { "Download raw" }
         }
         @if !view.steps.is_empty() {
@@ -167,11 +169,7 @@ fn render(
     };
     let name = app.app.to_string();
     let timeline = format!("/apps/{name}");
-    layout::page(
-        &format!("Build #{id}"),
-        &[("Apps", "/"), (&name, &timeline)],
-        content,
-    )
+    layout::page(&format!("Build #{id}"), &[(&name, &timeline)], content)
 }
 
 /// The build's state badge, as the event stream replaces it.

@@ -37,8 +37,9 @@ struct Image {
     /// The tag or digest the page was asked for, as given.
     reference: String,
     manifest: ManifestRow,
-    /// The build that made it, when a build did.
+    /// The build that made it, when a build did, and that build's app.
     build: Option<Build>,
+    app: Option<String>,
 }
 
 pub async fn page(
@@ -74,15 +75,23 @@ pub async fn page(
             return Ok(None);
         };
         let build = store.db.image_build(&lookup, &manifest.digest)?;
-        Ok(Some((manifest, build)))
+        let app = match &build {
+            Some(build) => store
+                .db
+                .app_by_id(build.app_id)?
+                .map(|app| app.app.to_string()),
+            None => None,
+        };
+        Ok(Some((manifest, build, app)))
     })
     .await?;
-    let (manifest, build) = found.ok_or_else(not_found)?;
+    let (manifest, build, app) = found.ok_or_else(not_found)?;
     let image = Image {
         repo,
         reference: reference.to_owned(),
         manifest,
         build,
+        app,
     };
     let markup = render(&image, tab, state.settings.registry_host());
     Ok(layout::html_response(StatusCode::OK, &markup))
@@ -116,8 +125,18 @@ fn render(image: &Image, tab: Tab, host: &str) -> Markup {
             }
         }
     };
-    let crumbs = [("Apps", "/")];
-    layout::page(&format!("{repo}:{}", image.reference), &crumbs, content)
+    let short = if image.reference.contains(':') {
+        format!("@{}", format::short_digest(&image.reference))
+    } else if image.reference.len() == 40 {
+        format!(":{}", format::short_commit(&image.reference))
+    } else {
+        format!(":{}", image.reference)
+    };
+    let title = format!("{repo}{short}");
+    match &image.app {
+        Some(app) => layout::page(&title, &[(app, &format!("/apps/{app}"))], content),
+        None => layout::page(&title, &[], content),
+    }
 }
 
 fn installation(host: &str, reference: &str, by_digest: &str) -> Markup {

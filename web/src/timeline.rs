@@ -164,7 +164,7 @@ fn render(view: &View<'_>, viewer: &Viewer) -> Markup {
         )
     });
     let content = html! {
-        div.meta {
+        div.meta.intro {
             span { "Builds " span.branch { (app.branch) } }
             span { "from " code { (buildgrid_core::app::public_url(&app.git_url)) } }
             span { "Image " code { (view.host) "/" (app.image_repo) } }
@@ -212,8 +212,7 @@ fn render(view: &View<'_>, viewer: &Viewer) -> Markup {
             }
         }
     };
-    let crumbs = [("Apps", "/")];
-    layout::page(&app.app.to_string(), &crumbs, content)
+    layout::page(&app.app.to_string(), &[], content)
 }
 
 /// One build of the timeline; the event stream sends the same markup.
@@ -252,7 +251,7 @@ pub fn build_row(build: &Build, app: &App, host: &str, now: i64) -> Markup {
                         code title=(digest) { (format::short_digest(digest)) }
                     }
                     (layout::copyable(&format!("pull-{}", build.id), &format::pull_reference(host, repo, commit)))
-                    a href={ "/images/" (repo) "/" (commit) } { "image" }
+                    a href={ "/images/" (repo) "/" (commit) } { "Image page" }
                 }
             }
         }
