@@ -150,17 +150,21 @@ pub async fn events(
             let id = build.id;
             let after = following.after;
             let wanted = filter.clone();
-            let (build, new) = blocking(move || {
+            let (build, new, scanned) = blocking(move || {
                 // The state first: a build is seen ended only after all its lines are stored.
                 let build = store.db.build(id)?;
+                // With a filter, every line up to here is looked at, matching or not.
+                let scanned = store.db.last_log_seq(id)?;
                 let new = store.db.log_after(id, after, &wanted, BATCH)?;
-                Ok((build, new))
+                Ok((build, new, scanned))
             })
             .await?;
             let build: Build =
                 build.ok_or_else(|| PageError::NotFound(format!("There is no build {id}")))?;
             let mut events = Vec::new();
-            let after = new.last().map_or(following.after, |l| l.seq);
+            let full = new.len() == BATCH;
+            let matched = new.last().map_or(following.after, |l| l.seq);
+            let after = if full { matched } else { matched.max(scanned) };
             if !new.is_empty() {
                 events.push(Event {
                     id: Some(after),
@@ -168,7 +172,6 @@ pub async fn events(
                     data: json!({ "html": lines(&new, &filter).0 }),
                 });
             }
-            let full = new.len() == BATCH;
             if build.state.is_finished() && !full {
                 let host = state.settings.registry_host();
                 events.push(Event {

@@ -60,7 +60,10 @@ async fn imported_repositories_without_an_app_are_listed() {
 #[actix_web::test]
 async fn static_files_are_embedded_and_cached_for_good() {
     let app = spawn_app();
-    let body = app.ok("/").await;
+    let page = app.get("/").await;
+    let policy = header(&page.headers, "content-security-policy");
+    assert!(policy.starts_with("default-src 'self'"), "{policy}");
+    let body = page.body;
     let css = body
         .split("href=\"")
         .find(|s| s.starts_with("/static/buildgrid.css?v="))
