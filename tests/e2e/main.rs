@@ -1,5 +1,6 @@
-//! End-to-end tests of the `buildgrid` binary with real clients: the Docker engine, skopeo and
-//! plain HTTP. They need a running Docker engine and skopeo; `.ci/run` installs what is missing.
+//! End-to-end tests of the `buildgrid` binary with real clients: the Docker engine, skopeo,
+//! plain HTTP and headless Chromium. They need a running Docker engine, skopeo, Chromium and
+//! chromedriver; `.ci/run` installs what is missing.
 //! A missing tool fails the test with what to install: these tests never skip.
 
 mod access;
@@ -9,3 +10,4 @@ mod import;
 mod pull;
 mod push;
 mod support;
+mod web;

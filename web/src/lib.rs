@@ -1,75 +1,83 @@
-//! Server-rendered web pages of buildgrid.
+//! buildgrid's web pages: server-rendered HTML (maud templates compiled into the binary), one
+//! stylesheet and one small script embedded in the binary, and the server-sent event streams
+//! that keep running builds live.
+//!
+//! Handlers are thin: they check who is looking ([`Viewer`]), read the store off the async
+//! threads, and hand plain rows to the render functions of their page module. Every page reads
+//! a bounded window of rows (keyset paging by build id or log line number), so a page of an app
+//! with thousands of builds or of a log with 100,000 lines costs what a small one does.
+
+mod apps;
+mod assets;
+mod build_now;
+mod build_page;
+mod error;
+mod events;
+mod format;
+mod image;
+mod layout;
+mod log_lines;
+mod timeline;
+mod viewer;
 
 use std::sync::Arc;
 
-use actix_web::{HttpRequest, HttpResponse, web};
-use buildgrid_core::RepoName;
-use buildgrid_store::Store;
+use actix_web::web;
+use buildgrid_store::{Store, StoreError};
 
-/// Mounts the web pages.
-pub fn configure(cfg: &mut web::ServiceConfig, store: Arc<Store>) {
-    cfg.app_data(web::Data::from(store))
-        .route("/", web::get().to(index));
+pub use viewer::Viewer;
+
+/// Asks whether an API token may queue builds.
+pub type MayBuild = dyn Fn(&Store, &str) -> Result<bool, StoreError> + Send + Sync;
+
+/// What the pages need besides the store; the CLI fills it in when wiring.
+#[derive(Clone)]
+pub struct Settings {
+    /// The URL people reach buildgrid at (`http://host:port`, no trailing slash): links and
+    /// the registry host of pull commands come from it.
+    pub public_url: String,
+    /// Wakes the builder's workers after a page queued a build.
+    pub wake: Arc<dyn Fn() + Send + Sync>,
+    /// SEAM(access): until the web login exists, "Build now" asks for an API token and this
+    /// check (the builder's) decides whether it may build.
+    pub may_build: Arc<MayBuild>,
 }
 
-/// The images this buildgrid serves, each with its pull command.
-async fn index(request: HttpRequest, store: web::Data<Store>) -> HttpResponse {
-    let host = request.connection_info().host().to_owned();
-    let listing = web::block(move || -> Result<Vec<(String, Vec<String>)>, String> {
-        let names = store
-            .db
-            .repositories(None, 1000)
-            .map_err(|e| e.to_string())?;
-        let mut listing = Vec::new();
-        for name in names {
-            let repo = RepoName::parse(&name).map_err(|e| e.to_string())?;
-            let tags = store.db.tags(&repo, None, 50).map_err(|e| e.to_string())?;
-            listing.push((name, tags));
-        }
-        Ok(listing)
-    })
-    .await;
-    let listing = match listing {
-        Ok(Ok(listing)) => listing,
-        Ok(Err(error)) => return internal_error(&error),
-        Err(error) => return internal_error(&error.to_string()),
-    };
-    let mut html = String::from(
-        "<!doctype html><html lang=en><meta charset=utf-8>\
-         <meta name=viewport content=\"width=device-width, initial-scale=1\">\
-         <title>buildgrid</title>\
-         <style>body{font:16px/1.5 system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}\
-         code{background:#f3f3f3;padding:.1rem .3rem;border-radius:3px}li{margin:.3rem 0}</style>\
-         <h1>buildgrid</h1>",
-    );
-    if listing.is_empty() {
-        html.push_str("<p>No images yet.</p>");
+impl Settings {
+    /// `host[:port]` as docker names the registry: the public URL without its scheme.
+    pub fn registry_host(&self) -> &str {
+        let url = self.public_url.trim_end_matches('/');
+        url.split_once("://").map_or(url, |(_, rest)| rest)
     }
-    for (name, tags) in listing {
-        html.push_str(&format!("<h2>{}</h2><ul>", escape(&name)));
-        for tag in tags {
-            html.push_str(&format!(
-                "<li><code>docker pull {}/{}:{}</code></li>",
-                escape(&host),
-                escape(&name),
-                escape(&tag)
-            ));
-        }
-        html.push_str("</ul>");
-    }
-    HttpResponse::Ok()
-        .content_type("text/html; charset=utf-8")
-        .body(html)
 }
 
-fn internal_error(error: &str) -> HttpResponse {
-    tracing::error!(%error, "rendering a page failed");
-    HttpResponse::InternalServerError().body("internal error; the server log has the details")
+/// The state every handler shares.
+pub(crate) struct Web {
+    pub store: Arc<Store>,
+    pub settings: Settings,
 }
 
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+/// Mounts the web pages, their event streams and their static files.
+pub fn configure(cfg: &mut web::ServiceConfig, store: Arc<Store>, settings: Settings) {
+    cfg.app_data(web::Data::new(Web { store, settings }))
+        .route("/", web::get().to(apps::page))
+        .route("/static/{name}", web::get().to(assets::file))
+        .route("/apps/{namespace}/{app}", web::get().to(timeline::page))
+        .route(
+            "/apps/{namespace}/{app}/events",
+            web::get().to(timeline::events),
+        )
+        .route(
+            "/apps/{namespace}/{app}/build",
+            web::post().to(build_now::submit),
+        )
+        .route("/builds/{id}", web::get().to(build_page::page))
+        .route("/builds/{id}/lines", web::get().to(log_lines::fragment))
+        .route("/builds/{id}/events", web::get().to(log_lines::events))
+        .route("/builds/{id}/log.txt", web::get().to(log_lines::raw))
+        .route(
+            "/builds/{id}/first-error",
+            web::get().to(build_page::first_error),
+        )
+        .route("/images/{path:.+}", web::get().to(image::page));
 }

@@ -58,10 +58,11 @@ pub fn run(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
                 .get()
                 .expect("the builder starts before serving")
                 .clone();
+            let pages = web_settings(&builder);
             App::new()
                 .configure(|cfg| buildgrid_registry::configure(cfg, registry))
                 .configure(|cfg| buildgrid_builder::configure(cfg, builder))
-                .configure(|cfg| buildgrid_web::configure(cfg, app_store.clone()))
+                .configure(|cfg| buildgrid_web::configure(cfg, app_store.clone(), pages))
         });
         if let Some(workers) = args.workers {
             server = server.workers(workers);
@@ -141,4 +142,21 @@ pub fn run(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
         registry.flush_downloads();
         result.context("the HTTP server failed")
     })
+}
+
+/// The web pages' settings: the builder's public URL, its wake-up and its token check.
+fn web_settings(builder: &Arc<Builder>) -> buildgrid_web::Settings {
+    let waker = builder.clone();
+    buildgrid_web::Settings {
+        public_url: builder.settings.public_url.clone(),
+        wake: Arc::new(move || waker.wake()),
+        may_build: {
+            let access = builder.access.clone();
+            Arc::new(move |_store, token| {
+                Ok(access
+                    .authenticate(Some(&format!("Bearer {token}")), "web")
+                    .is_ok_and(|principal| access.is_admin(&principal)))
+            })
+        },
+    }
 }

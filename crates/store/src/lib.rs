@@ -19,9 +19,10 @@ use std::path::{Path, PathBuf};
 
 pub use blobs::{BlobStore, BlobWriter, StagedBlob};
 pub use db::{
-    App, ArchiveChecksums, AuditEntry, BlobRow, Build, BuildState, Db, DownloadCount,
-    ImageFilesRow, ImageRecord, LayerFilesRow, LayerRow, LogLine, ManifestRecord, ManifestRow,
-    Namespace, NewApp, NewBuild, NewToken, Queued, ReferrerRow, TokenRow, User,
+    App, AppSummary, ArchiveChecksums, AuditEntry, BlobRow, Build, BuildFilter, BuildState, Db,
+    DownloadCount, ImageFilesRow, ImageRecord, LayerFilesRow, LayerRow, LogFilter, LogLine,
+    LogStep, ManifestRecord, ManifestRow, Namespace, NewApp, NewBuild, NewToken, Page, Queued,
+    ReferrerRow, TokenRow, User,
 };
 pub use error::StoreError;
 

@@ -111,11 +111,12 @@ impl Queued {
     }
 }
 
-const BUILD_COLUMNS: &str = "id, app_id, git_ref, commit_id, trigger, state, reason, force,
+pub(super) const BUILD_COLUMNS: &str =
+    "id, app_id, git_ref, commit_id, trigger, state, reason, force,
     cancel_requested, commit_message, commit_author, image_ref, image_digest, queued_at,
     started_at, finished_at";
 
-fn build_row(row: &Row<'_>) -> rusqlite::Result<Build> {
+pub(super) fn build_row(row: &Row<'_>) -> rusqlite::Result<Build> {
     Ok(Build {
         id: row.get(0)?,
         app_id: row.get(1)?,

@@ -13,8 +13,10 @@ mod apps;
 mod builds;
 mod files;
 mod images;
+mod log_view;
 mod logs;
 mod schema;
+mod timeline;
 
 pub use access::{AuditEntry, Namespace, NewToken, TokenRow, User};
 pub use apps::{App, NewApp};
@@ -23,7 +25,9 @@ pub use files::{ArchiveChecksums, ImageFilesRow, LayerFilesRow};
 pub use images::{
     BlobRow, DownloadCount, ImageRecord, LayerRow, ManifestRecord, ManifestRow, ReferrerRow,
 };
+pub use log_view::{LogFilter, LogStep};
 pub use logs::LogLine;
+pub use timeline::{AppSummary, BuildFilter, Page};
 
 /// The SQLite database, with a small pool of connections (WAL: readers never wait for a writer).
 pub struct Db {

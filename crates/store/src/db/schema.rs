@@ -229,6 +229,12 @@ CREATE TABLE archive_checksums (
     PRIMARY KEY (digest, repo_tag)
 ) WITHOUT ROWID;
 "#,
+    r#"
+-- The web pages: an app's timeline filtered by branch or by state, a build's log by step.
+CREATE INDEX builds_by_app_ref ON builds(app_id, git_ref, id);
+CREATE INDEX builds_by_app_state ON builds(app_id, state, id);
+CREATE INDEX build_log_by_step ON build_log(build_id, step, seq) WHERE step IS NOT NULL;
+"#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {

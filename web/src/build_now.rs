@@ -1,0 +1,96 @@
+//! "Build now": a POST form on the timeline that queues a build in the store, as the builder's
+//! API does, and wakes the builder. The pages never talk to the Docker engine or git.
+
+use actix_web::http::header::LOCATION;
+use actix_web::{HttpResponse, web};
+use buildgrid_store::{App, NewBuild};
+use maud::{Markup, html};
+use serde::Deserialize;
+
+use crate::error::{PageError, blocking};
+use crate::timeline::load_app;
+use crate::{Viewer, Web};
+
+/// The form, folded away until asked for.
+pub fn form(app: &App, viewer: &Viewer) -> Markup {
+    html! {
+        details.panel {
+            summary { "Build now" }
+            form.bar method="post" action={ "/apps/" (app.app) "/build" } {
+                input type="hidden" name="csrf" value=(viewer.csrf_token());
+                label { "Branch or commit"
+                    input name="ref" placeholder=(app.branch) autocomplete="off";
+                }
+                // SEAM(access): the web login will replace this field.
+                label { "API token"
+                    input type="password" name="token" required autocomplete="off";
+                }
+                label.check {
+                    span { "Build again if built" }
+                    input type="checkbox" name="force" value="1";
+                }
+                button type="submit" { "Build now" }
+            }
+            p.muted {
+                "Until sign-in arrives, building from the web takes an API token ("
+                code { "buildgrid token create" } ")."
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct BuildForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default, rename = "ref")]
+    git_ref: String,
+    #[serde(default)]
+    token: String,
+    force: Option<String>,
+}
+
+/// Queues the build and sends the browser to its page.
+pub async fn submit(
+    viewer: Viewer,
+    path: web::Path<(String, String)>,
+    form: web::Form<BuildForm>,
+    state: web::Data<Web>,
+) -> Result<HttpResponse, PageError> {
+    let (namespace, name) = path.into_inner();
+    let form = form.into_inner();
+    if !viewer.check_csrf(&form.csrf) {
+        return Err(PageError::Forbidden(
+            "This form has expired: reload the page and send it again".into(),
+        ));
+    }
+    let app = load_app(&state, &namespace, &name).await?;
+    let store = state.store.clone();
+    let may_build = state.settings.may_build.clone();
+    let token = form.token.trim().to_owned();
+    let allowed = blocking(move || Ok(!token.is_empty() && may_build(&store, &token)?)).await?;
+    if !allowed {
+        return Err(PageError::Forbidden(
+            "Building needs an API token that may build: create one with `buildgrid token create`"
+                .into(),
+        ));
+    }
+    let git_ref = match form.git_ref.trim() {
+        "" => app.branch.clone(),
+        other => other.to_owned(),
+    };
+    let is_commit = git_ref.len() == 40 && git_ref.bytes().all(|b| b.is_ascii_hexdigit());
+    let new = NewBuild {
+        app_id: app.id,
+        commit_id: is_commit.then(|| git_ref.to_ascii_lowercase()),
+        git_ref,
+        trigger: "web".into(),
+        force: form.force.is_some(),
+    };
+    let store = state.store.clone();
+    let queued = blocking(move || Ok(store.db.enqueue_build(&new)?)).await?;
+    (state.settings.wake)();
+    Ok(HttpResponse::SeeOther()
+        .insert_header((LOCATION, format!("/builds/{}", queued.id())))
+        .finish())
+}

@@ -1,0 +1,119 @@
+//! Server-sent event streams fed by polling the store. The builder writes every state change and
+//! log line to the store as it happens, so a stream only has to look for rows past the last one
+//! it sent: one indexed range read per tick, however long the log.
+//!
+//! The wire format (`id:`, `event:`, `data:` lines and a blank line) is small enough that a
+//! crate would add more than it saves; every `data` is one line of JSON.
+
+use std::future::Future;
+use std::time::Duration;
+
+use actix_web::HttpRequest;
+use actix_web::HttpResponse;
+use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use actix_web::web::Bytes;
+use serde_json::Value;
+
+use crate::error::PageError;
+
+/// A quiet stream sends a comment this often, so proxies keep it open and a closed browser tab
+/// is noticed.
+const KEEPALIVE: Duration = Duration::from_secs(15);
+
+/// One event: its name, its data and, when it has one, the id a reconnect resumes from.
+pub struct Event {
+    pub id: Option<i64>,
+    pub name: &'static str,
+    pub data: Value,
+}
+
+/// What one look at the store found.
+pub enum Poll<S> {
+    /// Events to send (maybe none) and the state of the next look; `again` looks once more at
+    /// once (a full batch came) instead of after the interval.
+    Continue {
+        events: Vec<Event>,
+        state: S,
+        again: bool,
+    },
+    /// The last events: the stream ends.
+    End(Vec<Event>),
+}
+
+pub fn encode(events: &[Event]) -> Bytes {
+    let mut out = String::new();
+    for event in events {
+        if let Some(id) = event.id {
+            out.push_str(&format!("id: {id}\n"));
+        }
+        out.push_str(&format!("event: {}\ndata: {}\n\n", event.name, event.data));
+    }
+    Bytes::from(out)
+}
+
+/// The event id a reconnecting browser sends (`Last-Event-ID`).
+pub fn last_event_id(request: &HttpRequest) -> Option<i64> {
+    request
+        .headers()
+        .get("last-event-id")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// An event stream that calls `poll` every `interval` until it ends or the client goes away.
+pub fn stream<S, F, Fut>(state: S, interval: Duration, poll: F) -> HttpResponse
+where
+    S: 'static,
+    F: FnMut(S) -> Fut + 'static,
+    Fut: Future<Output = Result<Poll<S>, PageError>> + 'static,
+{
+    struct Looking<S, F> {
+        state: Option<S>,
+        poll: F,
+        wait: bool,
+    }
+    let start = Looking {
+        state: Some(state),
+        poll,
+        wait: false,
+    };
+    let body = futures_util::stream::unfold(start, move |mut looking| async move {
+        let mut quiet = Duration::ZERO;
+        loop {
+            let state = looking.state.take()?;
+            if looking.wait {
+                tokio::time::sleep(interval).await;
+                quiet += interval;
+            }
+            match (looking.poll)(state).await {
+                Ok(Poll::Continue {
+                    events,
+                    state,
+                    again,
+                }) => {
+                    looking.state = Some(state);
+                    looking.wait = !again;
+                    if !events.is_empty() {
+                        return Some((Ok::<_, PageError>(encode(&events)), looking));
+                    }
+                    if quiet >= KEEPALIVE {
+                        return Some((Ok(Bytes::from_static(b": keepalive\n\n")), looking));
+                    }
+                }
+                Ok(Poll::End(events)) => return Some((Ok(encode(&events)), looking)),
+                Err(error) => {
+                    tracing::error!(%error, "an event stream failed");
+                    return None;
+                }
+            }
+        }
+    });
+    HttpResponse::Ok()
+        .insert_header((CONTENT_TYPE, "text/event-stream"))
+        .insert_header((CACHE_CONTROL, "no-cache"))
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(body)
+}

@@ -1,0 +1,192 @@
+//! An image's page (`/images/{repository}/{tag or digest}`), in tabs as a package registry shows
+//! them: how to install it and how to run it, with the real registry host filled in.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, web};
+use buildgrid_core::{Reference, RepoName};
+use buildgrid_store::{Build, ManifestRow};
+use maud::{Markup, html};
+use serde::Deserialize;
+
+use crate::error::{PageError, blocking};
+use crate::{Viewer, Web, format, layout};
+
+/// The tabs. Contents, Details and Download join them when the store keeps each image's file
+/// list, details and archive checksums.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Tab {
+    Installation,
+    Run,
+}
+
+const TABS: &[(Tab, &str, &str)] = &[
+    (Tab::Installation, "installation", "Installation"),
+    (Tab::Run, "run", "Run"),
+];
+
+/// The name of the pull secret the Kubernetes snippet creates and uses.
+const PULL_SECRET: &str = "buildgrid-registry";
+
+#[derive(Deserialize)]
+pub struct ImageQuery {
+    tab: Option<String>,
+}
+
+struct Image {
+    repo: RepoName,
+    /// The tag or digest the page was asked for, as given.
+    reference: String,
+    manifest: ManifestRow,
+    /// The build that made it, when a build did, and that build's app.
+    build: Option<Build>,
+    app: Option<String>,
+}
+
+pub async fn page(
+    viewer: Viewer,
+    path: web::Path<String>,
+    query: web::Query<ImageQuery>,
+    state: web::Data<Web>,
+) -> Result<HttpResponse, PageError> {
+    let path = path.into_inner();
+    let not_found = || PageError::NotFound(format!("There is no image {path}"));
+    let (repo, reference) = path.rsplit_once('/').ok_or_else(not_found)?;
+    let repo = RepoName::parse(repo).map_err(|_| not_found())?;
+    let parsed = Reference::parse(reference).map_err(|_| not_found())?;
+    if !viewer.may_read(repo.as_str().split('/').next().unwrap_or("")) {
+        return Err(not_found());
+    }
+    let tab = match query.tab.as_deref() {
+        None => Tab::Installation,
+        Some(name) => TABS
+            .iter()
+            .find(|(_, slug, _)| *slug == name)
+            .map(|(tab, _, _)| *tab)
+            .ok_or_else(|| PageError::NotFound(format!("There is no tab {name:?}")))?,
+    };
+    let store = state.store.clone();
+    let lookup = repo.clone();
+    let found = blocking(move || {
+        let manifest = match &parsed {
+            Reference::Tag(tag) => store.db.manifest_by_tag(&lookup, tag)?,
+            Reference::Digest(digest) => store.db.manifest_by_digest(&lookup, digest)?,
+        };
+        let Some(manifest) = manifest else {
+            return Ok(None);
+        };
+        let build = store.db.image_build(&lookup, &manifest.digest)?;
+        let app = match &build {
+            Some(build) => store
+                .db
+                .app_by_id(build.app_id)?
+                .map(|app| app.app.to_string()),
+            None => None,
+        };
+        Ok(Some((manifest, build, app)))
+    })
+    .await?;
+    let (manifest, build, app) = found.ok_or_else(not_found)?;
+    let image = Image {
+        repo,
+        reference: reference.to_owned(),
+        manifest,
+        build,
+        app,
+    };
+    let markup = render(&image, tab, state.settings.registry_host());
+    Ok(layout::html_response(StatusCode::OK, &markup))
+}
+
+fn render(image: &Image, tab: Tab, host: &str) -> Markup {
+    let repo = image.repo.as_str();
+    let reference = format::pull_reference(host, repo, &image.reference);
+    let by_digest = format::pull_reference(host, repo, &image.manifest.digest.to_string());
+    let content = html! {
+        dl.facts {
+            dt { "Repository" } dd { code { (repo) } }
+            dt { "Reference" } dd { code { (image.reference) } }
+            dt { "Manifest digest" } dd { code { (image.manifest.digest) } }
+            @if let Some(build) = &image.build {
+                dt { "Built by" } dd {
+                    a href={ "/builds/" (build.id) } { "build #" (build.id) }
+                    @if let Some(message) = &build.commit_message { " — " (format::subject(message)) }
+                }
+            }
+        }
+        nav.tabs aria-label="Image" {
+            @for (each, slug, label) in TABS {
+                a href={ "?tab=" (slug) } aria-current=[(*each == tab).then_some("page")] { (label) }
+            }
+        }
+        section aria-label=(TABS.iter().find(|t| t.0 == tab).map_or("", |t| t.2)) {
+            @match tab {
+                Tab::Installation => { (installation(host, &reference, &by_digest)) }
+                Tab::Run => { (run(host, repo, &reference)) }
+            }
+        }
+    };
+    let short = if image.reference.contains(':') {
+        format!("@{}", format::short_digest(&image.reference))
+    } else if image.reference.len() == 40 {
+        format!(":{}", format::short_commit(&image.reference))
+    } else {
+        format!(":{}", image.reference)
+    };
+    let title = format!("{repo}{short}");
+    match &image.app {
+        Some(app) => layout::page(&title, &[(app, &format!("/apps/{app}"))], content),
+        None => layout::page(&title, &[], content),
+    }
+}
+
+fn installation(host: &str, reference: &str, by_digest: &str) -> Markup {
+    html! {
+        h2 { "Log in" }
+        p.muted { "With your registry credentials or an API token (needed for private namespaces):" }
+        p { (layout::copyable("login-command", &format!("docker login {host}"))) }
+        h2 { "Pull" }
+        p { (layout::copyable("pull-command", &format!("docker pull {reference}"))) }
+        p.muted { "Or by digest, which never moves:" }
+        p { (layout::copyable("pull-digest-command", &format!("docker pull {by_digest}"))) }
+    }
+}
+
+fn run(host: &str, repo: &str, reference: &str) -> Markup {
+    let name = format::kubernetes_name(repo);
+    let secret = format!(
+        "kubectl create secret docker-registry {PULL_SECRET} \\\n  --docker-server={host} \\\n  --docker-username=<username> \\\n  --docker-password=<password or token>"
+    );
+    let deployment = format!(
+        "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+  labels:
+    app: {name}
+spec:
+  replicas: 1
+  selector:
+    matchLabels:
+      app: {name}
+  template:
+    metadata:
+      labels:
+        app: {name}
+    spec:
+      imagePullSecrets:
+        - name: {PULL_SECRET}
+      containers:
+        - name: {name}
+          image: {reference}
+"
+    );
+    html! {
+        h2 { "Docker" }
+        (layout::copyable_block("run-command", &format!("docker run --rm {reference}")))
+        h2 { "Kubernetes" }
+        p.muted { "The cluster pulls with a secret holding your registry credentials:" }
+        (layout::copyable_block("secret-command", &secret))
+        p.muted { "Then a Deployment of the image:" }
+        (layout::copyable_block("deployment-yaml", &deployment))
+    }
+}

@@ -1,0 +1,132 @@
+//! The page shell and the small pieces every page uses: status badges, copy buttons, times.
+
+use actix_web::HttpResponse;
+use actix_web::http::StatusCode;
+use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use buildgrid_store::BuildState;
+use maud::{DOCTYPE, Markup, html};
+
+use crate::{assets, format};
+
+/// A page: `title` in the tab and as the heading, `crumbs` (label, link) leading to it.
+pub fn page(title: &str, crumbs: &[(&str, &str)], content: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · buildgrid" }
+                link rel="stylesheet" href=(assets::css_url());
+                script src=(assets::js_url()) defer {}
+            }
+            body {
+                a.skip href="#content" { "Skip to content" }
+                header.top {
+                    nav aria-label="Breadcrumbs" {
+                        a.brand href="/" { "buildgrid" }
+                        @for (label, link) in crumbs {
+                            span.sep aria-hidden="true" { "/" }
+                            a href=(link) { (label) }
+                        }
+                    }
+                }
+                main #content {
+                    h1 { (title) }
+                    (content)
+                }
+            }
+        }
+    }
+}
+
+/// Pages load only buildgrid's own stylesheet and script, and are never framed.
+const CONTENT_SECURITY_POLICY: &str =
+    "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'";
+
+pub fn html_response(status: StatusCode, markup: &Markup) -> HttpResponse {
+    HttpResponse::build(status)
+        .insert_header((CONTENT_TYPE, "text/html; charset=utf-8"))
+        .insert_header((CACHE_CONTROL, "no-cache"))
+        .insert_header(("Content-Security-Policy", CONTENT_SECURITY_POLICY))
+        .insert_header(("X-Content-Type-Options", "nosniff"))
+        .body(markup.0.clone())
+}
+
+pub fn error_page(title: &str, message: &str) -> Markup {
+    page(
+        title,
+        &[],
+        html! {
+            p.notice { (message) }
+            p { a href="/" { "Back to the apps" } }
+        },
+    )
+}
+
+/// A build state as a badge: a symbol and the word, so it reads without colour.
+pub fn status(state: BuildState) -> Markup {
+    let (class, symbol) = match state {
+        BuildState::Succeeded => ("ok", "✓"),
+        BuildState::Failed => ("bad", "✗"),
+        BuildState::Queued => ("wait", "○"),
+        BuildState::Fetching | BuildState::Building | BuildState::Storing => ("run", "●"),
+        BuildState::Cancelled | BuildState::Skipped => ("off", "–"),
+    };
+    html! {
+        span class={ "status " (class) } data-state=(state.as_str()) {
+            span aria-hidden="true" { (symbol) } " " (state.as_str())
+        }
+    }
+}
+
+/// Text to copy (`id` names it) with a copy button; the button shows only with JavaScript,
+/// and the text is selectable either way.
+pub fn copyable(id: &str, text: &str) -> Markup {
+    html! {
+        span.copyable {
+            code #(id) { (text) }
+            button.copy type="button" data-copy=(id) aria-label={ "Copy " (text) } { "Copy" }
+        }
+    }
+}
+
+/// A block of text to copy: commands or YAML.
+pub fn copyable_block(id: &str, text: &str) -> Markup {
+    html! {
+        div.block {
+            pre #(id) { (text) }
+            button.copy type="button" data-copy=(id) { "Copy" }
+        }
+    }
+}
+
+/// "5 min ago", with the exact time on hover and for machines.
+pub fn ago(now: i64, then: i64) -> Markup {
+    html! {
+        time datetime=(format::iso(then)) title=(format::datetime(then)) { (format::age(now, then)) }
+    }
+}
+
+/// Marks every occurrence of `needle` in `text` (ignoring ASCII case) with `<mark>`.
+pub fn highlighted(text: &str, needle: Option<&str>) -> Markup {
+    let Some(needle) = needle.filter(|n| !n.is_empty()) else {
+        return html! { (text) };
+    };
+    // ASCII lowercasing keeps every byte offset, so matches in `lower` cut `text` cleanly.
+    let lower = text.to_ascii_lowercase();
+    let needle = needle.to_ascii_lowercase();
+    let mut pieces = Vec::new();
+    let mut rest = 0;
+    for (start, _) in lower.match_indices(&needle) {
+        pieces.push((false, &text[rest..start]));
+        pieces.push((true, &text[start..start + needle.len()]));
+        rest = start + needle.len();
+    }
+    pieces.push((false, &text[rest..]));
+    html! {
+        @for (marked, piece) in pieces {
+            @if marked { mark { (piece) } } @else { (piece) }
+        }
+    }
+}

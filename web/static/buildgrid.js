@@ -1,0 +1,123 @@
+// buildgrid's pages work without this script. It adds copy buttons, live updates of running
+// builds (server-sent events), following the log's tail and loading earlier log lines in place.
+(function () {
+  "use strict";
+  document.documentElement.classList.add("js");
+  var MAX_LINES = 5000;
+
+  function selectText(element) {
+    var range = document.createRange();
+    range.selectNodeContents(element);
+    var selection = window.getSelection();
+    selection.removeAllRanges();
+    selection.addRange(range);
+  }
+
+  function copy(button) {
+    var target = document.getElementById(button.getAttribute("data-copy"));
+    if (!target) return;
+    var label = button.textContent;
+    var copied = function () {
+      button.textContent = "Copied";
+      setTimeout(function () { button.textContent = label; }, 1500);
+    };
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(target.textContent).then(copied, function () { selectText(target); });
+    } else {
+      selectText(target);
+      try { if (document.execCommand("copy")) copied(); } catch (e) { /* the text stays selected */ }
+    }
+  }
+
+  function replaceById(id, html) {
+    var old = document.getElementById(id);
+    if (old && html) old.outerHTML = html;
+  }
+
+  function nearBottom() {
+    return window.innerHeight + window.scrollY >= document.documentElement.scrollHeight - 120;
+  }
+
+  function loadEarlier(link) {
+    var log = document.getElementById("log");
+    fetch(link.getAttribute("data-fragment")).then(function (response) {
+      if (!response.ok) throw new Error(response.statusText);
+      return response.json();
+    }).then(function (data) {
+      var height = document.documentElement.scrollHeight;
+      log.insertAdjacentHTML("afterbegin", data.html);
+      window.scrollBy(0, document.documentElement.scrollHeight - height);
+      if (data.fragment) {
+        link.setAttribute("data-fragment", data.fragment);
+        link.setAttribute("href", data.href);
+      } else {
+        link.hidden = true;
+      }
+    }).catch(function () { window.location = link.href; });
+  }
+
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest("button[data-copy]");
+    if (button) copy(button);
+    var earlier = event.target.closest("a[data-fragment]");
+    if (earlier) {
+      event.preventDefault();
+      loadEarlier(earlier);
+    }
+  });
+
+  function followLog(log) {
+    var source = new EventSource(log.getAttribute("data-events"));
+    window.scrollTo(0, document.documentElement.scrollHeight);
+    source.addEventListener("lines", function (event) {
+      var follow = nearBottom();
+      log.insertAdjacentHTML("beforeend", JSON.parse(event.data).html);
+      var extra = log.children.length - MAX_LINES;
+      if (extra > 0) {
+        for (var i = 0; i < extra; i++) log.removeChild(log.firstElementChild);
+        var earlier = document.getElementById("earlier");
+        var first = log.firstElementChild.id.slice(1);
+        if (earlier) {
+          earlier.hidden = false;
+          earlier.href = earlier.getAttribute("data-base") + "before=" + first;
+          earlier.setAttribute("data-fragment", earlier.getAttribute("data-fragment-base") + "before=" + first);
+        }
+      }
+      if (follow) window.scrollTo(0, document.documentElement.scrollHeight);
+    });
+    source.addEventListener("state", function (event) {
+      replaceById("build-status", JSON.parse(event.data).status);
+    });
+    source.addEventListener("end", function (event) {
+      source.close();
+      var data = JSON.parse(event.data);
+      replaceById("build-status", data.status);
+      replaceById("build-end", data.end);
+      replaceById("build-facts", data.facts);
+      var live = document.getElementById("live");
+      if (live) live.hidden = true;
+    });
+  }
+
+  function followTimeline(list) {
+    var source = new EventSource(list.getAttribute("data-events"));
+    source.addEventListener("build", function (event) {
+      var data = JSON.parse(event.data);
+      var row = document.getElementById("b" + data.id);
+      if (row) {
+        row.outerHTML = data.html;
+      } else {
+        list.insertAdjacentHTML("afterbegin", data.html);
+        var empty = document.getElementById("no-builds");
+        if (empty) empty.hidden = true;
+      }
+    });
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    var log = document.getElementById("log");
+    if (log && log.getAttribute("data-events")) followLog(log);
+    var timeline = document.getElementById("timeline");
+    if (timeline && timeline.getAttribute("data-events")) followTimeline(timeline);
+  });
+})();

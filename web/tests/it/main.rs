@@ -1,0 +1,10 @@
+//! Integration tests of the web pages: the real actix app over a store in a temporary data
+//! directory, seeded as the builder and ingest write it, requests sent in process.
+
+mod apps;
+mod build_log;
+mod build_now;
+mod image;
+mod seed;
+mod support;
+mod timeline;

@@ -1,0 +1,163 @@
+//! The web pages over a store in a temporary data directory, driven in process.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::ServiceResponse;
+use actix_web::http::StatusCode;
+use actix_web::http::header::HeaderMap;
+use actix_web::{App, test};
+use buildgrid_store::{Store, StoreError};
+
+/// The registry host pages show: from the public URL the settings give.
+pub const HOST: &str = "registry.test:5000";
+/// The one API token the test settings let build.
+pub const TOKEN: &str = "good-token";
+
+pub struct TestApp {
+    pub dir: tempfile::TempDir,
+    pub store: Arc<Store>,
+    /// How often the pages woke the builder.
+    pub woken: Arc<AtomicUsize>,
+}
+
+pub struct Page {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+pub fn spawn_app() -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(&dir.path().join("data")).unwrap());
+    TestApp {
+        dir,
+        store,
+        woken: Arc::default(),
+    }
+}
+
+impl TestApp {
+    pub fn settings(&self) -> buildgrid_web::Settings {
+        let woken = self.woken.clone();
+        buildgrid_web::Settings {
+            public_url: format!("http://{HOST}/"),
+            wake: Arc::new(move || {
+                woken.fetch_add(1, Ordering::SeqCst);
+            }),
+            may_build: Arc::new(|_: &Store, token: &str| Ok::<_, StoreError>(token == TOKEN)),
+        }
+    }
+
+    /// Sends `request` to the pages and returns the response with its body not yet read.
+    pub async fn send(&self, request: test::TestRequest) -> ServiceResponse<BoxBody> {
+        let store = self.store.clone();
+        let settings = self.settings();
+        let service = test::init_service(
+            App::new().configure(move |cfg| buildgrid_web::configure(cfg, store, settings)),
+        )
+        .await;
+        test::call_service(&service, request.to_request())
+            .await
+            .map_into_boxed_body()
+    }
+
+    pub async fn get(&self, uri: &str) -> Page {
+        read(self.send(test::TestRequest::get().uri(uri)).await).await
+    }
+
+    /// A page that must answer 200.
+    pub async fn ok(&self, uri: &str) -> String {
+        let page = self.get(uri).await;
+        assert_eq!(page.status, StatusCode::OK, "GET {uri}:\n{}", page.body);
+        page.body
+    }
+}
+
+/// A header's value as text, empty when missing.
+pub fn header<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+pub async fn read(response: ServiceResponse<BoxBody>) -> Page {
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = test::read_body(response).await;
+    Page {
+        status,
+        headers,
+        body: String::from_utf8(bytes.to_vec()).unwrap(),
+    }
+}
+
+/// An open event stream, read as it comes.
+pub struct EventStream {
+    body: BoxBody,
+    pub received: String,
+}
+
+impl EventStream {
+    pub fn new(response: ServiceResponse<BoxBody>) -> EventStream {
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            header(response.headers(), "content-type"),
+            "text/event-stream",
+            "an event stream"
+        );
+        EventStream {
+            body: response.into_body(),
+            received: String::new(),
+        }
+    }
+
+    /// Reads until what was received contains `text`; fails after a few seconds.
+    pub async fn until(&mut self, text: &str) -> &str {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !self.received.contains(text) {
+            let chunk = tokio::time::timeout_at(
+                deadline,
+                std::future::poll_fn(|cx| Pin::new(&mut self.body).poll_next(cx)),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("no {text:?} in the stream; it sent:\n{}", self.received));
+            match chunk {
+                Some(Ok(bytes)) => self.received.push_str(std::str::from_utf8(&bytes).unwrap()),
+                Some(Err(error)) => panic!("the stream failed: {error}"),
+                None => panic!(
+                    "the stream ended without {text:?}; it sent:\n{}",
+                    self.received
+                ),
+            }
+        }
+        &self.received
+    }
+
+    /// Reads to the end of the stream; fails if it does not end within a few seconds.
+    pub async fn read_to_end(mut self) -> String {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let chunk = tokio::time::timeout_at(
+                deadline,
+                std::future::poll_fn(|cx| Pin::new(&mut self.body).poll_next(cx)),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("the stream did not end; it sent:\n{}", self.received));
+            match chunk {
+                Some(Ok(bytes)) => self.received.push_str(std::str::from_utf8(&bytes).unwrap()),
+                Some(Err(error)) => panic!("the stream failed: {error}"),
+                None => return self.received,
+            }
+        }
+    }
+}
+
+/// How often `needle` occurs in `haystack`.
+pub fn count(haystack: &str, needle: &str) -> usize {
+    haystack.matches(needle).count()
+}
