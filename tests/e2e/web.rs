@@ -89,7 +89,6 @@ async fn count(browser: &Client, css: &str) -> usize {
 fn a_build_started_in_the_browser_streams_its_log_and_its_pull_command_pulls() {
     ensure_base_image();
     let buildgrid = Buildgrid::spawn();
-    buildgrid.make_public("acme");
     let source = Source::example();
     // An image of its own, so that removing it below touches no other test's image.
     source.write("index.html", "<p>hello from the browser test</p>\n");
@@ -97,6 +96,20 @@ fn a_build_started_in_the_browser_streams_its_log_and_its_pull_command_pulls() {
     let (_upstream, git_url) = source.bare_clone();
     create_app(&buildgrid, "acme/webui", &git_url);
     let token = buildgrid.token();
+    // acme is private: ann signs in to the web pages, and logs the engine in to pull.
+    let created = buildgrid.cli_ok(&["user", "create", "ann"]);
+    let web_password = created
+        .lines()
+        .find_map(|l| l.strip_prefix("web password (shown once): "))
+        .unwrap()
+        .to_owned();
+    buildgrid.cli_ok(&["namespace", "add-member", "acme", "ann"]);
+    let registry_password = buildgrid
+        .cli_ok(&["user", "registry-password", "ann"])
+        .lines()
+        .find_map(|l| l.strip_prefix("password: "))
+        .unwrap()
+        .to_owned();
     let driver = Driver::start();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -105,9 +118,30 @@ fn a_build_started_in_the_browser_streams_its_log_and_its_pull_command_pulls() {
 
     let browser = runtime.block_on(driver.browser());
     let pull_command = runtime.block_on(async {
-        // Build now, from the timeline.
+        // Sign in, then Build now, from the timeline.
         browser
-            .goto(&buildgrid.url("/apps/acme/webui"))
+            .goto(&buildgrid.url("/login?next=/apps/acme/webui"))
+            .await
+            .unwrap();
+        for (field, value) in [("name", "ann"), ("password", web_password.as_str())] {
+            browser
+                .find(Locator::Css(&format!("form.stack input[name={field}]")))
+                .await
+                .unwrap()
+                .send_keys(value)
+                .await
+                .unwrap();
+        }
+        browser
+            .find(Locator::Css("form.stack button[type=submit]"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        browser
+            .wait()
+            .for_element(Locator::Css("details.panel summary"))
             .await
             .unwrap();
         browser
@@ -115,13 +149,6 @@ fn a_build_started_in_the_browser_streams_its_log_and_its_pull_command_pulls() {
             .await
             .unwrap()
             .click()
-            .await
-            .unwrap();
-        browser
-            .find(Locator::Css("input[name=token]"))
-            .await
-            .unwrap()
-            .send_keys(&token)
             .await
             .unwrap();
         browser
@@ -239,7 +266,36 @@ fn a_build_started_in_the_browser_streams_its_log_and_its_pull_command_pulls() {
     assert_eq!(pull_command, expected);
     let words: Vec<&str> = pull_command.split_whitespace().collect();
     assert_eq!(words[..2], ["docker", "pull"]);
-    run_ok(words[0], &words[1..]);
+    // The image is private: log the engine in with ann's registry credentials first.
+    let config = tempfile::tempdir().unwrap();
+    let docker = |args: &[&str], stdin: &str| {
+        let mut child = std::process::Command::new("docker")
+            .args(args)
+            .env("DOCKER_CONFIG", config.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "docker {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    docker(
+        &["login", &buildgrid.host(), "-u", "ann", "--password-stdin"],
+        &registry_password,
+    );
+    docker(&words[1..], "");
     let reference = words[2];
     let printed = run_ok("docker", &["run", "--rm", reference]);
     assert_eq!(printed.trim(), "hello from buildgrid");

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::{App, test};
-use buildgrid_store::{BuildState, Store, StoreError};
+use buildgrid_store::{BuildState, Store};
 
 const BUILDS: u64 = 1_000;
 const LOG_LINES: i64 = 100_000;
@@ -21,6 +21,9 @@ fn main() {
     let store = Arc::new(Store::open(&dir.path().join("data")).unwrap());
     let started = Instant::now();
     let app = seed::create_app(&store, "acme/hello");
+    // Rendered for an anonymous visitor, so the namespace is public; the access checks still run.
+    store.db.set_namespace_public("acme", true).unwrap();
+    let access = Arc::new(buildgrid_access::Access::new(store.clone()).unwrap());
     let mut ids = Vec::new();
     for n in 0..BUILDS {
         let branch = ["main", "feature", "fix"][n as usize % 3];
@@ -95,7 +98,7 @@ fn main() {
         let settings = buildgrid_web::Settings {
             public_url: "http://127.0.0.1:5000".to_owned(),
             wake: Arc::new(|| {}),
-            may_build: Arc::new(|_: &Store, _: &str| Ok::<_, StoreError>(false)),
+            access,
         };
         let service = test::init_service(
             App::new().configure(move |cfg| buildgrid_web::configure(cfg, store, settings)),

@@ -49,6 +49,7 @@ pub async fn page(viewer: Viewer, state: web::Data<Web>) -> Result<HttpResponse,
         .filter(|i| viewer.may_read(i.repo.split('/').next().unwrap_or("")))
         .collect();
     let markup = render(
+        &viewer,
         &apps,
         &imported,
         state.settings.registry_host(),
@@ -57,7 +58,13 @@ pub async fn page(viewer: Viewer, state: web::Data<Web>) -> Result<HttpResponse,
     Ok(layout::html_response(StatusCode::OK, &markup))
 }
 
-fn render(apps: &[AppSummary], imported: &[Imported], host: &str, now: i64) -> Markup {
+fn render(
+    viewer: &Viewer,
+    apps: &[AppSummary],
+    imported: &[Imported],
+    host: &str,
+    now: i64,
+) -> Markup {
     let content = html! {
         @if apps.is_empty() && imported.is_empty() {
             p.notice {
@@ -96,7 +103,7 @@ fn render(apps: &[AppSummary], imported: &[Imported], host: &str, now: i64) -> M
             }
         }
     };
-    layout::page("Apps", &[], content)
+    layout::page_for(viewer, "Apps", &[], content)
 }
 
 fn app_card(index: usize, summary: &AppSummary, host: &str, now: i64) -> Markup {

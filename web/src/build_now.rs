@@ -11,8 +11,16 @@ use crate::error::{PageError, blocking};
 use crate::timeline::load_app;
 use crate::{Viewer, Web};
 
-/// The form, folded away until asked for.
+/// The form, folded away until asked for; for viewers who may not build, what they would need.
 pub fn form(app: &App, viewer: &Viewer) -> Markup {
+    if viewer.user().is_none() {
+        return html! {
+            p.muted { a href={ "/login?next=/apps/" (app.app) } { "Sign in" } " to build this app." }
+        };
+    }
+    if !viewer.may_build(&app.app) {
+        return html! {};
+    }
     html! {
         details.panel {
             summary { "Build now" }
@@ -21,19 +29,11 @@ pub fn form(app: &App, viewer: &Viewer) -> Markup {
                 label { "Branch or commit"
                     input name="ref" placeholder=(app.branch) autocomplete="off";
                 }
-                // SEAM(access): the web login will replace this field.
-                label { "API token"
-                    input type="password" name="token" required autocomplete="off";
-                }
                 label.check {
                     span { "Build again if built" }
                     input type="checkbox" name="force" value="1";
                 }
                 button type="submit" { "Build now" }
-            }
-            p.muted {
-                "Until sign-in arrives, building from the web takes an API token ("
-                code { "buildgrid token create" } ")."
             }
         }
     }
@@ -45,8 +45,6 @@ pub struct BuildForm {
     csrf: String,
     #[serde(default, rename = "ref")]
     git_ref: String,
-    #[serde(default)]
-    token: String,
     force: Option<String>,
 }
 
@@ -59,21 +57,14 @@ pub async fn submit(
 ) -> Result<HttpResponse, PageError> {
     let (namespace, name) = path.into_inner();
     let form = form.into_inner();
-    if !viewer.check_csrf(&form.csrf) {
-        return Err(PageError::Forbidden(
-            "This form has expired: reload the page and send it again".into(),
-        ));
-    }
+    viewer.require_form(&form.csrf)?;
     let app = load_app(&state, &namespace, &name).await?;
-    let store = state.store.clone();
-    let may_build = state.settings.may_build.clone();
-    let token = form.token.trim().to_owned();
-    let allowed = blocking(move || Ok(!token.is_empty() && may_build(&store, &token)?)).await?;
-    if !allowed {
-        return Err(PageError::Forbidden(
-            "Building needs an API token that may build: create one with `buildgrid token create`"
-                .into(),
-        ));
+    if !viewer.may_build(&app.app) {
+        return Err(PageError::Forbidden(format!(
+            "You may not build {}: that needs membership of namespace {}",
+            app.app,
+            app.app.namespace()
+        )));
     }
     let git_ref = match form.git_ref.trim() {
         "" => app.branch.clone(),

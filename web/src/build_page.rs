@@ -74,11 +74,12 @@ pub async fn page(
         })
     })
     .await?;
-    let markup = render(&build, &app, &view, &window, &query, &state);
+    let markup = render(&viewer, &build, &app, &view, &window, &query, &state);
     Ok(layout::html_response(StatusCode::OK, &markup))
 }
 
 fn render(
+    viewer: &Viewer,
     build: &Build,
     app: &App,
     view: &LogView,
@@ -169,7 +170,12 @@ fn render(
     };
     let name = app.app.to_string();
     let timeline = format!("/apps/{name}");
-    layout::page(&format!("Build #{id}"), &[(&name, &timeline)], content)
+    layout::page_for(
+        viewer,
+        &format!("Build #{id}"),
+        &[(&name, &timeline)],
+        content,
+    )
 }
 
 /// The build's state badge, as the event stream replaces it.

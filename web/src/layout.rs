@@ -6,10 +6,19 @@ use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use buildgrid_store::BuildState;
 use maud::{DOCTYPE, Markup, html};
 
-use crate::{assets, format};
+use crate::{Viewer, assets, format};
 
 /// A page: `title` in the tab and as the heading, `crumbs` (label, link) leading to it.
 pub fn page(title: &str, crumbs: &[(&str, &str)], content: Markup) -> Markup {
+    shell(None, title, crumbs, content)
+}
+
+/// A page with the viewer's sign-in state in its header.
+pub fn page_for(viewer: &Viewer, title: &str, crumbs: &[(&str, &str)], content: Markup) -> Markup {
+    shell(Some(viewer), title, crumbs, content)
+}
+
+fn shell(viewer: Option<&Viewer>, title: &str, crumbs: &[(&str, &str)], content: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -28,6 +37,19 @@ pub fn page(title: &str, crumbs: &[(&str, &str)], content: Markup) -> Markup {
                         @for (label, link) in crumbs {
                             span.sep aria-hidden="true" { "/" }
                             a href=(link) { (label) }
+                        }
+                        @if let Some(viewer) = viewer {
+                            span.account {
+                                @if let Some(user) = viewer.user() {
+                                    a href="/settings" { (user.name) }
+                                    form.inline method="post" action="/logout" {
+                                        input type="hidden" name="csrf" value=(viewer.csrf_token());
+                                        button.link type="submit" { "Sign out" }
+                                    }
+                                } @else {
+                                    a href="/login" { "Sign in" }
+                                }
+                            }
                         }
                     }
                 }

@@ -17,18 +17,18 @@ mod format;
 mod image;
 mod layout;
 mod log_lines;
+mod session;
+mod settings;
 mod timeline;
 mod viewer;
 
 use std::sync::Arc;
 
 use actix_web::web;
-use buildgrid_store::{Store, StoreError};
+use buildgrid_access::Access;
+use buildgrid_store::Store;
 
 pub use viewer::Viewer;
-
-/// Asks whether an API token may queue builds.
-pub type MayBuild = dyn Fn(&Store, &str) -> Result<bool, StoreError> + Send + Sync;
 
 /// What the pages need besides the store; the CLI fills it in when wiring.
 #[derive(Clone)]
@@ -38,9 +38,8 @@ pub struct Settings {
     pub public_url: String,
     /// Wakes the builder's workers after a page queued a build.
     pub wake: Arc<dyn Fn() + Send + Sync>,
-    /// SEAM(access): until the web login exists, "Build now" asks for an API token and this
-    /// check (the builder's) decides whether it may build.
-    pub may_build: Arc<MayBuild>,
+    /// Who may read and build what; the sign-in and settings pages manage it.
+    pub access: Arc<Access>,
 }
 
 impl Settings {
@@ -79,5 +78,23 @@ pub fn configure(cfg: &mut web::ServiceConfig, store: Arc<Store>, settings: Sett
             "/builds/{id}/first-error",
             web::get().to(build_page::first_error),
         )
-        .route("/images/{path:.+}", web::get().to(image::page));
+        .route("/images/{path:.+}", web::get().to(image::page))
+        .route("/login", web::get().to(session::login_page))
+        .route("/login", web::post().to(session::login))
+        .route("/logout", web::post().to(session::logout))
+        .route("/settings", web::get().to(settings::page))
+        .route(
+            "/settings/registry-password",
+            web::post().to(settings::registry_password),
+        )
+        .route("/settings/tokens", web::post().to(settings::create_token))
+        .route(
+            "/settings/tokens/{id}/revoke",
+            web::post().to(settings::revoke_token),
+        )
+        .route("/settings/users", web::post().to(settings::create_user))
+        .route(
+            "/settings/namespaces",
+            web::post().to(settings::change_namespace),
+        );
 }

@@ -86,6 +86,17 @@ impl TimelineQuery {
 }
 
 /// The app a path names, or 404.
+/// What a viewer who may not read a namespace is told: the same as for an app that does not
+/// exist, so private apps stay unknown, with a hint to sign in.
+fn not_visible(viewer: &Viewer, namespace: &str, name: &str) -> PageError {
+    let hint = if viewer.user().is_none() {
+        " (sign in to see private apps)"
+    } else {
+        ""
+    };
+    PageError::NotFound(format!("There is no app {namespace}/{name}{hint}"))
+}
+
 pub async fn load_app(web: &Web, namespace: &str, name: &str) -> Result<App, PageError> {
     let app = AppRef::parse(&format!("{namespace}/{name}"))
         .map_err(|e| PageError::NotFound(e.to_string()))?;
@@ -104,7 +115,7 @@ pub async fn page(
 ) -> Result<HttpResponse, PageError> {
     let (namespace, name) = path.into_inner();
     if !viewer.may_read(&namespace) {
-        return Err(PageError::Forbidden("You may not see this app".into()));
+        return Err(not_visible(&viewer, &namespace, &name));
     }
     let app = load_app(&state, &namespace, &name).await?;
     let filter = query.filter()?;
@@ -212,7 +223,7 @@ fn render(view: &View<'_>, viewer: &Viewer) -> Markup {
             }
         }
     };
-    layout::page(&app.app.to_string(), &[], content)
+    layout::page_for(viewer, &app.app.to_string(), &[], content)
 }
 
 /// One build of the timeline; the event stream sends the same markup.
@@ -284,7 +295,7 @@ pub async fn events(
 ) -> Result<HttpResponse, PageError> {
     let (namespace, name) = path.into_inner();
     if !viewer.may_read(&namespace) {
-        return Err(PageError::Forbidden("You may not see this app".into()));
+        return Err(not_visible(&viewer, &namespace, &name));
     }
     let app = load_app(&state, &namespace, &name).await?;
     let after = query

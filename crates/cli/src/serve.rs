@@ -150,13 +150,6 @@ fn web_settings(builder: &Arc<Builder>) -> buildgrid_web::Settings {
     buildgrid_web::Settings {
         public_url: builder.settings.public_url.clone(),
         wake: Arc::new(move || waker.wake()),
-        may_build: {
-            let access = builder.access.clone();
-            Arc::new(move |_store, token| {
-                Ok(access
-                    .authenticate(Some(&format!("Bearer {token}")), "web")
-                    .is_ok_and(|principal| access.is_admin(&principal)))
-            })
-        },
+        access: builder.access.clone(),
     }
 }

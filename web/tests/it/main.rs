@@ -1,6 +1,7 @@
 //! Integration tests of the web pages: the real actix app over a store in a temporary data
 //! directory, seeded as the builder and ingest write it, requests sent in process.
 
+mod access;
 mod apps;
 mod build_log;
 mod build_now;

@@ -10,16 +10,15 @@ use actix_web::dev::ServiceResponse;
 use actix_web::http::StatusCode;
 use actix_web::http::header::HeaderMap;
 use actix_web::{App, test};
-use buildgrid_store::{Store, StoreError};
+use buildgrid_access::Access;
+use buildgrid_store::Store;
 
 /// The registry host pages show: from the public URL the settings give.
 pub const HOST: &str = "registry.test:5000";
-/// The one API token the test settings let build.
-pub const TOKEN: &str = "good-token";
-
 pub struct TestApp {
     pub dir: tempfile::TempDir,
     pub store: Arc<Store>,
+    pub access: Arc<Access>,
     /// How often the pages woke the builder.
     pub woken: Arc<AtomicUsize>,
 }
@@ -33,10 +32,30 @@ pub struct Page {
 pub fn spawn_app() -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(&dir.path().join("data")).unwrap());
+    // The pages' own tests read as anonymous visitors: their namespaces are public. The
+    // `access` module makes private ones.
+    for namespace in ["acme", "library"] {
+        store.db.set_namespace_public(namespace, true).unwrap();
+    }
+    let access = Arc::new(Access::new(store.clone()).unwrap());
     TestApp {
         dir,
         store,
+        access,
         woken: Arc::default(),
+    }
+}
+
+/// A signed-in browser: its session cookie and the CSRF token of its forms.
+pub struct Session {
+    pub cookie: String,
+    pub csrf: String,
+}
+
+impl Session {
+    /// `request` sent with this session's cookie.
+    pub fn on(&self, request: test::TestRequest) -> test::TestRequest {
+        request.insert_header(("Cookie", format!("bg_session={}", self.cookie)))
     }
 }
 
@@ -48,7 +67,20 @@ impl TestApp {
             wake: Arc::new(move || {
                 woken.fetch_add(1, Ordering::SeqCst);
             }),
-            may_build: Arc::new(|_: &Store, token: &str| Ok::<_, StoreError>(token == TOKEN)),
+            access: self.access.clone(),
+        }
+    }
+
+    /// Creates a user (a member of `namespaces`) and signs it in.
+    pub fn sign_in(&self, name: &str, admin: bool, namespaces: &[&str]) -> Session {
+        let (user, _) = buildgrid_access::create_user(&self.store, name, admin).unwrap();
+        for namespace in namespaces {
+            self.store.db.add_member(namespace, user.id).unwrap();
+        }
+        let session = buildgrid_access::create_session(&self.store, &user).unwrap();
+        Session {
+            cookie: session.secret,
+            csrf: session.csrf,
         }
     }
 

@@ -61,9 +61,16 @@ async fn builds_newest_first_with_commit_status_duration_and_image() {
         body.contains(r#"data-events="/apps/acme/hello/events?after="#),
         "{body}"
     );
+    let ann = app.sign_in("ann", false, &["acme"]);
+    let signed_in = crate::support::read(
+        app.send(ann.on(actix_web::test::TestRequest::get().uri("/apps/acme/hello")))
+            .await,
+    )
+    .await
+    .body;
     assert!(
-        body.contains(r#"name="csrf""#),
-        "the build form carries the csrf field: {body}"
+        signed_in.contains(&format!(r#"name="csrf" value="{}""#, ann.csrf)),
+        "the build form carries the session's csrf token: {signed_in}"
     );
 }
 
