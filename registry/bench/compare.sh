@@ -81,6 +81,7 @@ for port in "$BG_PORT" "$DIST_PORT"; do
     for _ in $(seq 1 50); do curl -s -o /dev/null "http://127.0.0.1:$port/v2/" && break; sleep 0.2; done
 done
 
+echo "  buildgrid peak RSS at start: $(awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$BG_PID/status") MB"
 # The same bytes in both: copy buildgrid's image into distribution unchanged.
 skopeo copy -q --src-tls-verify=false --dest-tls-verify=false \
     "docker://127.0.0.1:$BG_PORT/bench/image:v1" "docker://127.0.0.1:$DIST_PORT/bench/image:v1"
@@ -107,6 +108,8 @@ echo "manifest GETs: 64 connections, ${DURATION}s each"
 BG_RPS=$(run_wrk 64 "http://127.0.0.1:$BG_PORT/v2/bench/image/manifests/v1" | requests_per_sec)
 DIST_RPS=$(run_wrk 64 "http://127.0.0.1:$DIST_PORT/v2/bench/image/manifests/v1" | requests_per_sec)
 
+rss_mb() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
+echo "  buildgrid peak RSS so far: $(rss_mb "$BG_PID") MB"
 echo "private manifest GETs with credentials: 64 connections, ${DURATION}s each"
 BASIC="Authorization: Basic $(printf '%s' "bencher:$BG_PASSWORD" | base64 -w0)"
 BEARER="Authorization: Bearer $(curl -sf -H "$BASIC" \
@@ -115,11 +118,11 @@ BEARER="Authorization: Bearer $(curl -sf -H "$BASIC" \
 BASIC_RPS=$(run_wrk 64 "http://127.0.0.1:$BG_PORT/v2/private/image/manifests/v1" -H "$BASIC" | requests_per_sec)
 BEARER_RPS=$(run_wrk 64 "http://127.0.0.1:$BG_PORT/v2/private/image/manifests/v1" -H "$BEARER" | requests_per_sec)
 
+echo "  buildgrid peak RSS so far: $(rss_mb "$BG_PID") MB"
 echo "${LAYER_MB} MB layer: 8 connections, ${DURATION}s each"
 BG_MBS=$(run_wrk 8 "http://127.0.0.1:$BG_PORT/v2/bench/image/blobs/$LAYER" | transfer_mb)
 DIST_MBS=$(run_wrk 8 "http://127.0.0.1:$DIST_PORT/v2/bench/image/blobs/$LAYER" | transfer_mb)
 
-rss_mb() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 BG_RSS=$(rss_mb "$BG_PID")
 DIST_RSS=$(rss_mb "$DIST_PID")
 

@@ -53,16 +53,27 @@ pub(crate) async fn principal(
         Some(value) => value.to_str().unwrap_or("").to_owned(),
     };
     let client = client(request);
-    let result = match registry
-        .access
-        .authenticate_without_hashing(Some(&header), &client)
-    {
+    let fast = |registry: &Registry| {
+        registry
+            .access
+            .authenticate_without_hashing(Some(&header), &client)
+    };
+    let result = match fast(registry) {
         Some(result) => result,
         None => {
-            let access = registry.access.clone();
-            web::block(move || access.authenticate(Some(&header), &client))
-                .await
-                .map_err(|e| RegistryError::internal(&e))?
+            // The parallel first requests of a pull wait here for one password check instead of
+            // each taking a blocking thread; after it, they find the password remembered.
+            let _one_at_a_time = registry.hashing.lock().await;
+            match fast(registry) {
+                Some(result) => result,
+                None => {
+                    let access = registry.access.clone();
+                    let (header, client) = (header.clone(), client.clone());
+                    web::block(move || access.authenticate(Some(&header), &client))
+                        .await
+                        .map_err(|e| RegistryError::internal(&e))?
+                }
+            }
         }
     };
     result.map_err(|error| auth_error(registry, error, None))

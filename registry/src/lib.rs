@@ -32,6 +32,8 @@ pub struct Registry {
     pub access: Arc<Access>,
     pub downloads: Downloads,
     auth: AuthSettings,
+    /// Held while a password is checked (see `auth::principal`).
+    hashing: tokio::sync::Mutex<()>,
     manifests: manifests::ManifestCache,
 }
 
@@ -42,6 +44,7 @@ impl Registry {
             access,
             downloads: Downloads::default(),
             auth,
+            hashing: tokio::sync::Mutex::new(()),
             manifests: manifests::ManifestCache::default(),
         }
     }

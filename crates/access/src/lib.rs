@@ -133,8 +133,11 @@ pub struct Access {
     verified: Mutex<HashMap<[u8; 32], String>>,
     hashing: Mutex<()>,
     touched: Mutex<HashMap<i64, i64>>,
-    audit: Mutex<Vec<AuditEntry>>,
+    /// (actor, action, target, client) → (order of arrival, first time, count).
+    audit: Mutex<HashMap<AuditKey, (usize, i64, u64)>>,
 }
+
+type AuditKey = (String, String, String, String);
 
 fn now() -> i64 {
     std::time::SystemTime::now()
@@ -156,6 +159,12 @@ fn valid_user_name(name: &str) -> bool {
 fn decoy_hash() -> &'static str {
     static DECOY: OnceLock<String> = OnceLock::new();
     DECOY.get_or_init(|| secret::hash_password(&secret::new_password()))
+}
+
+/// The same for registry passwords, which are hashed with other parameters.
+fn registry_decoy_hash() -> &'static str {
+    static DECOY: OnceLock<String> = OnceLock::new();
+    DECOY.get_or_init(|| secret::hash_generated_password(&secret::new_password()))
 }
 
 impl Access {
@@ -296,7 +305,7 @@ impl Access {
         {
             Some(hash) => self.registry_password_matches(user.as_ref().unwrap().id, password, hash),
             None => {
-                secret::verify_password(password, decoy_hash());
+                secret::verify_password(password, registry_decoy_hash());
                 false
             }
         };
@@ -562,19 +571,39 @@ impl Access {
         self.record_as(&principal.actor(), action, target, client);
     }
 
+    /// The same entry repeated before a flush (every request of a pull) becomes one row with a
+    /// count, so memory and writes stay bounded under load.
     fn record_as(&self, actor: &str, action: &str, target: &str, client: &str) {
         let client = client.strip_prefix("client:").unwrap_or(client);
-        self.audit.lock().unwrap().push(AuditEntry {
-            at: now(),
-            actor: actor.to_owned(),
-            action: action.to_owned(),
-            target: target.to_owned(),
-            client: Some(client.to_owned()),
-        });
+        let key = (
+            actor.to_owned(),
+            action.to_owned(),
+            target.to_owned(),
+            client.to_owned(),
+        );
+        let mut pending = self.audit.lock().unwrap();
+        let next = pending.len();
+        pending.entry(key).or_insert((next, now(), 0)).2 += 1;
     }
 
     pub fn flush_audit(&self) {
-        let entries = std::mem::take(&mut *self.audit.lock().unwrap());
+        let pending = std::mem::take(&mut *self.audit.lock().unwrap());
+        let mut entries: Vec<(usize, AuditEntry)> = pending
+            .into_iter()
+            .map(|((actor, action, target, client), (order, at, count))| {
+                let entry = AuditEntry {
+                    at,
+                    actor,
+                    action,
+                    target,
+                    client: Some(client),
+                    count,
+                };
+                (order, entry)
+            })
+            .collect();
+        entries.sort_by_key(|(order, _)| *order);
+        let entries: Vec<AuditEntry> = entries.into_iter().map(|(_, e)| e).collect();
         if let Err(error) = self.store.db.append_audit(&entries) {
             tracing::error!(%error, lost = entries.len(), "cannot write the audit log");
         }
@@ -619,7 +648,7 @@ pub fn regenerate_registry_password(store: &Store, user: &User) -> Result<String
     let password = secret::new_password();
     store
         .db
-        .set_registry_password_hash(user.id, &secret::hash_password(&password))?;
+        .set_registry_password_hash(user.id, &secret::hash_generated_password(&password))?;
     audit_now(
         store,
         &user.name,
@@ -669,6 +698,7 @@ pub fn audit_now(store: &Store, actor: &str, action: &str, target: &str) -> Resu
         action: action.to_owned(),
         target: target.to_owned(),
         client: None,
+        count: 1,
     }])
 }
 

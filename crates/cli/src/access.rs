@@ -300,8 +300,13 @@ fn time_text(at: i64) -> String {
 pub fn audit(store: &Store, limit: usize) -> anyhow::Result<()> {
     let entries = store.db.audit(limit).context("cannot read the audit log")?;
     for entry in entries.iter().rev() {
+        let times = if entry.count > 1 {
+            format!("\t×{}", entry.count)
+        } else {
+            String::new()
+        };
         println!(
-            "{}\t{}\t{}\t{}\t{}",
+            "{}\t{}\t{}\t{}\t{}{times}",
             time_text(entry.at),
             entry.actor,
             entry.action,

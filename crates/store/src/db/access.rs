@@ -85,6 +85,8 @@ pub struct AuditEntry {
     pub action: String,
     pub target: String,
     pub client: Option<String>,
+    /// How often it happened within a few seconds from `at` (requests of one pull).
+    pub count: u64,
 }
 
 impl Db {
@@ -397,8 +399,8 @@ impl Db {
             let tx = conn.transaction()?;
             {
                 let mut stmt = tx.prepare_cached(
-                    "INSERT INTO audit (at, actor, action, target, client)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    "INSERT INTO audit (at, actor, action, target, client, count)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )?;
                 for entry in entries {
                     stmt.execute(params![
@@ -406,7 +408,8 @@ impl Db {
                         entry.actor,
                         entry.action,
                         entry.target,
-                        entry.client
+                        entry.client,
+                        entry.count as i64
                     ])?;
                 }
             }
@@ -419,7 +422,8 @@ impl Db {
     pub fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
         self.with(|conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT at, actor, action, target, client FROM audit ORDER BY id DESC LIMIT ?1",
+                "SELECT at, actor, action, target, client, count FROM audit
+                 ORDER BY id DESC LIMIT ?1",
             )?;
             let rows = stmt.query_map([limit as i64], |row| {
                 Ok(AuditEntry {
@@ -428,6 +432,7 @@ impl Db {
                     action: row.get(2)?,
                     target: row.get(3)?,
                     client: row.get(4)?,
+                    count: row.get::<_, i64>(5)? as u64,
                 })
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)

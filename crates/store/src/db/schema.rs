@@ -188,7 +188,8 @@ CREATE TABLE audit (
     actor   TEXT NOT NULL,
     action  TEXT NOT NULL,
     target  TEXT NOT NULL,
-    client  TEXT
+    client  TEXT,
+    count   INTEGER NOT NULL DEFAULT 1
 );
 
 -- Server-wide values, e.g. the key that signs registry bearer tokens.
