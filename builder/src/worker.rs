@@ -411,6 +411,23 @@ async fn pipeline(builder: &Builder, build: &Build, log: &mut Log) -> Result<Out
     // Removing hundreds of megabytes of spooled files can take a while: not on the build's time.
     tokio::task::spawn_blocking(move || drop(staging));
     let image_ref = format!("{}/{}:{}", builder.settings.registry_host, repo, report.tag);
+    // The image page shows the archive's checksums: compute them now, after the build, rather
+    // than on the first visit.
+    {
+        let (store, repo, digest, name) = (
+            store.clone(),
+            repo.clone(),
+            report.digest.clone(),
+            image_ref.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            if let Err(error) =
+                buildgrid_store::image::archive_checksums(&store, &repo, &digest, Some(&name))
+            {
+                tracing::warn!(%error, "cannot compute the image archive's checksums");
+            }
+        });
+    }
     Ok(Outcome::Succeeded {
         image_ref,
         digest: report.digest,

@@ -11,3 +11,4 @@ mod pull;
 mod push;
 mod support;
 mod web;
+mod web_image;

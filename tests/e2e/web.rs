@@ -13,14 +13,14 @@ use crate::fixtures::{Source, create_app, ensure_base_image};
 use crate::support::{Buildgrid, run_ok};
 
 /// `chromedriver` on a free loopback port, stopped when dropped.
-struct Driver {
+pub struct Driver {
     child: Child,
     addr: SocketAddr,
     profile: tempfile::TempDir,
 }
 
 impl Driver {
-    fn start() -> Driver {
+    pub fn start() -> Driver {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -50,7 +50,7 @@ impl Driver {
         }
     }
 
-    async fn browser(&self) -> Client {
+    pub async fn browser(&self) -> Client {
         let mut capabilities = serde_json::Map::new();
         capabilities.insert(
             "goog:chromeOptions".to_owned(),

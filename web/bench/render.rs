@@ -1,5 +1,6 @@
-//! Server-side render time of the heaviest pages: the timeline of an app with 1,000 builds and
-//! the log of a build with 100,000 lines, with and without filters. Every request goes through
+//! Server-side render time of the heaviest pages: the timeline of an app with 1,000 builds, the
+//! log of a build with 100,000 lines, with and without filters, and the Contents and Details of
+//! an image of 50,000 files. Every request goes through
 //! the real handlers in process: store reads in the blocking pool, HTML rendering, the body
 //! read back whole. Run with `cargo bench -p buildgrid-web`; the target is under 50 ms.
 
@@ -51,13 +52,31 @@ fn main() {
         LOG_LINES + 1,
         "build failed: error at the very end",
     );
+    let many = buildgrid_core::RepoName::parse("acme/many").unwrap();
+    seed::import_many_files(&store, dir.path(), &many, "v1", (40, 1_000, 10_000));
     println!(
-        "seeded {BUILDS} builds and a {LOG_LINES}-line log in {:.1} s",
+        "seeded {BUILDS} builds, a {LOG_LINES}-line log and an image of 50,000 files in {:.1} s",
         started.elapsed().as_secs_f64()
     );
 
     let cases = [
         ("apps page", "/".to_owned()),
+        (
+            "image Contents, / of 50,000 files",
+            "/images/acme/many/v1?tab=contents".to_owned(),
+        ),
+        (
+            "image Contents, a directory of 1,000 files",
+            "/images/acme/many/v1?tab=contents&path=/d017".to_owned(),
+        ),
+        (
+            "image Contents, a directory of 10,000 (1st page)",
+            "/images/acme/many/v1?tab=contents&path=/big".to_owned(),
+        ),
+        (
+            "image Details (checksums stored)",
+            "/images/acme/many/v1?tab=details".to_owned(),
+        ),
         (
             "timeline, newest 50 of 1,000",
             "/apps/acme/hello".to_owned(),

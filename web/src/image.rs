@@ -9,19 +9,25 @@ use maud::{Markup, html};
 use serde::Deserialize;
 
 use crate::error::{PageError, blocking};
+use crate::image_tabs::{self, TabData, Want};
 use crate::{Viewer, Web, format, layout};
 
-/// The tabs. Contents, Details and Download join them when the store keeps each image's file
-/// list, details and archive checksums.
+/// The tabs, as a package registry shows them.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Tab {
     Installation,
+    Contents,
+    Details,
     Run,
+    Download,
 }
 
 const TABS: &[(Tab, &str, &str)] = &[
     (Tab::Installation, "installation", "Installation"),
+    (Tab::Contents, "contents", "Contents"),
+    (Tab::Details, "details", "Details"),
     (Tab::Run, "run", "Run"),
+    (Tab::Download, "download", "Download"),
 ];
 
 /// The name of the pull secret the Kubernetes snippet creates and uses.
@@ -30,6 +36,10 @@ const PULL_SECRET: &str = "buildgrid-registry";
 #[derive(Deserialize)]
 pub struct ImageQuery {
     tab: Option<String>,
+    /// The directory the Contents tab shows.
+    path: Option<String>,
+    /// Where in a big directory the Contents tab starts.
+    from: Option<usize>,
 }
 
 struct Image {
@@ -64,6 +74,16 @@ pub async fn page(
             .map(|(tab, _, _)| *tab)
             .ok_or_else(|| PageError::NotFound(format!("There is no tab {name:?}")))?,
     };
+    let want = match tab {
+        Tab::Contents => Some(Want::Contents {
+            path: image_tabs::clean_path(query.path.as_deref()),
+            from: query.from.unwrap_or(0),
+        }),
+        Tab::Details => Some(Want::Details),
+        Tab::Download => Some(Want::Download),
+        Tab::Installation | Tab::Run => None,
+    };
+    let archive = image_tabs::archive_name(state.settings.registry_host(), &repo, reference);
     let store = state.store.clone();
     let lookup = repo.clone();
     let found = blocking(move || {
@@ -82,10 +102,20 @@ pub async fn page(
                 .map(|app| app.app.to_string()),
             None => None,
         };
-        Ok(Some((manifest, build, app)))
+        let data = match want {
+            Some(want) => Some(image_tabs::load(
+                &store,
+                &lookup,
+                &manifest.digest,
+                archive.as_deref(),
+                want,
+            )?),
+            None => None,
+        };
+        Ok(Some((manifest, build, app, data)))
     })
     .await?;
-    let (manifest, build, app) = found.ok_or_else(not_found)?;
+    let (manifest, build, app, data) = found.ok_or_else(not_found)?;
     let image = Image {
         repo,
         reference: reference.to_owned(),
@@ -93,11 +123,17 @@ pub async fn page(
         build,
         app,
     };
-    let markup = render(&image, tab, state.settings.registry_host());
+    let markup = render(
+        &viewer,
+        &image,
+        tab,
+        data.as_ref(),
+        state.settings.registry_host(),
+    );
     Ok(layout::html_response(StatusCode::OK, &markup))
 }
 
-fn render(image: &Image, tab: Tab, host: &str) -> Markup {
+fn render(viewer: &Viewer, image: &Image, tab: Tab, data: Option<&TabData>, host: &str) -> Markup {
     let repo = image.repo.as_str();
     let reference = format::pull_reference(host, repo, &image.reference);
     let by_digest = format::pull_reference(host, repo, &image.manifest.digest.to_string());
@@ -122,6 +158,15 @@ fn render(image: &Image, tab: Tab, host: &str) -> Markup {
             @match tab {
                 Tab::Installation => { (installation(host, &reference, &by_digest)) }
                 Tab::Run => { (run(host, repo, &reference)) }
+                _ => {
+                    @if let Some(data) = data {
+                        (image_tabs::render(
+                            data,
+                            &format!("/images/{repo}/{}", image.reference),
+                            &format!("/archives/{repo}/{}", image.reference),
+                        ))
+                    }
+                }
             }
         }
     };
@@ -134,8 +179,8 @@ fn render(image: &Image, tab: Tab, host: &str) -> Markup {
     };
     let title = format!("{repo}{short}");
     match &image.app {
-        Some(app) => layout::page(&title, &[(app, &format!("/apps/{app}"))], content),
-        None => layout::page(&title, &[], content),
+        Some(app) => layout::page_for(viewer, &title, &[(app, &format!("/apps/{app}"))], content),
+        None => layout::page_for(viewer, &title, &[], content),
     }
 }
 

@@ -15,6 +15,7 @@ mod error;
 mod events;
 mod format;
 mod image;
+mod image_tabs;
 mod layout;
 mod log_lines;
 mod session;
@@ -79,6 +80,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, store: Arc<Store>, settings: Sett
             web::get().to(build_page::first_error),
         )
         .route("/images/{path:.+}", web::get().to(image::page))
+        .route("/archives/{path:.+}", web::get().to(image_tabs::archive))
         .route("/login", web::get().to(session::login_page))
         .route("/login", web::post().to(session::login))
         .route("/logout", web::post().to(session::logout))

@@ -72,10 +72,86 @@ async fn unknown_images_and_tabs_are_not_found() {
         "/images/library/other/v1",
         "/images/library/tool/sha256:00",
         "/images/v1",
-        "/images/library/tool/v1?tab=contents",
+        "/images/library/tool/v1?tab=files",
         "/images/Library/tool/v1",
     ] {
         let page = app.get(uri).await;
         assert_eq!(page.status, 404, "{uri}");
+    }
+}
+
+#[actix_web::test]
+async fn contents_details_and_download_show_the_stored_image() {
+    let app = spawn_app();
+    let repo = RepoName::parse("library/tool").unwrap();
+    let digest = import_image(&app.store, app.dir.path(), &repo, "v1");
+
+    let contents = app.ok("/images/library/tool/v1?tab=contents").await;
+    assert!(contents.contains("hello.txt"), "{contents}");
+    assert!(contents.contains("-rw-r--r--"), "{contents}");
+    assert!(contents.contains("26 B"), "{contents}");
+    let missing = app
+        .ok("/images/library/tool/v1?tab=contents&path=/nope")
+        .await;
+    assert!(missing.contains("The image has no directory"), "{missing}");
+
+    let details = app.ok("/images/library/tool/v1?tab=details").await;
+    let sums = buildgrid_store::image::archive_checksums(
+        &app.store,
+        &repo,
+        &digest,
+        Some(&format!("{HOST}/library/tool:v1")),
+    )
+    .unwrap()
+    .unwrap();
+    for (id, value) in [
+        ("md5", &sums.md5),
+        ("sha1", &sums.sha1),
+        ("sha256", &sums.sha256),
+        ("sha512", &sums.sha512),
+    ] {
+        assert!(
+            details.contains(&format!(r#"<code id="{id}">{value}</code>"#)),
+            "{id} in {details}"
+        );
+    }
+    assert!(details.contains(&digest.to_string()));
+    assert!(details.contains("linux/amd64"), "{details}");
+
+    let download = app.ok("/images/library/tool/v1?tab=download").await;
+    assert!(
+        download.contains(r#"href="/archives/library/tool/v1""#),
+        "{download}"
+    );
+    let archive = app
+        .send(actix_web::test::TestRequest::get().uri("/archives/library/tool/v1"))
+        .await;
+    assert_eq!(archive.status(), 200);
+    let headers = archive.headers().clone();
+    assert_eq!(
+        crate::support::header(&headers, "content-length"),
+        sums.size.to_string()
+    );
+    assert!(
+        crate::support::header(&headers, "content-disposition")
+            .starts_with("attachment; filename=\"library_tool-v1.tar\"")
+    );
+    let bytes = actix_web::test::read_body(archive).await;
+    assert_eq!(bytes.len() as u64, sums.size);
+    use sha2::Digest as _;
+    assert_eq!(hex::encode(sha2::Sha256::digest(&bytes)), sums.sha256);
+}
+
+#[actix_web::test]
+async fn private_images_and_their_archives_are_hidden() {
+    let app = spawn_app();
+    let repo = RepoName::parse("secret/tool").unwrap();
+    import_image(&app.store, app.dir.path(), &repo, "v1");
+    for uri in [
+        "/images/secret/tool/v1",
+        "/images/secret/tool/v1?tab=contents",
+        "/archives/secret/tool/v1",
+    ] {
+        assert_eq!(app.get(uri).await.status, 404, "{uri}");
     }
 }

@@ -153,6 +153,58 @@ pub fn import_image(store: &Store, dir: &Path, repo: &RepoName, tag: &str) -> Di
         .digest
 }
 
+/// Stores an image whose one layer holds `dirs` directories of `per_dir` small files each, plus
+/// one directory `big/` of `big` files; returns its manifest digest.
+#[allow(dead_code)] // used by the render bench
+pub fn import_many_files(
+    store: &Store,
+    dir: &Path,
+    repo: &RepoName,
+    tag: &str,
+    (dirs, per_dir, big): (usize, usize, usize),
+) -> Digest {
+    let mut names = Vec::new();
+    for d in 0..dirs {
+        for f in 0..per_dir {
+            names.push(format!("d{d:03}/file-{f:05}.txt"));
+        }
+    }
+    for f in 0..big {
+        names.push(format!("big/file-{f:05}.txt"));
+    }
+    let files: Vec<(&str, &[u8])> = names
+        .iter()
+        .map(|n| (n.as_str(), b"x\n".as_slice()))
+        .collect();
+    let layer = tar(&files);
+    let diff_id = Digest::of(&layer);
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": { "Labels": { "org.opencontainers.image.description": "many files" } },
+        "rootfs": { "type": "layers", "diff_ids": [diff_id.to_string()] },
+    }))
+    .unwrap();
+    let config_name = format!("{}.json", Digest::of(&config).hex());
+    let manifest = serde_json::to_vec(&serde_json::json!([{
+        "Config": config_name,
+        "RepoTags": [format!("{repo}:{tag}")],
+        "Layers": ["layer/layer.tar"],
+    }]))
+    .unwrap();
+    let archive = tar(&[
+        ("layer/layer.tar", layer.as_slice()),
+        (config_name.as_str(), config.as_slice()),
+        ("manifest.json", manifest.as_slice()),
+    ]);
+    let path = dir.join(format!("{tag}-many.tar"));
+    std::fs::write(&path, archive).unwrap();
+    let tag = Tag::parse(tag).unwrap();
+    buildgrid_store::ingest::import_archive(store, &path, repo, &tag)
+        .unwrap()
+        .digest
+}
+
 fn tar(files: &[(&str, &[u8])]) -> Vec<u8> {
     let mut builder = tar::Builder::new(Vec::new());
     for (name, bytes) in files {
