@@ -5,6 +5,7 @@
 
 mod access;
 mod build;
+mod deploy;
 mod fixtures;
 mod import;
 mod pull;

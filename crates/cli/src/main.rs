@@ -2,6 +2,7 @@
 
 mod access;
 mod builds;
+mod deploys;
 mod serve;
 mod telemetry;
 
@@ -74,6 +75,16 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
+    /// Register Docker engines to deploy to, and list them.
+    #[command(subcommand)]
+    Server(deploys::ServerCommand),
+    /// Add and list the services of an app.
+    #[command(subcommand)]
+    Service(deploys::ServiceCommand),
+    /// Deploy an app's build to its services' servers and follow it (an earlier build rolls back).
+    Deploy(deploys::DeployArgs),
+    /// Print a deploy's log, filtered by server, service and container.
+    Logs(deploys::LogsArgs),
     /// Called by git hooks of the apps' repositories.
     #[command(subcommand, hide = true)]
     Hook(builds::HookCommand),
@@ -112,6 +123,10 @@ fn main() -> anyhow::Result<()> {
         Command::Namespace(command) => access::namespace(&open()?, command),
         Command::Token(command) => access::token(&open()?, command),
         Command::Audit { limit } => access::audit(&open()?, limit),
+        Command::Server(command) => deploys::server(&open()?, command),
+        Command::Service(command) => deploys::service(&open()?, command),
+        Command::Deploy(args) => deploys::deploy(&open()?, args),
+        Command::Logs(args) => deploys::logs(&open()?, args),
         Command::Hook(command) => builds::hook(&open()?, command),
     }
 }

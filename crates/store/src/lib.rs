@@ -20,9 +20,9 @@ use std::path::{Path, PathBuf};
 pub use blobs::{BlobStore, BlobWriter, StagedBlob};
 pub use db::{
     App, AppSummary, ArchiveChecksums, AuditEntry, BlobRow, Build, BuildFilter, BuildState, Db,
-    DownloadCount, ImageFilesRow, ImageRecord, LayerFilesRow, LayerRow, LogFilter, LogLine,
-    LogStep, ManifestRecord, ManifestRow, Namespace, NewApp, NewBuild, NewToken, Page, Queued,
-    ReferrerRow, TokenRow, User,
+    Deploy, DeployLine, DeployLogFilter, DownloadCount, ImageFilesRow, ImageRecord, LayerFilesRow,
+    LayerRow, LogFilter, LogLine, LogStep, ManifestRecord, ManifestRow, Namespace, NewApp,
+    NewBuild, NewToken, Page, Queued, ReferrerRow, Server, ServiceRow, TokenRow, User,
 };
 pub use error::StoreError;
 

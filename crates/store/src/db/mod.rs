@@ -11,6 +11,7 @@ use crate::StoreError;
 mod access;
 mod apps;
 mod builds;
+mod deploys;
 mod files;
 mod images;
 mod log_view;
@@ -21,6 +22,7 @@ mod timeline;
 pub use access::{AuditEntry, Namespace, NewToken, TokenRow, User};
 pub use apps::{App, NewApp};
 pub use builds::{Build, BuildState, NewBuild, Queued};
+pub use deploys::{Deploy, DeployLine, DeployLogFilter, Server, ServiceRow};
 pub use files::{ArchiveChecksums, ImageFilesRow, LayerFilesRow};
 pub use images::{
     BlobRow, DownloadCount, ImageRecord, LayerRow, ManifestRecord, ManifestRow, ReferrerRow,

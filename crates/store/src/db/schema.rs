@@ -236,6 +236,51 @@ CREATE INDEX builds_by_app_ref ON builds(app_id, git_ref, id);
 CREATE INDEX builds_by_app_state ON builds(app_id, state, id);
 CREATE INDEX build_log_by_step ON build_log(build_id, step, seq) WHERE step IS NOT NULL;
 "#,
+    r#"
+-- Docker engines buildgrid deploys to.
+CREATE TABLE servers (
+    id              INTEGER PRIMARY KEY,
+    name            TEXT NOT NULL UNIQUE,
+    docker_url      TEXT NOT NULL,
+    engine_version  TEXT NOT NULL,
+    api_version     TEXT NOT NULL,
+    created_at      INTEGER NOT NULL
+);
+
+-- What runs of an app: one image (the app's), a command each, on servers.
+CREATE TABLE services (
+    id          INTEGER PRIMARY KEY,
+    app_id      INTEGER NOT NULL REFERENCES apps(id),
+    name        TEXT NOT NULL,
+    spec        TEXT NOT NULL,   -- JSON: command, ports, env, replicas, health, stop grace, servers
+    created_at  INTEGER NOT NULL,
+    UNIQUE (app_id, name)
+);
+
+CREATE TABLE deploys (
+    id           INTEGER PRIMARY KEY,
+    app_id       INTEGER NOT NULL REFERENCES apps(id),
+    build_id     INTEGER NOT NULL REFERENCES builds(id),
+    trigger      TEXT NOT NULL,
+    state        TEXT NOT NULL,
+    reason       TEXT,
+    started_at   INTEGER NOT NULL,
+    finished_at  INTEGER
+);
+CREATE INDEX deploys_by_app ON deploys(app_id, id);
+
+CREATE TABLE deploy_log (
+    deploy_id  INTEGER NOT NULL REFERENCES deploys(id),
+    seq        INTEGER NOT NULL,
+    at_ms      INTEGER NOT NULL,
+    server     TEXT,
+    service    TEXT,
+    container  TEXT,
+    stream     TEXT NOT NULL,
+    line       TEXT NOT NULL,
+    PRIMARY KEY (deploy_id, seq)
+) WITHOUT ROWID;
+"#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {

@@ -1,0 +1,588 @@
+//! One deploy: per service and server, pull, start new replicas one at a time until each is
+//! healthy, then stop the old ones. Every step goes to the deploy log as it happens.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bollard::Docker;
+use bollard::auth::DockerCredentials;
+use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+};
+use buildgrid_core::AppRef;
+use buildgrid_store::{App, Build, BuildState, Deploy, DeployLine, Server, Store, StoreError};
+use futures_util::StreamExt;
+
+use crate::spec::{Health, ServiceSpec, host_port};
+use crate::{LABEL_APP, LABEL_BUILD, LABEL_DEPLOY, LABEL_SERVICE, engine, server_host};
+
+/// How long a new replica may take to become healthy.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(30);
+/// The user whose short-lived tokens engines pull with.
+const DEPLOY_USER: &str = "buildgrid-deployer";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+struct Log<'a> {
+    store: &'a Store,
+    deploy: i64,
+    print: &'a (dyn Fn(&DeployLine) + Sync),
+}
+
+impl Log<'_> {
+    fn line(
+        &self,
+        server: Option<&str>,
+        service: Option<&str>,
+        container: Option<&str>,
+        stream: &str,
+        text: &str,
+    ) {
+        let mut line = DeployLine {
+            seq: 0,
+            at_ms: now_ms(),
+            server: server.map(str::to_owned),
+            service: service.map(str::to_owned),
+            container: container.map(str::to_owned),
+            stream: stream.to_owned(),
+            line: text.to_owned(),
+        };
+        match self.store.db.append_deploy_line(self.deploy, &line) {
+            Ok(seq) => line.seq = seq,
+            Err(error) => tracing::error!(%error, "cannot store a deploy log line"),
+        }
+        (self.print)(&line);
+    }
+}
+
+/// Deploys `build` of `app` (the newest successful build when `None`); returns the deploy as it
+/// ended. Refuses failed builds, images no longer stored, and apps without services.
+pub async fn deploy(
+    store: &Store,
+    app: &App,
+    build: Option<i64>,
+    registry_host: &str,
+    trigger: &str,
+    print: &(dyn Fn(&DeployLine) + Sync),
+) -> Result<Deploy, DeployError> {
+    let build = pick_build(store, app, build)?;
+    let (image_ref, digest) = stored_image(store, app, &build)?;
+    let services = store.db.services(app.id)?;
+    if services.is_empty() {
+        return Err(DeployError::Refused(format!(
+            "app {} has no services: add one with `buildgrid service add {} <name> --server <server>`",
+            app.app, app.app
+        )));
+    }
+    let servers: HashMap<String, Server> = store
+        .db
+        .servers()?
+        .into_iter()
+        .map(|s| (s.name.clone(), s))
+        .collect();
+    let deploy = store.db.start_deploy(app.id, build.id, trigger)?;
+    let log = Log {
+        store,
+        deploy: deploy.id,
+        print,
+    };
+    log.line(
+        None,
+        None,
+        None,
+        "deploy",
+        &format!(
+            "deploy {} of build {} ({image_ref}, {digest}) to {} services",
+            deploy.id,
+            build.id,
+            services.len()
+        ),
+    );
+    let (token_id, token) = pull_token(store, &app.app, deploy.id)?;
+    let credentials = DockerCredentials {
+        username: Some(DEPLOY_USER.to_owned()),
+        password: Some(token),
+        serveraddress: Some(registry_host.to_owned()),
+        ..Default::default()
+    };
+    let mut failures = Vec::new();
+    for service in &services {
+        let spec: ServiceSpec = match serde_json::from_str(&service.spec) {
+            Ok(spec) => spec,
+            Err(error) => {
+                failures.push(format!("service {}: unreadable ({error})", service.name));
+                continue;
+            }
+        };
+        for server_name in &spec.servers {
+            let Some(server) = servers.get(server_name) else {
+                let reason = format!("server {server_name} is not registered");
+                log.line(
+                    Some(server_name),
+                    Some(&service.name),
+                    None,
+                    "deploy",
+                    &reason,
+                );
+                failures.push(reason);
+                continue;
+            };
+            let part = Part {
+                app,
+                build: &build,
+                deploy: &deploy,
+                service: &service.name,
+                spec: &spec,
+                server,
+                image_ref: &image_ref,
+                credentials: &credentials,
+                log: &log,
+            };
+            if let Err(reason) = part.run().await {
+                log.line(
+                    Some(server_name),
+                    Some(&service.name),
+                    None,
+                    "deploy",
+                    &format!("failed: {reason}"),
+                );
+                failures.push(format!("{}/{}: {reason}", server_name, service.name));
+            }
+        }
+    }
+    if let Err(error) = store.db.revoke_token(token_id, None) {
+        tracing::warn!(%error, "cannot revoke a deploy's pull token");
+    }
+    let (state, reason) = if failures.is_empty() {
+        ("succeeded", None)
+    } else {
+        ("failed", Some(failures.join("; ")))
+    };
+    log.line(
+        None,
+        None,
+        None,
+        "deploy",
+        &match &reason {
+            None => format!("deploy {} succeeded", deploy.id),
+            Some(reason) => format!("deploy {} failed: {reason}", deploy.id),
+        },
+    );
+    store
+        .db
+        .finish_deploy(deploy.id, state, reason.as_deref())?;
+    Ok(store
+        .db
+        .deploy(deploy.id)?
+        .expect("the deploy was just recorded"))
+}
+
+fn pick_build(store: &Store, app: &App, build: Option<i64>) -> Result<Build, DeployError> {
+    match build {
+        Some(id) => {
+            let build = store
+                .db
+                .build(id)?
+                .filter(|b| b.app_id == app.id)
+                .ok_or_else(|| {
+                    DeployError::Refused(format!("app {} has no build {id}", app.app))
+                })?;
+            if build.state != BuildState::Succeeded {
+                return Err(DeployError::Refused(format!(
+                    "build {id} {}: only a successful build can be deployed",
+                    build.state
+                )));
+            }
+            Ok(build)
+        }
+        None => store
+            .db
+            .builds_of_app(app.id, 200)?
+            .into_iter()
+            .find(|b| b.state == BuildState::Succeeded)
+            .ok_or_else(|| {
+                DeployError::Refused(format!("app {} has no successful build to deploy", app.app))
+            }),
+    }
+}
+
+fn stored_image(store: &Store, app: &App, build: &Build) -> Result<(String, String), DeployError> {
+    let (Some(image_ref), Some(digest)) = (&build.image_ref, &build.image_digest) else {
+        return Err(DeployError::Refused(format!(
+            "build {} made no image",
+            build.id
+        )));
+    };
+    let parsed = buildgrid_core::Digest::parse(digest).map_err(|_| {
+        DeployError::Refused(format!("build {} has no valid image digest", build.id))
+    })?;
+    if store
+        .db
+        .manifest_by_digest(&app.image_repo, &parsed)?
+        .is_none()
+    {
+        return Err(DeployError::Refused(format!(
+            "the image of build {} ({image_ref}) is no longer stored",
+            build.id
+        )));
+    }
+    Ok((image_ref.clone(), digest.clone()))
+}
+
+/// A pull-only token for this deploy, of a non-admin user that is a member of the app's
+/// namespace, valid for 15 minutes and revoked when the deploy ends.
+fn pull_token(store: &Store, app: &AppRef, deploy: i64) -> Result<(i64, String), DeployError> {
+    let user = match store.db.user_by_name(DEPLOY_USER)? {
+        Some(user) => user,
+        None => {
+            buildgrid_access::create_user(store, DEPLOY_USER, false)
+                .map_err(|e| DeployError::Refused(e.to_string()))?
+                .0
+        }
+    };
+    store.db.add_member(app.namespace(), user.id)?;
+    let scope = buildgrid_access::Scope::parse(&format!("pull:{}", app.namespace()))
+        .map_err(|e| DeployError::Refused(e.to_string()))?;
+    let expires = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+        + 900;
+    buildgrid_access::create_token(
+        store,
+        &user,
+        &format!("deploy {deploy}"),
+        &[scope],
+        Some(expires),
+    )
+    .map_err(|e| DeployError::Refused(e.to_string()))
+}
+
+/// One service on one server.
+struct Part<'a> {
+    app: &'a App,
+    build: &'a Build,
+    deploy: &'a Deploy,
+    service: &'a str,
+    spec: &'a ServiceSpec,
+    server: &'a Server,
+    image_ref: &'a str,
+    credentials: &'a DockerCredentials,
+    log: &'a Log<'a>,
+}
+
+impl Part<'_> {
+    fn line(&self, container: Option<&str>, stream: &str, text: &str) {
+        self.log.line(
+            Some(&self.server.name),
+            Some(self.service),
+            container,
+            stream,
+            text,
+        );
+    }
+
+    async fn run(&self) -> Result<(), String> {
+        let docker = engine(&self.server.docker_url)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.pull(&docker).await?;
+        let app = self.app.app.to_string();
+        let old: Vec<crate::Labelled> = crate::labelled_containers(&docker, Some(&app))
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .filter(|c| c.service == self.service)
+            .collect();
+        // The new replicas publish on the slot the old ones do not use.
+        let slot = match old.first() {
+            Some(container) => 1 - container.slot.min(1),
+            None => 0,
+        };
+        let mut started = Vec::new();
+        for replica in 0..self.spec.replicas {
+            match self.start_replica(&docker, replica, slot).await {
+                Ok(name) => started.push(name),
+                Err((name, reason)) => {
+                    if let Some(name) = name {
+                        started.push(name);
+                    }
+                    for name in &started {
+                        remove(&docker, name, 0).await;
+                        self.line(Some(name), "deploy", "removed: this deploy failed");
+                    }
+                    return Err(reason);
+                }
+            }
+        }
+        for name in &started {
+            self.first_lines(&docker, name).await;
+        }
+        for container in old {
+            let name = container.name;
+            self.line(
+                Some(&name),
+                "deploy",
+                &format!("stopping (grace {} s)", self.spec.stop_grace),
+            );
+            remove(&docker, &name, self.spec.stop_grace).await;
+            self.line(Some(&name), "deploy", "stopped and removed");
+        }
+        Ok(())
+    }
+
+    async fn pull(&self, docker: &Docker) -> Result<(), String> {
+        let (image, tag) = self
+            .image_ref
+            .rsplit_once(':')
+            .unwrap_or((self.image_ref, "latest"));
+        self.line(
+            None,
+            "deploy",
+            &format!("pulling {} from buildgrid's registry", self.image_ref),
+        );
+        let options = CreateImageOptionsBuilder::new()
+            .from_image(image)
+            .tag(tag)
+            .build();
+        let mut stream = docker.create_image(Some(options), None, Some(self.credentials.clone()));
+        let started = Instant::now();
+        while let Some(item) = stream.next().await {
+            if let Err(error) = item {
+                let reason = format!("pull refused or failed: {}", engine_message(&error));
+                self.line(None, "deploy", &reason);
+                return Err(reason);
+            }
+        }
+        self.line(
+            None,
+            "deploy",
+            &format!("pulled in {:.2} s", started.elapsed().as_secs_f64()),
+        );
+        Ok(())
+    }
+
+    /// Starts replica `replica` and waits until it is healthy: its name, or the name (when it
+    /// was created) and why it failed.
+    async fn start_replica(
+        &self,
+        docker: &Docker,
+        replica: u32,
+        slot: u32,
+    ) -> Result<String, (Option<String>, String)> {
+        let name = format!(
+            "bg.{}.{}.{}.d{}.r{replica}",
+            self.app.app.namespace(),
+            self.app.app.app(),
+            self.service,
+            self.deploy.id
+        );
+        let labels = HashMap::from([
+            (LABEL_APP.to_owned(), self.app.app.to_string()),
+            (LABEL_SERVICE.to_owned(), self.service.to_owned()),
+            (LABEL_DEPLOY.to_owned(), self.deploy.id.to_string()),
+            (LABEL_BUILD.to_owned(), self.build.id.to_string()),
+            (crate::LABEL_SLOT.to_owned(), slot.to_string()),
+        ]);
+        let env: Vec<String> = self
+            .spec
+            .env
+            .iter()
+            .chain(&self.spec.secret_env)
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let mut bindings = HashMap::new();
+        let mut exposed = Vec::new();
+        for port in &self.spec.ports {
+            let key = format!("{}/tcp", port.container);
+            exposed.push(key.clone());
+            bindings.insert(
+                key,
+                Some(vec![PortBinding {
+                    host_ip: Some("0.0.0.0".into()),
+                    host_port: Some(host_port(port.host, replica, slot).to_string()),
+                }]),
+            );
+        }
+        let body = ContainerCreateBody {
+            image: Some(self.image_ref.to_owned()),
+            cmd: self
+                .spec
+                .command
+                .as_ref()
+                .map(|c| vec!["/bin/sh".to_owned(), "-c".to_owned(), c.clone()]),
+            env: Some(env),
+            labels: Some(labels),
+            exposed_ports: Some(exposed),
+            host_config: Some(HostConfig {
+                port_bindings: Some(bindings),
+                restart_policy: Some(bollard::models::RestartPolicy {
+                    name: Some(bollard::models::RestartPolicyNameEnum::UNLESS_STOPPED),
+                    maximum_retry_count: None,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let options = CreateContainerOptionsBuilder::new().name(&name).build();
+        docker
+            .create_container(Some(options), body)
+            .await
+            .map_err(|e| {
+                (
+                    None,
+                    format!("cannot create {name}: {}", engine_message(&e)),
+                )
+            })?;
+        self.line(Some(&name), "deploy", "created");
+        docker
+            .start_container(
+                &name,
+                None::<bollard::query_parameters::StartContainerOptions>,
+            )
+            .await
+            .map_err(|e| {
+                (
+                    Some(name.clone()),
+                    format!("cannot start {name}: {}", engine_message(&e)),
+                )
+            })?;
+        self.line(Some(&name), "deploy", "started");
+        self.wait_healthy(docker, &name, replica, slot)
+            .await
+            .map_err(|reason| (Some(name.clone()), reason))?;
+        Ok(name)
+    }
+
+    async fn wait_healthy(
+        &self,
+        docker: &Docker,
+        name: &str,
+        replica: u32,
+        slot: u32,
+    ) -> Result<(), String> {
+        let deadline = Instant::now() + HEALTH_TIMEOUT;
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .map_err(|e| e.to_string())?;
+        let started = Instant::now();
+        loop {
+            // A container that exited (and maybe was restarted by its policy) is not healthy.
+            let running = docker
+                .inspect_container(
+                    name,
+                    None::<bollard::query_parameters::InspectContainerOptions>,
+                )
+                .await
+                .ok()
+                .is_some_and(|c| {
+                    c.restart_count.unwrap_or(0) == 0
+                        && c.state
+                            .as_ref()
+                            .is_some_and(|s| s.running == Some(true) && s.restarting != Some(true))
+                });
+            if !running {
+                let reason = format!("{name} exited before it was healthy");
+                self.line(Some(name), "health", &reason);
+                self.first_lines(docker, name).await;
+                return Err(reason);
+            }
+            let healthy = match &self.spec.health {
+                Health::Running { seconds } => started.elapsed() >= Duration::from_secs(*seconds),
+                Health::Http { path } => {
+                    let port = host_port(self.spec.ports[0].host, replica, slot);
+                    let url = format!(
+                        "http://{}:{port}{path}",
+                        server_host(&self.server.docker_url)
+                    );
+                    let answer = client.get(&url).send().await;
+                    let text = match &answer {
+                        Ok(response) => format!("GET {url}: {}", response.status()),
+                        Err(error) => format!("GET {url}: {}", without_url(error)),
+                    };
+                    self.line(Some(name), "health", &text);
+                    answer.is_ok_and(|r| r.status().is_success() || r.status().is_redirection())
+                }
+            };
+            if healthy {
+                self.line(Some(name), "health", "healthy");
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                let reason = format!(
+                    "{name} was not healthy within {} s",
+                    HEALTH_TIMEOUT.as_secs()
+                );
+                self.line(Some(name), "health", &reason);
+                return Err(reason);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// What the container printed first, into the deploy log.
+    async fn first_lines(&self, docker: &Docker, name: &str) {
+        let options = LogsOptionsBuilder::new()
+            .stdout(true)
+            .stderr(true)
+            .tail("20")
+            .build();
+        let mut stream = docker.logs(name, Some(options));
+        while let Some(Ok(output)) = stream.next().await {
+            let (stream_name, bytes) = match output {
+                bollard::container::LogOutput::StdErr { message } => ("stderr", message),
+                other => ("stdout", other.into_bytes()),
+            };
+            for text in String::from_utf8_lossy(&bytes).lines() {
+                let mut text = text.to_owned();
+                for (_, secret) in &self.spec.secret_env {
+                    if !secret.is_empty() {
+                        text = text.replace(secret.as_str(), "***");
+                    }
+                }
+                self.line(Some(name), stream_name, &text);
+            }
+        }
+    }
+}
+
+async fn remove(docker: &Docker, name: &str, grace: u64) {
+    let stop = StopContainerOptionsBuilder::new().t(grace as i32).build();
+    let _ = docker.stop_container(name, Some(stop)).await;
+    let options = RemoveContainerOptionsBuilder::new().force(true).build();
+    let _ = docker.remove_container(name, Some(options)).await;
+}
+
+fn engine_message(error: &bollard::errors::Error) -> String {
+    match error {
+        bollard::errors::Error::DockerResponseServerError { message, .. } => message.clone(),
+        bollard::errors::Error::DockerStreamError { error } => error.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn without_url(error: &reqwest::Error) -> String {
+    if error.is_connect() {
+        "connection refused".into()
+    } else if error.is_timeout() {
+        "timed out".into()
+    } else {
+        "no answer".into()
+    }
+}

@@ -1,0 +1,313 @@
+//! Servers, services, deploys and their logs.
+
+use rusqlite::{OptionalExtension, Row, params};
+
+use super::Db;
+use crate::{StoreError, now};
+
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub id: i64,
+    pub name: String,
+    pub docker_url: String,
+    pub engine_version: String,
+    pub api_version: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServiceRow {
+    pub id: i64,
+    pub app_id: i64,
+    pub name: String,
+    /// JSON, read by the deploy crate.
+    pub spec: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Deploy {
+    pub id: i64,
+    pub app_id: i64,
+    pub build_id: i64,
+    pub trigger: String,
+    pub state: String,
+    pub reason: Option<String>,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+}
+
+/// A line of a deploy's log, and where it came from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeployLine {
+    pub seq: i64,
+    pub at_ms: i64,
+    pub server: Option<String>,
+    pub service: Option<String>,
+    pub container: Option<String>,
+    /// `deploy`, `health`, `stdout` or `stderr`.
+    pub stream: String,
+    pub line: String,
+}
+
+/// Which lines of a deploy's log: each given field must match.
+#[derive(Debug, Clone, Default)]
+pub struct DeployLogFilter {
+    pub server: Option<String>,
+    pub service: Option<String>,
+    pub container: Option<String>,
+}
+
+fn server_row(row: &Row<'_>) -> rusqlite::Result<Server> {
+    Ok(Server {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        docker_url: row.get(2)?,
+        engine_version: row.get(3)?,
+        api_version: row.get(4)?,
+    })
+}
+
+fn deploy_row(row: &Row<'_>) -> rusqlite::Result<Deploy> {
+    Ok(Deploy {
+        id: row.get(0)?,
+        app_id: row.get(1)?,
+        build_id: row.get(2)?,
+        trigger: row.get(3)?,
+        state: row.get(4)?,
+        reason: row.get(5)?,
+        started_at: row.get(6)?,
+        finished_at: row.get(7)?,
+    })
+}
+
+const DEPLOY_COLUMNS: &str =
+    "id, app_id, build_id, trigger, state, reason, started_at, finished_at";
+
+impl Db {
+    pub fn add_server(
+        &self,
+        name: &str,
+        docker_url: &str,
+        engine_version: &str,
+        api_version: &str,
+    ) -> Result<Server, StoreError> {
+        self.with(|conn| {
+            let inserted = conn.execute(
+                "INSERT INTO servers (name, docker_url, engine_version, api_version, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (name) DO NOTHING",
+                params![name, docker_url, engine_version, api_version, now()],
+            )?;
+            if inserted == 0 {
+                return Err(StoreError::Conflict(format!(
+                    "server {name} exists already"
+                )));
+            }
+            Ok(Server {
+                id: conn.last_insert_rowid(),
+                name: name.to_owned(),
+                docker_url: docker_url.to_owned(),
+                engine_version: engine_version.to_owned(),
+                api_version: api_version.to_owned(),
+            })
+        })
+    }
+
+    pub fn servers(&self) -> Result<Vec<Server>, StoreError> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, name, docker_url, engine_version, api_version FROM servers ORDER BY name",
+            )?;
+            let rows = stmt.query_map([], server_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    pub fn add_service(&self, app_id: i64, name: &str, spec: &str) -> Result<i64, StoreError> {
+        self.with(|conn| {
+            let inserted = conn.execute(
+                "INSERT INTO services (app_id, name, spec, created_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (app_id, name) DO NOTHING",
+                params![app_id, name, spec, now()],
+            )?;
+            if inserted == 0 {
+                return Err(StoreError::Conflict(format!(
+                    "service {name} exists already"
+                )));
+            }
+            Ok(conn.last_insert_rowid())
+        })
+    }
+
+    pub fn services(&self, app_id: i64) -> Result<Vec<ServiceRow>, StoreError> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, app_id, name, spec FROM services WHERE app_id = ?1 ORDER BY name",
+            )?;
+            let rows = stmt.query_map([app_id], |row| {
+                Ok(ServiceRow {
+                    id: row.get(0)?,
+                    app_id: row.get(1)?,
+                    name: row.get(2)?,
+                    spec: row.get(3)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    /// Starts a deploy of `build_id`, unless one of the same app is running: `Err(Conflict)`.
+    pub fn start_deploy(
+        &self,
+        app_id: i64,
+        build_id: i64,
+        trigger: &str,
+    ) -> Result<Deploy, StoreError> {
+        self.with(|conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let running: Option<i64> = tx
+                .query_row(
+                    "SELECT id FROM deploys WHERE app_id = ?1 AND state = 'running'",
+                    [app_id],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            if let Some(id) = running {
+                return Err(StoreError::Conflict(format!(
+                    "deploy {id} of this app is running: deploys of one app run one at a time"
+                )));
+            }
+            let at = now();
+            tx.execute(
+                "INSERT INTO deploys (app_id, build_id, trigger, state, started_at)
+                 VALUES (?1, ?2, ?3, 'running', ?4)",
+                params![app_id, build_id, trigger, at],
+            )?;
+            let id = tx.last_insert_rowid();
+            tx.commit()?;
+            Ok(Deploy {
+                id,
+                app_id,
+                build_id,
+                trigger: trigger.to_owned(),
+                state: "running".into(),
+                reason: None,
+                started_at: at,
+                finished_at: None,
+            })
+        })
+    }
+
+    pub fn finish_deploy(
+        &self,
+        id: i64,
+        state: &str,
+        reason: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.with(|conn| {
+            conn.execute(
+                "UPDATE deploys SET state = ?2, reason = ?3, finished_at = ?4 WHERE id = ?1",
+                params![id, state, reason, now()],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Marks deploys a stopped process left running as interrupted; returns their ids.
+    pub fn interrupt_running_deploys(&self) -> Result<Vec<i64>, StoreError> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare(
+                "UPDATE deploys SET state = 'interrupted', finished_at = ?1,
+                    reason = 'interrupted: buildgrid stopped while the deploy ran'
+                 WHERE state = 'running' RETURNING id",
+            )?;
+            let rows = stmt.query_map([now()], |row| row.get(0))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    pub fn deploy(&self, id: i64) -> Result<Option<Deploy>, StoreError> {
+        self.with(|conn| {
+            let sql = format!("SELECT {DEPLOY_COLUMNS} FROM deploys WHERE id = ?1");
+            Ok(conn
+                .prepare_cached(&sql)?
+                .query_row([id], deploy_row)
+                .optional()?)
+        })
+    }
+
+    /// The newest deploys of an app, newest first.
+    pub fn deploys_of_app(&self, app_id: i64, limit: usize) -> Result<Vec<Deploy>, StoreError> {
+        self.with(|conn| {
+            let sql = format!(
+                "SELECT {DEPLOY_COLUMNS} FROM deploys WHERE app_id = ?1 ORDER BY id DESC LIMIT ?2"
+            );
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(params![app_id, limit as i64], deploy_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    pub fn append_deploy_line(&self, deploy_id: i64, line: &DeployLine) -> Result<i64, StoreError> {
+        self.with(|conn| {
+            let seq: i64 = conn
+                .prepare_cached("SELECT COALESCE(MAX(seq), 0) + 1 FROM deploy_log WHERE deploy_id = ?1")?
+                .query_row([deploy_id], |row| row.get(0))?;
+            conn.prepare_cached(
+                "INSERT INTO deploy_log (deploy_id, seq, at_ms, server, service, container, stream, line)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                deploy_id,
+                seq,
+                line.at_ms,
+                line.server,
+                line.service,
+                line.container,
+                line.stream,
+                line.line
+            ])?;
+            Ok(seq)
+        })
+    }
+
+    /// Lines after `after` that match `filter`, oldest first.
+    pub fn deploy_log(
+        &self,
+        deploy_id: i64,
+        after: i64,
+        filter: &DeployLogFilter,
+        limit: usize,
+    ) -> Result<Vec<DeployLine>, StoreError> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, at_ms, server, service, container, stream, line FROM deploy_log
+                 WHERE deploy_id = ?1 AND seq > ?2
+                   AND (?3 IS NULL OR server = ?3)
+                   AND (?4 IS NULL OR service = ?4)
+                   AND (?5 IS NULL OR container = ?5)
+                 ORDER BY seq LIMIT ?6",
+            )?;
+            let rows = stmt.query_map(
+                params![
+                    deploy_id,
+                    after,
+                    filter.server,
+                    filter.service,
+                    filter.container,
+                    limit as i64
+                ],
+                |row| {
+                    Ok(DeployLine {
+                        seq: row.get(0)?,
+                        at_ms: row.get(1)?,
+                        server: row.get(2)?,
+                        service: row.get(3)?,
+                        container: row.get(4)?,
+                        stream: row.get(5)?,
+                        line: row.get(6)?,
+                    })
+                },
+            )?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+}

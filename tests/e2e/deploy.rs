@@ -1,0 +1,228 @@
+//! Deploys to the machine's Docker engine: two services of one image, two replicas answering on
+//! 127.0.0.1, a failing new version that leaves the old one serving, and a rollback.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use crate::fixtures::{Source, create_app, ensure_base_image};
+use crate::support::{Buildgrid, run};
+
+/// A base port with the next three free too (2 replicas × 2 slots), below Linux's ephemeral
+/// range so that servers other tests start on port 0 cannot take them meanwhile.
+fn free_ports() -> u16 {
+    let start = 20_000 + (std::process::id() % 2_000) as u16 * 4;
+    (0..1_000)
+        .map(|i| 20_000 + (start - 20_000 + i * 4) % 12_000)
+        .find(|base| (0..4).all(|i| TcpListener::bind(("0.0.0.0", base + i)).is_ok()))
+        .expect("four free ports below 32000")
+}
+
+fn get(port: u32) -> Option<String> {
+    let client = reqwest::blocking::Client::builder()
+        .timeout(std::time::Duration::from_secs(2))
+        .build()
+        .unwrap();
+    client
+        .get(format!("http://127.0.0.1:{port}/"))
+        .send()
+        .ok()
+        .filter(|r| r.status().is_success())
+        .and_then(|r| r.text().ok())
+}
+
+/// Ports of the replicas that answer, among every port the service may use.
+fn answering(base: u16) -> Vec<u32> {
+    (0..4)
+        .map(|i| u32::from(base) + i)
+        .filter(|p| get(*p).is_some())
+        .collect()
+}
+
+fn containers(app: &str) -> Vec<String> {
+    let output = run(
+        "docker",
+        &[
+            "ps",
+            "--filter",
+            &format!("label=buildgrid.app={app}"),
+            "--format",
+            "{{.Names}}",
+        ],
+    );
+    let mut names: Vec<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    names.sort();
+    names
+}
+
+struct Cleanup(&'static str);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let output = run(
+            "docker",
+            &[
+                "ps",
+                "-aq",
+                "--filter",
+                &format!("label=buildgrid.app={}", self.0),
+            ],
+        );
+        for id in String::from_utf8_lossy(&output.stdout).lines() {
+            let _ = run("docker", &["rm", "-f", id]);
+        }
+    }
+}
+
+#[test]
+fn two_services_roll_out_a_failure_leaves_the_old_serving_and_a_rollback_works() {
+    ensure_base_image();
+    let _cleanup = Cleanup("acme/shop");
+    let buildgrid = Buildgrid::spawn();
+    let source = Source::example();
+    source.write("index.html", "<p>version one</p>\n");
+    source.commit("version one");
+    let (_upstream, git_url) = source.bare_clone();
+    create_app(&buildgrid, "acme/shop", &git_url);
+    buildgrid.cli_ok(&["build", "acme/shop", "--wait"]);
+
+    buildgrid.cli_ok(&[
+        "server",
+        "add",
+        "local",
+        "--docker",
+        "unix:///var/run/docker.sock",
+    ]);
+    let base = free_ports();
+    let port = format!("{base}:8080");
+    buildgrid.cli_ok(&[
+        "service",
+        "add",
+        "acme/shop",
+        "web",
+        "--command",
+        "hello serve",
+        "--port",
+        &port,
+        "--replicas",
+        "2",
+        "--health-http",
+        "/",
+        "--stop-grace",
+        "1",
+        "--server",
+        "local",
+        "--secret-env",
+        "API_KEY=s3cr3t-value",
+    ]);
+    buildgrid.cli_ok(&[
+        "service",
+        "add",
+        "acme/shop",
+        "worker",
+        "--command",
+        "hello; echo working; exec sleep 600",
+        "--health-running",
+        "1",
+        "--stop-grace",
+        "1",
+        "--server",
+        "local",
+    ]);
+    let listed = buildgrid.cli_ok(&["service", "list", "acme/shop"]);
+    assert!(
+        listed.contains("API_KEY=***") && !listed.contains("s3cr3t"),
+        "{listed}"
+    );
+
+    let first = buildgrid.cli_ok(&["deploy", "acme/shop"]);
+    assert!(first.contains("deploy 1 succeeded"), "{first}");
+    let up = answering(base);
+    assert_eq!(up.len(), 2, "two web replicas answer: {up:?}");
+    assert!(get(up[0]).unwrap().contains("version one"));
+    assert_eq!(
+        containers("acme/shop").len(),
+        3,
+        "two web replicas and a worker"
+    );
+    let worker_log = buildgrid.cli_ok(&["logs", "acme/shop", "--service", "worker"]);
+    assert!(
+        worker_log.contains("stdout [local worker bg.acme.shop.worker.d1.r0] working"),
+        "{worker_log}"
+    );
+    assert!(
+        !worker_log.contains("[local web"),
+        "filtered by service: {worker_log}"
+    );
+    let one = "bg.acme.shop.web.d1.r1";
+    let replica_log = buildgrid.cli_ok(&["logs", "acme/shop", "--container", one]);
+    assert!(
+        replica_log.lines().all(|l| l.contains(one)),
+        "{replica_log}"
+    );
+    assert!(replica_log.contains("healthy"), "{replica_log}");
+    let all = buildgrid.cli_ok(&["logs", "acme/shop"]);
+    assert!(
+        !all.contains("s3cr3t-value"),
+        "a secret reached the deploy log"
+    );
+
+    // Version two never serves: its web replicas exit, so the deploy fails, and version one
+    // answers throughout.
+    source.write("hello.sh", "#!/bin/sh\necho broken\nexit 1\n");
+    source.commit("version two");
+    source.git(&["push", "-q", &git_url, "main"]);
+    buildgrid.cli_ok(&["build", "acme/shop", "--wait"]);
+    let probing = Arc::new(AtomicBool::new(true));
+    let (probes, misses) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let prober = {
+        let (probing, probes, misses) = (probing.clone(), probes.clone(), misses.clone());
+        let up = up.clone();
+        std::thread::spawn(move || {
+            while probing.load(Ordering::SeqCst) {
+                for port in &up {
+                    probes.fetch_add(1, Ordering::SeqCst);
+                    if get(*port).is_none() {
+                        misses.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            }
+        })
+    };
+    let failed = buildgrid.cli(&["deploy", "acme/shop"]);
+    probing.store(false, Ordering::SeqCst);
+    prober.join().unwrap();
+    let printed = String::from_utf8_lossy(&failed.stdout).into_owned()
+        + &String::from_utf8_lossy(&failed.stderr);
+    assert!(!failed.status.success(), "{printed}");
+    assert!(
+        printed.contains("exited before it was healthy"),
+        "{printed}"
+    );
+    assert!(probes.load(Ordering::SeqCst) > 5);
+    assert_eq!(
+        misses.load(Ordering::SeqCst),
+        0,
+        "version one stopped answering"
+    );
+    assert_eq!(answering(base), up, "the old replicas still serve");
+    assert_eq!(
+        containers("acme/shop").len(),
+        3,
+        "what deploy 2 started is gone"
+    );
+
+    // Roll back: deploy build 1 again; it replaces deploy 1's containers.
+    let rolled = buildgrid.cli_ok(&["deploy", "acme/shop", "--build", "1"]);
+    assert!(rolled.contains("deploy 3 succeeded"), "{rolled}");
+    let names = containers("acme/shop");
+    assert_eq!(names.len(), 3, "{names:?}");
+    assert!(names.iter().all(|n| n.contains(".d3.")), "{names:?}");
+    assert_eq!(answering(base).len(), 2);
+    let refused = buildgrid.cli(&["deploy", "acme/shop", "--build", "99"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("has no build 99"));
+}
