@@ -226,3 +226,71 @@ fn two_services_roll_out_a_failure_leaves_the_old_serving_and_a_rollback_works()
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("has no build 99"));
 }
+
+#[test]
+fn a_deploy_whose_process_died_is_interrupted_and_its_containers_replaced() {
+    ensure_base_image();
+    let _cleanup = Cleanup("acme/halt");
+    let buildgrid = Buildgrid::spawn();
+    let source = Source::example();
+    let (_upstream, git_url) = source.bare_clone();
+    create_app(&buildgrid, "acme/halt", &git_url);
+    buildgrid.cli_ok(&["build", "acme/halt", "--wait"]);
+    buildgrid.cli_ok(&[
+        "server",
+        "add",
+        "local",
+        "--docker",
+        "unix:///var/run/docker.sock",
+    ]);
+    buildgrid.cli_ok(&[
+        "service",
+        "add",
+        "acme/halt",
+        "slow",
+        "--command",
+        "exec sleep 600",
+        "--health-running",
+        "4",
+        "--stop-grace",
+        "1",
+        "--server",
+        "local",
+    ]);
+    let mut first = std::process::Command::new(crate::support::BIN)
+        .args(["deploy", "acme/halt", "--data"])
+        .arg(buildgrid.data_dir())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while containers("acme/halt").is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first deploy started nothing"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // The process running the deploy dies while its replica is being health-checked.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert_eq!(
+        containers("acme/halt"),
+        vec!["bg.acme.halt.slow.d1.r0".to_owned()]
+    );
+
+    let second = buildgrid.cli_ok(&["deploy", "acme/halt"]);
+    assert!(second.contains("deploy 2 succeeded"), "{second}");
+    assert!(
+        second.contains("[local slow bg.acme.halt.slow.d1.r0] stopped and removed"),
+        "{second}"
+    );
+    assert_eq!(
+        containers("acme/halt"),
+        vec!["bg.acme.halt.slow.d2.r0".to_owned()]
+    );
+    let store = buildgrid_store::Store::open(&buildgrid.data_dir()).unwrap();
+    let interrupted = store.db.deploy(1).unwrap().unwrap();
+    assert_eq!(interrupted.state, "interrupted");
+}

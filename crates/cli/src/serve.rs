@@ -88,13 +88,6 @@ pub fn run(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
             .db
             .set_setting("public_url", &public_url)
             .context("cannot record the public URL")?;
-        let interrupted_deploys = store
-            .db
-            .interrupt_running_deploys()
-            .context("cannot recover deploys")?;
-        if !interrupted_deploys.is_empty() {
-            tracing::warn!(?interrupted_deploys, "deploys interrupted by the last stop are marked so");
-        }
         let registry = web::Data::new(Registry::new(
             store.clone(),
             access.clone(),

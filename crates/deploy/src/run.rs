@@ -95,7 +95,13 @@ pub async fn deploy(
         .into_iter()
         .map(|s| (s.name.clone(), s))
         .collect();
-    let deploy = store.db.start_deploy(app.id, build.id, trigger)?;
+    let deploy = store
+        .db
+        .start_deploy(app.id, build.id, trigger, std::process::id(), process_alive)
+        .map_err(|e| match e {
+            StoreError::Conflict(message) => DeployError::Refused(message),
+            other => other.into(),
+        })?;
     let log = Log {
         store,
         deploy: deploy.id,
@@ -190,6 +196,11 @@ pub async fn deploy(
         .db
         .deploy(deploy.id)?
         .expect("the deploy was just recorded"))
+}
+
+/// Whether process `pid` of this machine still runs (deploys record the process running them).
+fn process_alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
 fn pick_build(store: &Store, app: &App, build: Option<i64>) -> Result<Build, DeployError> {

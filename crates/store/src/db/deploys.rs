@@ -154,32 +154,44 @@ impl Db {
         })
     }
 
-    /// Starts a deploy of `build_id`, unless one of the same app is running: `Err(Conflict)`.
+    /// Starts a deploy of `build_id` run by process `pid`, unless one of the same app is running
+    /// in a live process (`alive`): `Err(Conflict)`. A running one whose process is gone is
+    /// marked interrupted first; its containers are the next deploy's old ones.
     pub fn start_deploy(
         &self,
         app_id: i64,
         build_id: i64,
         trigger: &str,
+        pid: u32,
+        alive: impl Fn(u32) -> bool,
     ) -> Result<Deploy, StoreError> {
         self.with(|conn| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let running: Option<i64> = tx
+            let running: Option<(i64, u32)> = tx
                 .query_row(
-                    "SELECT id FROM deploys WHERE app_id = ?1 AND state = 'running'",
+                    "SELECT id, pid FROM deploys WHERE app_id = ?1 AND state = 'running'",
                     [app_id],
-                    |row| row.get(0),
+                    |row| Ok((row.get(0)?, row.get(1)?)),
                 )
                 .optional()?;
-            if let Some(id) = running {
-                return Err(StoreError::Conflict(format!(
-                    "deploy {id} of this app is running: deploys of one app run one at a time"
-                )));
+            if let Some((id, running_pid)) = running {
+                if alive(running_pid) {
+                    return Err(StoreError::Conflict(format!(
+                        "deploy {id} of this app is running: deploys of one app run one at a time"
+                    )));
+                }
+                tx.execute(
+                    "UPDATE deploys SET state = 'interrupted', finished_at = ?2,
+                        reason = 'interrupted: the process running it stopped'
+                     WHERE id = ?1",
+                    params![id, now()],
+                )?;
             }
             let at = now();
             tx.execute(
-                "INSERT INTO deploys (app_id, build_id, trigger, state, started_at)
-                 VALUES (?1, ?2, ?3, 'running', ?4)",
-                params![app_id, build_id, trigger, at],
+                "INSERT INTO deploys (app_id, build_id, trigger, state, started_at, pid)
+                 VALUES (?1, ?2, ?3, 'running', ?4, ?5)",
+                params![app_id, build_id, trigger, at, pid],
             )?;
             let id = tx.last_insert_rowid();
             tx.commit()?;
@@ -208,19 +220,6 @@ impl Db {
                 params![id, state, reason, now()],
             )?;
             Ok(())
-        })
-    }
-
-    /// Marks deploys a stopped process left running as interrupted; returns their ids.
-    pub fn interrupt_running_deploys(&self) -> Result<Vec<i64>, StoreError> {
-        self.with(|conn| {
-            let mut stmt = conn.prepare(
-                "UPDATE deploys SET state = 'interrupted', finished_at = ?1,
-                    reason = 'interrupted: buildgrid stopped while the deploy ran'
-                 WHERE state = 'running' RETURNING id",
-            )?;
-            let rows = stmt.query_map([now()], |row| row.get(0))?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
     }
 

@@ -265,7 +265,8 @@ CREATE TABLE deploys (
     state        TEXT NOT NULL,
     reason       TEXT,
     started_at   INTEGER NOT NULL,
-    finished_at  INTEGER
+    finished_at  INTEGER,
+    pid          INTEGER NOT NULL   -- the process running it, to tell an interrupted one
 );
 CREATE INDEX deploys_by_app ON deploys(app_id, id);
 
