@@ -36,11 +36,15 @@ pub struct Settings {
     pub exe: PathBuf,
 }
 
+/// Called with each build that succeeded (the CLI wires deploys to it).
+pub type AfterSuccess = dyn Fn(i64) + Send + Sync;
+
 pub struct Builder {
     pub store: Arc<Store>,
     pub access: Arc<Access>,
     pub settings: Settings,
     wake: Notify,
+    after_success: std::sync::OnceLock<Arc<AfterSuccess>>,
 }
 
 impl Builder {
@@ -50,7 +54,19 @@ impl Builder {
             access,
             settings,
             wake: Notify::new(),
+            after_success: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Sets what happens after a build succeeds (once).
+    pub fn on_success(&self, hook: Arc<AfterSuccess>) {
+        let _ = self.after_success.set(hook);
+    }
+
+    pub(crate) fn succeeded(&self, build: i64) {
+        if let Some(hook) = self.after_success.get() {
+            hook(build);
+        }
     }
 
     /// Wakes idle workers: a build was queued.

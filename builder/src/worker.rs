@@ -83,12 +83,15 @@ async fn run(builder: &Builder, build: Build) {
     // Every line is stored before the build is seen to end.
     log.close().await;
     let finished = match result {
-        Ok(Outcome::Succeeded { image_ref, digest }) => store.db.finish_build(
-            build.id,
-            BuildState::Succeeded,
-            None,
-            Some((&image_ref, &digest)),
-        ),
+        Ok(Outcome::Succeeded { image_ref, digest }) => store
+            .db
+            .finish_build(
+                build.id,
+                BuildState::Succeeded,
+                None,
+                Some((&image_ref, &digest)),
+            )
+            .map(|()| builder.succeeded(build.id)),
         Ok(Outcome::Skipped(reason)) => {
             store
                 .db

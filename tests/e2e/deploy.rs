@@ -132,6 +132,8 @@ fn two_services_roll_out_a_failure_leaves_the_old_serving_and_a_rollback_works()
         "--server",
         "local",
     ]);
+    // This test deploys by hand; `a_successful_build_of_the_branch_deploys_by_itself` covers deploys after builds.
+    buildgrid.cli_ok(&["app", "auto-deploy", "acme/shop", "off"]);
     let listed = buildgrid.cli_ok(&["service", "list", "acme/shop"]);
     assert!(
         listed.contains("API_KEY=***") && !listed.contains("s3cr3t"),
@@ -293,4 +295,54 @@ fn a_deploy_whose_process_died_is_interrupted_and_its_containers_replaced() {
     let store = buildgrid_store::Store::open(&buildgrid.data_dir()).unwrap();
     let interrupted = store.db.deploy(1).unwrap().unwrap();
     assert_eq!(interrupted.state, "interrupted");
+}
+
+#[test]
+fn a_successful_build_of_the_branch_deploys_by_itself() {
+    ensure_base_image();
+    let _cleanup = Cleanup("acme/auto");
+    let buildgrid = Buildgrid::spawn();
+    let source = Source::example();
+    let (_upstream, git_url) = source.bare_clone();
+    create_app(&buildgrid, "acme/auto", &git_url);
+    buildgrid.cli_ok(&[
+        "server",
+        "add",
+        "local",
+        "--docker",
+        "unix:///var/run/docker.sock",
+    ]);
+    buildgrid.cli_ok(&[
+        "service",
+        "add",
+        "acme/auto",
+        "worker",
+        "--command",
+        "exec sleep 600",
+        "--health-running",
+        "1",
+        "--stop-grace",
+        "1",
+        "--server",
+        "local",
+    ]);
+    buildgrid.cli_ok(&["build", "acme/auto", "--wait"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let log = buildgrid.cli(&["logs", "acme/auto"]);
+        let text = String::from_utf8_lossy(&log.stdout).into_owned();
+        if text.contains("deploy 1 succeeded") {
+            assert!(text.contains("of build 1"), "{text}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no deploy after the build:\n{text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    assert_eq!(
+        containers("acme/auto"),
+        vec!["bg.acme.auto.worker.d1.r0".to_owned()]
+    );
 }

@@ -37,6 +37,13 @@ pub enum AppCommand {
     },
     /// List the apps.
     List,
+    /// Turn deploys after each successful build of the app's branch on (the default) or off.
+    AutoDeploy {
+        /// `<namespace>/<app>`.
+        app: String,
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+    },
 }
 
 #[derive(Args)]
@@ -120,6 +127,17 @@ pub fn app(store: &Store, command: AppCommand) -> anyhow::Result<()> {
             if generated {
                 println!("webhook secret (shown once): {secret}");
             }
+            Ok(())
+        }
+        AppCommand::AutoDeploy { app, state } => {
+            let app = AppRef::parse(&app)?;
+            if store.db.app(&app)?.is_none() {
+                bail!("no app {app}");
+            }
+            store
+                .db
+                .set_setting(&crate::auto_deploy::setting_key(&app.to_string()), &state)?;
+            println!("deploys after builds of {app}: {state}");
             Ok(())
         }
         AppCommand::List => {

@@ -1,6 +1,7 @@
 //! The `buildgrid` command. It parses arguments and wires the library crates together.
 
 mod access;
+mod auto_deploy;
 mod builds;
 mod deploys;
 mod serve;

@@ -93,6 +93,7 @@ pub fn run(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
             access.clone(),
             AuthSettings::for_public_url(&public_url),
         ));
+        let registry_host_for_deploys = registry_host.clone();
         let builder = Builder::new(
             store.clone(),
             access.clone(),
@@ -113,6 +114,8 @@ pub fn run(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
                 "builds interrupted by the last stop are marked failed"
             );
         }
+        let deploys = crate::auto_deploy::AutoDeploy::new(store.clone(), registry_host_for_deploys);
+        builder.on_success(Arc::new(move |build| deploys.built(build)));
         let _ = slot.set((builder.clone(), registry.clone()));
         // Tests and scripts read this line to learn the port. Nobody may be reading stdout
         // later on, so failures to print are ignored rather than fatal.
