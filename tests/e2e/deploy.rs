@@ -224,6 +224,92 @@ fn two_services_roll_out_a_failure_leaves_the_old_serving_and_a_rollback_works()
     assert_eq!(names.len(), 3, "{names:?}");
     assert!(names.iter().all(|n| n.contains(".d3.")), "{names:?}");
     assert_eq!(answering(base).len(), 2);
+    // The deploy log page in a browser: the server, service and container filters combine.
+    buildgrid.make_public("acme");
+    let driver = crate::web::Driver::start();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (timeline, filtered) = runtime.block_on(async {
+        use fantoccini::Locator;
+        let browser = driver.browser().await;
+        browser
+            .goto(&buildgrid.url("/apps/acme/shop"))
+            .await
+            .unwrap();
+        let timeline = browser
+            .find(Locator::Css("#deploys"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        browser
+            .find(Locator::Css("#d1 a.title"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        for (name, value) in [
+            ("server", "local"),
+            ("service", "web"),
+            ("container", "bg.acme.shop.web.d1.r1"),
+        ] {
+            browser
+                .find(Locator::Css(&format!("select[name={name}]")))
+                .await
+                .unwrap()
+                .select_by_value(value)
+                .await
+                .unwrap();
+        }
+        browser
+            .find(Locator::Css("form.bar button[type=submit]"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        // Wait for the filtered page, not the one the form was on.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !browser
+            .current_url()
+            .await
+            .unwrap()
+            .as_str()
+            .contains("container=")
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the filter form did not submit"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let log = browser
+            .wait()
+            .for_element(Locator::Css("#deploy-log"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        browser.close().await.unwrap();
+        (timeline, log)
+    });
+    assert!(
+        timeline.contains("deploy #3") && timeline.contains("failed"),
+        "{timeline}"
+    );
+    assert!(filtered.contains("healthy"), "{filtered}");
+    assert!(
+        filtered
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .all(|l| !l.contains("d1.r0") && !l.contains("worker")),
+        "{filtered}"
+    );
     let refused = buildgrid.cli(&["deploy", "acme/shop", "--build", "99"]);
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("has no build 99"));

@@ -11,6 +11,7 @@ mod apps;
 mod assets;
 mod build_now;
 mod build_page;
+mod deploys;
 mod error;
 mod events;
 mod format;
@@ -81,6 +82,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, store: Arc<Store>, settings: Sett
         )
         .route("/images/{path:.+}", web::get().to(image::page))
         .route("/archives/{path:.+}", web::get().to(image_tabs::archive))
+        .route("/deploys/{id}", web::get().to(deploys::page))
+        .route("/deploys/{id}/log.txt", web::get().to(deploys::raw))
         .route("/login", web::get().to(session::login_page))
         .route("/login", web::post().to(session::login))
         .route("/logout", web::post().to(session::logout))

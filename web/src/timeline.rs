@@ -126,16 +126,23 @@ pub async fn page(
     };
     let store = state.store.clone();
     let app_id = app.id;
-    let (builds, branches) = blocking(move || {
+    let newest = page == Page::Newest;
+    let (builds, branches, deploys) = blocking(move || {
         let builds = store.db.timeline(app_id, &filter, page, PAGE_SIZE)?;
         let branches = store.db.build_branches(app_id)?;
-        Ok((builds, branches))
+        let deploys = if newest {
+            store.db.deploys_of_app(app_id, 10)?
+        } else {
+            Vec::new()
+        };
+        Ok((builds, branches, deploys))
     })
     .await?;
     let view = View {
         app: &app,
         builds: &builds,
         branches: &branches,
+        deploys: &deploys,
         query: &query,
         page,
         host: state.settings.registry_host(),
@@ -151,6 +158,7 @@ struct View<'a> {
     app: &'a App,
     builds: &'a [Build],
     branches: &'a [String],
+    deploys: &'a [buildgrid_store::Deploy],
     query: &'a TimelineQuery,
     page: Page,
     host: &'a str,
@@ -181,6 +189,7 @@ fn render(view: &View<'_>, viewer: &Viewer) -> Markup {
             span { "Image " code { (view.host) "/" (app.image_repo) } }
         }
         (build_now::form(app, viewer))
+        (crate::deploys::recent(view.deploys, view.now))
         form.bar method="get" action={ "/apps/" (app.app) } {
             label { "Branch"
                 select name="branch" {

@@ -5,6 +5,7 @@ mod access;
 mod apps;
 mod build_log;
 mod build_now;
+mod deploys;
 mod image;
 mod seed;
 mod support;
