@@ -543,7 +543,7 @@ impl Part<'_> {
                 self.line(Some(name), "health", &reason);
                 return Err(reason);
             }
-            tokio::time::sleep(Duration::from_millis(250)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
