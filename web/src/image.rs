@@ -52,6 +52,34 @@ struct Image {
     app: Option<String>,
 }
 
+/// The repository and reference of an image path (`<repo>/<tag or digest>`) the viewer may
+/// read; "no such image" otherwise, so private images stay unknown.
+pub(crate) fn image_path(
+    viewer: &Viewer,
+    path: &str,
+) -> Result<(RepoName, String, Reference), PageError> {
+    let not_found = || PageError::NotFound(format!("There is no image {path}"));
+    let (repo, reference) = path.rsplit_once('/').ok_or_else(not_found)?;
+    let repo = RepoName::parse(repo).map_err(|_| not_found())?;
+    let parsed = Reference::parse(reference).map_err(|_| not_found())?;
+    if !viewer.may_read(repo.namespace()) {
+        return Err(not_found());
+    }
+    Ok((repo, reference.to_owned(), parsed))
+}
+
+/// The manifest a tag or digest names in `repo`.
+pub(crate) fn manifest(
+    store: &buildgrid_store::Store,
+    repo: &RepoName,
+    reference: &Reference,
+) -> Result<Option<ManifestRow>, PageError> {
+    Ok(match reference {
+        Reference::Tag(tag) => store.db.manifest_by_tag(repo, tag)?,
+        Reference::Digest(digest) => store.db.manifest_by_digest(repo, digest)?,
+    })
+}
+
 pub async fn page(
     viewer: Viewer,
     path: web::Path<String>,
@@ -60,12 +88,8 @@ pub async fn page(
 ) -> Result<HttpResponse, PageError> {
     let path = path.into_inner();
     let not_found = || PageError::NotFound(format!("There is no image {path}"));
-    let (repo, reference) = path.rsplit_once('/').ok_or_else(not_found)?;
-    let repo = RepoName::parse(repo).map_err(|_| not_found())?;
-    let parsed = Reference::parse(reference).map_err(|_| not_found())?;
-    if !viewer.may_read(repo.as_str().split('/').next().unwrap_or("")) {
-        return Err(not_found());
-    }
+    let (repo, reference, parsed) = image_path(&viewer, &path)?;
+    let reference = reference.as_str();
     let tab = match query.tab.as_deref() {
         None => Tab::Installation,
         Some(name) => TABS
@@ -87,11 +111,7 @@ pub async fn page(
     let store = state.store.clone();
     let lookup = repo.clone();
     let found = blocking(move || {
-        let manifest = match &parsed {
-            Reference::Tag(tag) => store.db.manifest_by_tag(&lookup, tag)?,
-            Reference::Digest(digest) => store.db.manifest_by_digest(&lookup, digest)?,
-        };
-        let Some(manifest) = manifest else {
+        let Some(manifest) = manifest(&store, &lookup, &parsed)? else {
             return Ok(None);
         };
         let build = store.db.image_build(&lookup, &manifest.digest)?;

@@ -378,22 +378,14 @@ pub async fn archive(
 ) -> Result<HttpResponse, PageError> {
     let path = path.into_inner();
     let not_found = || PageError::NotFound(format!("There is no image {path}"));
-    let (repo, reference) = path.rsplit_once('/').ok_or_else(not_found)?;
-    let repo = RepoName::parse(repo).map_err(|_| not_found())?;
-    let parsed = Reference::parse(reference).map_err(|_| not_found())?;
-    if !viewer.may_read(repo.namespace()) {
-        return Err(not_found());
-    }
+    let (repo, reference, parsed) = crate::image::image_path(&viewer, &path)?;
+    let reference = reference.as_str();
     let name = archive_name(state.settings.registry_host(), &repo, reference);
     let store = state.store.clone();
     let lookup = repo.clone();
     let key = name.clone();
     let found = blocking(move || {
-        let manifest = match &parsed {
-            Reference::Tag(tag) => store.db.manifest_by_tag(&lookup, tag)?,
-            Reference::Digest(digest) => store.db.manifest_by_digest(&lookup, digest)?,
-        };
-        let Some(manifest) = manifest else {
+        let Some(manifest) = crate::image::manifest(&store, &lookup, &parsed)? else {
             return Ok(None);
         };
         if image::platform_manifests(&store, &lookup, &manifest.digest)?.is_some() {

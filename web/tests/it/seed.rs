@@ -125,11 +125,24 @@ pub fn append_line(store: &Store, build: i64, seq: i64, line: &str) {
 /// its manifest digest.
 pub fn import_image(store: &Store, dir: &Path, repo: &RepoName, tag: &str) -> Digest {
     let layer = tar(&[("hello.txt", b"hello from a seeded image\n".as_slice())]);
-    let diff_id = Digest::of(&layer);
+    let config = serde_json::json!({ "Cmd": ["/bin/cat", "/hello.txt"] });
+    import_layer(store, dir, repo, tag, &layer, config)
+}
+
+/// Stores a one-layer image as `repo:tag` from a `docker save` archive written in `dir`.
+fn import_layer(
+    store: &Store,
+    dir: &Path,
+    repo: &RepoName,
+    tag: &str,
+    layer: &[u8],
+    container_config: serde_json::Value,
+) -> Digest {
+    let diff_id = Digest::of(layer);
     let config = serde_json::to_vec(&serde_json::json!({
         "architecture": "amd64",
         "os": "linux",
-        "config": { "Cmd": ["/bin/cat", "/hello.txt"] },
+        "config": container_config,
         "rootfs": { "type": "layers", "diff_ids": [diff_id.to_string()] },
     }))
     .unwrap();
@@ -141,11 +154,11 @@ pub fn import_image(store: &Store, dir: &Path, repo: &RepoName, tag: &str) -> Di
     }]))
     .unwrap();
     let archive = tar(&[
-        ("layer/layer.tar", layer.as_slice()),
+        ("layer/layer.tar", layer),
         (config_name.as_str(), config.as_slice()),
         ("manifest.json", manifest.as_slice()),
     ]);
-    let path = dir.join(format!("{tag}.tar"));
+    let path = dir.join(format!("{tag}-{}.tar", diff_id.hex()));
     std::fs::write(&path, archive).unwrap();
     let tag = Tag::parse(tag).unwrap();
     buildgrid_store::ingest::import_archive(store, &path, repo, &tag)
@@ -176,33 +189,9 @@ pub fn import_many_files(
         .iter()
         .map(|n| (n.as_str(), b"x\n".as_slice()))
         .collect();
-    let layer = tar(&files);
-    let diff_id = Digest::of(&layer);
-    let config = serde_json::to_vec(&serde_json::json!({
-        "architecture": "amd64",
-        "os": "linux",
-        "config": { "Labels": { "org.opencontainers.image.description": "many files" } },
-        "rootfs": { "type": "layers", "diff_ids": [diff_id.to_string()] },
-    }))
-    .unwrap();
-    let config_name = format!("{}.json", Digest::of(&config).hex());
-    let manifest = serde_json::to_vec(&serde_json::json!([{
-        "Config": config_name,
-        "RepoTags": [format!("{repo}:{tag}")],
-        "Layers": ["layer/layer.tar"],
-    }]))
-    .unwrap();
-    let archive = tar(&[
-        ("layer/layer.tar", layer.as_slice()),
-        (config_name.as_str(), config.as_slice()),
-        ("manifest.json", manifest.as_slice()),
-    ]);
-    let path = dir.join(format!("{tag}-many.tar"));
-    std::fs::write(&path, archive).unwrap();
-    let tag = Tag::parse(tag).unwrap();
-    buildgrid_store::ingest::import_archive(store, &path, repo, &tag)
-        .unwrap()
-        .digest
+    let config =
+        serde_json::json!({ "Labels": { "org.opencontainers.image.description": "many files" } });
+    import_layer(store, dir, repo, tag, &tar(&files), config)
 }
 
 fn tar(files: &[(&str, &[u8])]) -> Vec<u8> {
