@@ -93,16 +93,8 @@ pub(crate) fn get(
         .insert_header((header::CONTENT_TYPE, row.media_type.as_str()))
         .insert_header(("Docker-Content-Digest", row.digest.to_string()))
         .insert_header((header::ETAG, etag.as_str()));
-    if head {
-        return Ok(crate::head_response(&mut response, row.size));
-    }
-    if not_modified {
-        return Ok(response.finish());
-    }
-    let bytes = registry.manifests.get_or_load(&row.digest, || {
-        Ok(registry.store.blobs.read(&row.digest)?)
-    })?;
-    registry.downloads.record(&name, &row.digest);
+    // Audited whether the client reads the manifest or only checks it (a pull of an image the
+    // engine has already is a HEAD), downloads only when the body is sent.
     if !registry.store.db.namespace_is_public(name.namespace())? {
         registry.access.record(
             principal,
@@ -114,6 +106,16 @@ pub(crate) fn get(
             &crate::auth::client(request),
         );
     }
+    if head {
+        return Ok(crate::head_response(&mut response, row.size));
+    }
+    if not_modified {
+        return Ok(response.finish());
+    }
+    let bytes = registry.manifests.get_or_load(&row.digest, || {
+        Ok(registry.store.blobs.read(&row.digest)?)
+    })?;
+    registry.downloads.record(&name, &row.digest);
     Ok(response.body(bytes))
 }
 

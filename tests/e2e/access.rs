@@ -121,7 +121,11 @@ fn docker_login_pull_and_logout_with_registry_credentials() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let audit = buildgrid.cli_ok(&["audit"]);
-        if audit.contains(&format!("\tann\tpull\tacme/private@{digest}\t127.0.0.1")) {
+        if audit.contains(&format!("\tann\tpull\tacme/private@{digest}\t127.0.0.1"))
+            || audit.contains(&format!(
+                "\tann\tpull\tacme/private:v1 ({digest})\t127.0.0.1"
+            ))
+        {
             break;
         }
         assert!(std::time::Instant::now() < deadline, "audit log:\n{audit}");

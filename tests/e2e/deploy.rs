@@ -9,13 +9,19 @@ use crate::fixtures::{Source, create_app, ensure_base_image};
 use crate::support::{Buildgrid, run};
 
 /// A base port with the next three free too (2 replicas × 2 slots), below Linux's ephemeral
-/// range so that servers other tests start on port 0 cannot take them meanwhile.
+/// range so that servers other tests start on port 0 cannot take them meanwhile; each call in
+/// this process gets a block of its own.
 fn free_ports() -> u16 {
-    let start = 20_000 + (std::process::id() % 2_000) as u16 * 4;
-    (0..1_000)
-        .map(|i| 20_000 + (start - 20_000 + i * 4) % 12_000)
-        .find(|base| (0..4).all(|i| TcpListener::bind(("0.0.0.0", base + i)).is_ok()))
-        .expect("four free ports below 32000")
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let start = 20_000 + (std::process::id() as usize % 1_000) * 8;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        assert!(n < 1_000, "no four free ports below 32000");
+        let base = (20_000 + (start - 20_000 + n * 4) % 12_000) as u16;
+        if (0..4).all(|i| TcpListener::bind(("0.0.0.0", base + i)).is_ok()) {
+            return base;
+        }
+    }
 }
 
 fn get(port: u32) -> Option<String> {
@@ -430,5 +436,201 @@ fn a_successful_build_of_the_branch_deploys_by_itself() {
     assert_eq!(
         containers("acme/auto"),
         vec!["bg.acme.auto.worker.d1.r0".to_owned()]
+    );
+}
+
+/// A second Docker engine the test starts beside the machine's: its own data, exec root,
+/// containerd namespace, socket and bridge, and no iptables rules; its services use the host's
+/// network. (`--bridge none` would make it delete the machine engine's `docker0`.)
+struct SecondEngine {
+    dir: tempfile::TempDir,
+    child: Option<std::process::Child>,
+    bridge: String,
+}
+
+fn ip(args: &[&str]) {
+    let status = std::process::Command::new("ip")
+        .args(args)
+        .status()
+        .expect("iproute2's ip is needed");
+    assert!(status.success(), "ip {args:?} failed");
+}
+
+impl SecondEngine {
+    fn start() -> SecondEngine {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path();
+        std::fs::write(path.join("daemon.json"), "{}").unwrap();
+        let log = std::fs::File::create(path.join("dockerd.log")).unwrap();
+        let bridge = format!("bge2e{}", std::process::id() % 10_000);
+        let subnet = format!("172.31.{}.1/24", std::process::id() % 200);
+        ip(&["link", "add", &bridge, "type", "bridge"]);
+        ip(&["addr", "add", &subnet, "dev", &bridge]);
+        ip(&["link", "set", &bridge, "up"]);
+        let child = std::process::Command::new("dockerd")
+            .arg("--config-file")
+            .arg(path.join("daemon.json"))
+            .arg("--data-root")
+            .arg(path.join("data"))
+            .arg("--exec-root")
+            .arg(path.join("exec"))
+            .arg("--pidfile")
+            .arg(path.join("dockerd.pid"))
+            .arg("-H")
+            .arg(format!("unix://{}", path.join("docker.sock").display()))
+            .args(["--bridge", &bridge, "--iptables=false", "--ip-masq=false"])
+            .args(["--storage-driver", "vfs"])
+            .args(["--containerd-namespace", "buildgrid-e2e"])
+            .args(["--containerd-plugins-namespace", "buildgrid-e2e-plugins"])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("dockerd is needed (Debian's docker.io)");
+        let engine = SecondEngine {
+            dir,
+            child: Some(child),
+            bridge,
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !engine.docker(&["version"]).status.success() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the second dockerd did not start: {}",
+                std::fs::read_to_string(engine.dir.path().join("dockerd.log")).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        engine
+    }
+
+    fn url(&self) -> String {
+        format!("unix://{}", self.dir.path().join("docker.sock").display())
+    }
+
+    fn docker(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new("docker")
+            .args(["-H", &self.url()])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Stops the engine (and with it its containers).
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = std::process::Command::new("kill")
+                .arg(child.id().to_string())
+                .status();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for SecondEngine {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            let ids = self.docker(&["ps", "-aq"]);
+            for id in String::from_utf8_lossy(&ids.stdout).lines() {
+                let _ = self.docker(&["rm", "-f", id]);
+            }
+        }
+        self.stop();
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .status();
+    }
+}
+
+#[test]
+fn two_engines_pull_from_buildgrid_and_an_unreachable_one_fails_only_its_part() {
+    ensure_base_image();
+    let _cleanup = Cleanup("acme/pair");
+    let mut second = SecondEngine::start();
+    let buildgrid = Buildgrid::spawn();
+    let source = Source::example();
+    let (_upstream, git_url) = source.bare_clone();
+    create_app(&buildgrid, "acme/pair", &git_url);
+    buildgrid.cli_ok(&["app", "auto-deploy", "acme/pair", "off"]);
+    buildgrid.cli_ok(&["build", "acme/pair", "--wait"]);
+    buildgrid.cli_ok(&[
+        "server",
+        "add",
+        "local",
+        "--docker",
+        "unix:///var/run/docker.sock",
+    ]);
+    let added = buildgrid.cli_ok(&["server", "add", "second", "--docker", &second.url()]);
+    assert!(added.contains("API 1."), "{added}");
+    let (a, b) = (free_ports(), free_ports());
+    buildgrid.cli_ok(&[
+        "service",
+        "add",
+        "acme/pair",
+        "web",
+        "--command",
+        "hello serve",
+        "--port",
+        &format!("{a}:8080"),
+        "--replicas",
+        "2",
+        "--health-http",
+        "/",
+        "--stop-grace",
+        "1",
+        "--server",
+        "local",
+    ]);
+    buildgrid.cli_ok(&[
+        "service",
+        "add",
+        "acme/pair",
+        "edge",
+        "--command",
+        "exec httpd -f -p $PORT -h /www",
+        "--port",
+        &format!("{b}:8080"),
+        "--network-host",
+        "--replicas",
+        "2",
+        "--health-http",
+        "/",
+        "--stop-grace",
+        "1",
+        "--server",
+        "second",
+    ]);
+    let deployed = buildgrid.cli_ok(&["deploy", "acme/pair"]);
+    assert!(deployed.contains("deploy 1 succeeded"), "{deployed}");
+    // The second engine had no image: it pulled it from buildgrid's registry.
+    assert!(deployed.contains("[second edge] pulled"), "{deployed}");
+    assert_eq!(answering(a).len(), 2, "web on the machine's engine");
+    assert_eq!(answering(b).len(), 2, "edge on the second engine");
+    let images = second.docker(&["images", "--format", "{{.Repository}}"]);
+    assert!(String::from_utf8_lossy(&images.stdout).contains("acme/pair."));
+
+    // With the second engine down, its part fails and says so; the machine's engine proceeds.
+    second.stop();
+    let failed = buildgrid.cli(&["deploy", "acme/pair"]);
+    let printed = String::from_utf8_lossy(&failed.stdout).into_owned()
+        + &String::from_utf8_lossy(&failed.stderr);
+    assert!(!failed.status.success(), "{printed}");
+    assert!(
+        printed.contains("second/edge: the engine at unix://"),
+        "{printed}"
+    );
+    assert!(printed.contains("does not answer"), "{printed}");
+    assert!(
+        printed.contains("[local web bg.acme.pair.web.d2.r1] healthy"),
+        "{printed}"
+    );
+    assert_eq!(
+        answering(a).len(),
+        2,
+        "web still answers, now from deploy 2"
     );
 }

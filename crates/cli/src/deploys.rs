@@ -62,6 +62,10 @@ pub struct ServiceArgs {
     /// A server to run on; repeat for more.
     #[arg(long = "server", required = true)]
     servers: Vec<String>,
+    /// Use the server's network instead of published ports: each replica gets its host port in
+    /// `PORT` and listens on it (for engines without a bridge network).
+    #[arg(long)]
+    network_host: bool,
 }
 
 #[derive(Args)]
@@ -184,6 +188,7 @@ pub fn service(store: &Store, command: ServiceCommand) -> anyhow::Result<()> {
                 },
                 stop_grace: args.stop_grace,
                 servers: args.servers,
+                network_host: args.network_host,
             };
             spec.validate()?;
             let mine = spec.host_ports();

@@ -410,7 +410,7 @@ impl Part<'_> {
             (LABEL_BUILD.to_owned(), self.build.id.to_string()),
             (crate::LABEL_SLOT.to_owned(), slot.to_string()),
         ]);
-        let env: Vec<String> = self
+        let mut env: Vec<String> = self
             .spec
             .env
             .iter()
@@ -419,7 +419,12 @@ impl Part<'_> {
             .collect();
         let mut bindings = HashMap::new();
         let mut exposed = Vec::new();
-        for port in &self.spec.ports {
+        if self.spec.network_host
+            && let Some(port) = self.spec.ports.first()
+        {
+            env.push(format!("PORT={}", host_port(port.host, replica, slot)));
+        }
+        for port in self.spec.ports.iter().filter(|_| !self.spec.network_host) {
             let key = format!("{}/tcp", port.container);
             exposed.push(key.clone());
             bindings.insert(
@@ -442,6 +447,7 @@ impl Part<'_> {
             exposed_ports: Some(exposed),
             host_config: Some(HostConfig {
                 port_bindings: Some(bindings),
+                network_mode: self.spec.network_host.then(|| "host".to_owned()),
                 restart_policy: Some(bollard::models::RestartPolicy {
                     name: Some(bollard::models::RestartPolicyNameEnum::UNLESS_STOPPED),
                     maximum_retry_count: None,

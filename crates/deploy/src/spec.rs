@@ -31,6 +31,10 @@ pub struct ServiceSpec {
     /// Seconds an old container gets to stop before it is killed.
     pub stop_grace: u64,
     pub servers: Vec<String>,
+    /// Containers use the server's network instead of published ports: each replica gets its
+    /// host port in `PORT` and must listen on it (for engines without a bridge network).
+    #[serde(default)]
+    pub network_host: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
