@@ -448,8 +448,21 @@ struct SecondEngine {
     bridge: String,
 }
 
+/// `program` run as root: directly when the tests run as root, else through `sudo -n` (as
+/// `.ci/run` installs packages).
+fn as_root(program: &str) -> std::process::Command {
+    let uid = std::process::Command::new("id").arg("-u").output().unwrap();
+    if String::from_utf8_lossy(&uid.stdout).trim() == "0" {
+        std::process::Command::new(program)
+    } else {
+        let mut command = std::process::Command::new("sudo");
+        command.args(["-n", program]);
+        command
+    }
+}
+
 fn ip(args: &[&str]) {
-    let status = std::process::Command::new("ip")
+    let status = as_root("ip")
         .args(args)
         .status()
         .expect("iproute2's ip is needed");
@@ -467,7 +480,7 @@ impl SecondEngine {
         ip(&["link", "add", &bridge, "type", "bridge"]);
         ip(&["addr", "add", &subnet, "dev", &bridge]);
         ip(&["link", "set", &bridge, "up"]);
-        let child = std::process::Command::new("dockerd")
+        let child = as_root("dockerd")
             .arg("--config-file")
             .arg(path.join("daemon.json"))
             .arg("--data-root")
@@ -518,9 +531,7 @@ impl SecondEngine {
     /// Stops the engine (and with it its containers).
     fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = std::process::Command::new("kill")
-                .arg(child.id().to_string())
-                .status();
+            let _ = as_root("kill").arg(child.id().to_string()).status();
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
             while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
                 std::thread::sleep(std::time::Duration::from_millis(100));
@@ -540,9 +551,7 @@ impl Drop for SecondEngine {
             }
         }
         self.stop();
-        let _ = std::process::Command::new("ip")
-            .args(["link", "del", &self.bridge])
-            .status();
+        let _ = as_root("ip").args(["link", "del", &self.bridge]).status();
     }
 }
 
