@@ -152,6 +152,15 @@ async fn pipeline(builder: &Builder, build: &Build, log: &mut Log) -> Result<Out
         .db
         .app_by_id(build.app_id)?
         .ok_or_else(|| Stop::Failed("the build's app no longer exists".into()))?;
+    // A build of one of the app's sources builds that repository, its way, into its image.
+    let app = match build.source_id {
+        None => app,
+        Some(id) => store
+            .db
+            .source(id)?
+            .ok_or_else(|| Stop::Failed("the build's source no longer exists".into()))?
+            .app_view(&app),
+    };
     log.line(
         None,
         &format!(
@@ -165,7 +174,7 @@ async fn pipeline(builder: &Builder, build: &Build, log: &mut Log) -> Result<Out
     );
 
     // Fetch and resolve the commit.
-    let git_dir = store.git_dir(&app.app);
+    let git_dir = store.build_git_dir(&app.app, build.source_id);
     let url = app.git_url.clone();
     let wanted = build
         .commit_id
@@ -220,7 +229,7 @@ async fn pipeline(builder: &Builder, build: &Build, log: &mut Log) -> Result<Out
     let staging = store.blobs.staging()?;
     let context_path = staging.path().join("context.tar");
     let context = {
-        let git_dir = store.git_dir(&app.app);
+        let git_dir = store.build_git_dir(&app.app, build.source_id);
         let context_path = context_path.clone();
         let (dir, dockerfile) = (app.context.clone(), app.dockerfile.clone());
         let oid = commit.id;

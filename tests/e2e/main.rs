@@ -6,10 +6,16 @@
 mod access;
 mod build;
 mod deploy;
+mod deploy_faults;
+mod deploy_logs;
+mod deploy_sources;
+mod deploy_web;
+mod engines;
 mod fixtures;
 mod import;
 mod pull;
 mod push;
+mod remote_engines;
 mod support;
 mod web;
 mod web_image;

@@ -10,7 +10,8 @@ use crate::support::{Buildgrid, TestImage, raw_http, run, run_ok, sha256_hex};
 fn docker_pull_then_run() {
     let buildgrid = Buildgrid::spawn();
     buildgrid.make_public("acme");
-    let image = TestImage::build("hello from a pulled image", 0);
+    // With a layer of random bytes, stored as a plain tar: the engine pulls both kinds.
+    let image = TestImage::build("hello from a pulled image", 1);
     let digest = buildgrid.import_ok(&image.archive, "acme/hello.example-com-acme-hello", "v1");
     let reference = format!("{}/acme/hello.example-com-acme-hello:v1", buildgrid.host());
 
@@ -38,6 +39,28 @@ fn skopeo_inspect_and_copy_verify_every_digest() {
     assert_eq!(inspect["RepoTags"], serde_json::json!(["v1"]));
     assert_eq!(inspect["Os"], "linux");
     assert_eq!(inspect["Layers"].as_array().unwrap().len(), 3);
+    // The layer of random bytes is stored as a plain tar (gzip would not shrink it), the
+    // others compressed.
+    let raw: Value = serde_json::from_str(&run_ok(
+        "skopeo",
+        &["inspect", "--raw", "--tls-verify=false", &source],
+    ))
+    .unwrap();
+    let mut types: Vec<&str> = raw["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["mediaType"].as_str().unwrap())
+        .collect();
+    types.sort();
+    assert_eq!(
+        types,
+        [
+            "application/vnd.oci.image.layer.v1.tar",
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+        ]
+    );
 
     let target = tempfile::tempdir().unwrap();
     let layout = target.path().join("layout");
@@ -46,6 +69,8 @@ fn skopeo_inspect_and_copy_verify_every_digest() {
         &[
             "copy",
             "--src-tls-verify=false",
+            // An OCI layout would otherwise get the plain layer compressed, a new manifest.
+            "--preserve-digests",
             &source,
             &format!("oci:{}", layout.display()),
         ],

@@ -118,6 +118,7 @@ fn main() {
             public_url: "http://127.0.0.1:5000".to_owned(),
             wake: Arc::new(|| {}),
             access,
+            deployer: None,
         };
         let service = test::init_service(
             App::new().configure(move |cfg| buildgrid_web::configure(cfg, store, settings)),

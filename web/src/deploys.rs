@@ -3,19 +3,27 @@
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::CONTENT_TYPE;
-use actix_web::{HttpResponse, web};
-use buildgrid_store::{App, Deploy, DeployLine, DeployLogFilter};
+use std::time::Duration;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use buildgrid_store::{App, Build, Deploy, DeployLine, DeployLogFilter};
 use maud::{Markup, html};
 use serde::Deserialize;
+use serde_json::json;
 
 use crate::error::{PageError, blocking};
+use crate::events::{self, Event, Poll};
 use crate::{Viewer, Web, format, layout};
 
 /// Lines one deploy page shows at most.
 const LINES: usize = 5_000;
+/// Lines one look of a live deploy log sends at most.
+const BATCH: usize = 500;
+/// How often a live deploy log looks for new lines.
+const POLL: Duration = Duration::from_millis(500);
 
 /// The recent deploys of an app, for its timeline; nothing when it was never deployed.
-pub fn recent(deploys: &[Deploy], now: i64) -> Markup {
+pub fn recent(deploys: &[Deploy], builds: &[Build], now: i64) -> Markup {
     html! {
         @if !deploys.is_empty() {
             h2 { "Deploys" }
@@ -26,6 +34,15 @@ pub fn recent(deploys: &[Deploy], now: i64) -> Markup {
                             span class={ "status " (state_class(&deploy.state)) } data-state=(deploy.state) { (deploy.state) }
                             a.title href={ "/deploys/" (deploy.id) } { "deploy #" (deploy.id) }
                             span { "of " a href={ "/builds/" (deploy.build_id) } { "build #" (deploy.build_id) } }
+                            @if let Some(build) = builds.iter().find(|b| b.id == deploy.build_id) {
+                                span.branch { (build.git_ref) }
+                                @if let Some(commit) = &build.commit_id {
+                                    code title=(commit) { (format::short_commit(commit)) }
+                                }
+                                @if let Some(digest) = &build.image_digest {
+                                    span.muted { "image " code title=(digest) { (format::short_digest(digest)) } }
+                                }
+                            }
                             span.muted { "by " (deploy.trigger) }
                         }
                         div.meta {
@@ -121,6 +138,22 @@ pub async fn page(
     let services = choices(|l| &l.service);
     let containers = choices(|l| &l.container);
     let now = format::now();
+    let live = (deploy.state == "running").then(|| {
+        let filter = query.filter();
+        let mut link = form_urlencoded::Serializer::new(String::new());
+        for (key, value) in [
+            ("server", &filter.server),
+            ("service", &filter.service),
+            ("container", &filter.container),
+        ] {
+            if let Some(value) = value {
+                link.append_pair(key, value);
+            }
+        }
+        let after = all.last().map_or(0, |l| l.seq);
+        link.append_pair("after", &after.to_string());
+        format!("/deploys/{}/events?{}", deploy.id, link.finish())
+    });
     let select = |name: &str, label: &str, values: &[String], chosen: &Option<String>| {
         html! {
             label { (label)
@@ -135,11 +168,11 @@ pub async fn page(
     };
     let content = html! {
         div.meta.intro {
-            span class={ "status " (state_class(&deploy.state)) } { (deploy.state) }
+            (status(&deploy))
             span { "of " a href={ "/builds/" (deploy.build_id) } { "build #" (deploy.build_id) } }
             span { "by " (deploy.trigger) }
             span { "started " (layout::ago(now, deploy.started_at)) }
-            @if let Some(reason) = &deploy.reason { span { (reason) } }
+            (reason(&deploy))
         }
         form.bar method="get" action={ "/deploys/" (deploy.id) } {
             (select("server", "Server", &servers, &query.server))
@@ -148,21 +181,10 @@ pub async fn page(
             button type="submit" { "Filter" }
             a href={ "/deploys/" (deploy.id) "/log.txt" } { "Raw log" }
         }
-        div.log #deploy-log role="log" {
-            @for line in &shown {
-                div.ln #{ "l" (line.seq) } class=[(line.line.contains("failed") || line.line.contains("not healthy")).then_some("err")] {
-                    a.no href={ "#l" (line.seq) } { (line.seq) }
-                    time { (format::clock(line.at_ms)) }
-                    span.st { (line.stream) }
-                    span.tx {
-                        @let place: Vec<&str> = [&line.server, &line.service, &line.container].into_iter().filter_map(|p| p.as_deref()).collect();
-                        @if !place.is_empty() { span.muted { "[" (place.join(" ")) "] " } }
-                        (line.line)
-                    }
-                }
-            }
+        div.log #deploy-log role="log" aria-live="polite" data-events=[live] {
+            (lines_markup(&shown))
         }
-        @if shown.is_empty() { p.notice { "No lines match." } }
+        p #no-lines.notice hidden[!shown.is_empty()] { "No lines match." }
     };
     let title = format!("Deploy #{} of {}", deploy.id, app.app);
     let timeline = format!("/apps/{}", app.app);
@@ -199,4 +221,101 @@ pub async fn raw(
     Ok(HttpResponse::Ok()
         .insert_header((CONTENT_TYPE, "text/plain; charset=utf-8"))
         .body(text))
+}
+
+fn status(deploy: &Deploy) -> Markup {
+    html! { span #deploy-status class={ "status " (state_class(&deploy.state)) } data-state=(deploy.state) { (deploy.state) } }
+}
+
+fn reason(deploy: &Deploy) -> Markup {
+    html! { span #deploy-reason { @if let Some(reason) = &deploy.reason { (reason) } } }
+}
+
+fn lines_markup(lines: &[DeployLine]) -> Markup {
+    html! {
+        @for line in lines {
+            div.ln #{ "l" (line.seq) } class=[(line.line.contains("failed") || line.line.contains("not healthy")).then_some("err")] {
+                a.no href={ "#l" (line.seq) } { (line.seq) }
+                time { (format::clock(line.at_ms)) }
+                span.st { (line.stream) }
+                span.tx {
+                    @let place: Vec<&str> = [&line.server, &line.service, &line.container].into_iter().filter_map(|p| p.as_deref()).collect();
+                    @if !place.is_empty() { span.muted { "[" (place.join(" ")) "] " } }
+                    (line.line)
+                }
+            }
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+pub struct EventsQuery {
+    server: Option<String>,
+    service: Option<String>,
+    container: Option<String>,
+    after: Option<i64>,
+}
+
+/// New lines of a running deploy (matching the page's filters) as `lines` events, and its end
+/// as an `end` event with its status and reason.
+pub async fn events(
+    viewer: Viewer,
+    request: HttpRequest,
+    path: web::Path<i64>,
+    query: web::Query<EventsQuery>,
+    state: web::Data<Web>,
+) -> Result<HttpResponse, PageError> {
+    let (deploy, _) = load(&state, &viewer, path.into_inner()).await?;
+    let query = query.into_inner();
+    let after = events::last_event_id(&request).or(query.after).unwrap_or(0);
+    let filter = LogQuery {
+        server: query.server,
+        service: query.service,
+        container: query.container,
+    }
+    .filter();
+    Ok(events::stream(after, POLL, move |after| {
+        let state = state.clone();
+        let filter = filter.clone();
+        let id = deploy.id;
+        async move {
+            let store = state.store.clone();
+            let (deploy, new) = blocking(move || {
+                // The state first: a deploy is seen ended only after all its lines are stored.
+                let deploy = store.db.deploy(id)?;
+                let new = store.db.deploy_log(id, after, &filter, BATCH)?;
+                Ok((deploy, new))
+            })
+            .await?;
+            let deploy =
+                deploy.ok_or_else(|| PageError::NotFound(format!("There is no deploy {id}")))?;
+            let full = new.len() == BATCH;
+            let after = new.last().map_or(after, |l| l.seq);
+            let mut out = Vec::new();
+            if !new.is_empty() {
+                out.push(Event {
+                    id: Some(after),
+                    name: "lines",
+                    data: json!({ "html": lines_markup(&new).0 }),
+                });
+            }
+            if deploy.state != "running" && !full {
+                out.push(Event {
+                    id: Some(after),
+                    name: "end",
+                    data: json!({
+                        "state": deploy.state,
+                        "status": status(&deploy).0,
+                        "reason": reason(&deploy).0,
+                    }),
+                });
+                return Ok(Poll::End(out));
+            }
+            Ok(Poll::Continue {
+                events: out,
+                state: after,
+                again: full,
+            })
+        }
+    }))
 }

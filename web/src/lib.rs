@@ -11,6 +11,7 @@ mod apps;
 mod assets;
 mod build_now;
 mod build_page;
+mod deploy_actions;
 mod deploys;
 mod error;
 mod events;
@@ -30,6 +31,7 @@ use actix_web::web;
 use buildgrid_access::Access;
 use buildgrid_store::Store;
 
+pub use deploy_actions::{BoxFuture, Deployer, Running, ServerRunning};
 pub use viewer::Viewer;
 
 /// What the pages need besides the store; the CLI fills it in when wiring.
@@ -42,6 +44,8 @@ pub struct Settings {
     pub wake: Arc<dyn Fn() + Send + Sync>,
     /// Who may read and build what; the sign-in and settings pages manage it.
     pub access: Arc<Access>,
+    /// Runs deploys and asks servers what runs there; without it the pages offer no deploys.
+    pub deployer: Option<Arc<dyn Deployer>>,
 }
 
 impl Settings {
@@ -72,6 +76,10 @@ pub fn configure(cfg: &mut web::ServiceConfig, store: Arc<Store>, settings: Sett
             "/apps/{namespace}/{app}/build",
             web::post().to(build_now::submit),
         )
+        .route(
+            "/apps/{namespace}/{app}/deploy",
+            web::post().to(deploy_actions::submit),
+        )
         .route("/builds/{id}", web::get().to(build_page::page))
         .route("/builds/{id}/lines", web::get().to(log_lines::fragment))
         .route("/builds/{id}/events", web::get().to(log_lines::events))
@@ -84,6 +92,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, store: Arc<Store>, settings: Sett
         .route("/archives/{path:.+}", web::get().to(image_tabs::archive))
         .route("/deploys/{id}", web::get().to(deploys::page))
         .route("/deploys/{id}/log.txt", web::get().to(deploys::raw))
+        .route("/deploys/{id}/events", web::get().to(deploys::events))
         .route("/login", web::get().to(session::login_page))
         .route("/login", web::post().to(session::login))
         .route("/logout", web::post().to(session::logout))

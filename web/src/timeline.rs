@@ -14,7 +14,7 @@ use serde_json::json;
 
 use crate::error::{PageError, blocking};
 use crate::events::{self, Event, Poll};
-use crate::{Viewer, Web, build_now, format, layout};
+use crate::{Viewer, Web, build_now, deploy_actions, format, layout};
 
 /// Builds on one page of a timeline.
 pub const PAGE_SIZE: usize = 50;
@@ -127,7 +127,7 @@ pub async fn page(
     let store = state.store.clone();
     let app_id = app.id;
     let newest = page == Page::Newest;
-    let (builds, branches, deploys) = blocking(move || {
+    let (builds, branches, (deploys, deployed)) = blocking(move || {
         let builds = store.db.timeline(app_id, &filter, page, PAGE_SIZE)?;
         let branches = store.db.build_branches(app_id)?;
         let deploys = if newest {
@@ -135,14 +135,25 @@ pub async fn page(
         } else {
             Vec::new()
         };
-        Ok((builds, branches, deploys))
+        let ids: Vec<i64> = deploys.iter().map(|d| d.build_id).collect();
+        let deployed = store.db.builds_by_id(&ids)?;
+        Ok((builds, branches, (deploys, deployed)))
     })
     .await?;
+    let buttons = deploy_actions::buttons(&state, &viewer, &app).await?;
+    let running = if newest && !deploys.is_empty() {
+        deploy_actions::running(&state, &app).await
+    } else {
+        None
+    };
     let view = View {
         app: &app,
+        buttons: buttons.as_ref(),
+        running: running.as_deref().unwrap_or_default(),
         builds: &builds,
         branches: &branches,
         deploys: &deploys,
+        deployed: &deployed,
         query: &query,
         page,
         host: state.settings.registry_host(),
@@ -156,9 +167,13 @@ pub async fn page(
 
 struct View<'a> {
     app: &'a App,
+    buttons: Option<&'a deploy_actions::Buttons>,
+    running: &'a [deploy_actions::ServerRunning],
     builds: &'a [Build],
     branches: &'a [String],
     deploys: &'a [buildgrid_store::Deploy],
+    /// The builds the deploys installed.
+    deployed: &'a [Build],
     query: &'a TimelineQuery,
     page: Page,
     host: &'a str,
@@ -189,7 +204,8 @@ fn render(view: &View<'_>, viewer: &Viewer) -> Markup {
             span { "Image " code { (view.host) "/" (app.image_repo) } }
         }
         (build_now::form(app, viewer))
-        (crate::deploys::recent(view.deploys, view.now))
+        (deploy_actions::running_section(view.running))
+        (crate::deploys::recent(view.deploys, view.deployed, view.now))
         form.bar method="get" action={ "/apps/" (app.app) } {
             label { "Branch"
                 select name="branch" {
@@ -217,7 +233,7 @@ fn render(view: &View<'_>, viewer: &Viewer) -> Markup {
         }
         ol #timeline.cards aria-label="Builds" aria-live="polite" data-events=[live] {
             @for build in view.builds {
-                (build_row(build, app, view.host, view.now))
+                (build_row(build, app, view.host, view.now, view.buttons))
             }
         }
         nav.pager aria-label="Pages" {
@@ -236,8 +252,20 @@ fn render(view: &View<'_>, viewer: &Viewer) -> Markup {
 }
 
 /// One build of the timeline; the event stream sends the same markup.
-pub fn build_row(build: &Build, app: &App, host: &str, now: i64) -> Markup {
-    let repo = app.image_repo.as_str();
+pub fn build_row(
+    build: &Build,
+    app: &App,
+    host: &str,
+    now: i64,
+    buttons: Option<&deploy_actions::Buttons>,
+) -> Markup {
+    // A build of one of the app's sources made an image of another repository.
+    let repo = build
+        .image_ref
+        .as_deref()
+        .and_then(|r| r.split_once('/'))
+        .and_then(|(_, rest)| rest.rsplit_once(':'))
+        .map_or(app.image_repo.as_str(), |(repo, _)| repo);
     html! {
         li #{ "b" (build.id) } {
             div.row {
@@ -272,6 +300,9 @@ pub fn build_row(build: &Build, app: &App, host: &str, now: i64) -> Markup {
                     }
                     (layout::copyable(&format!("pull-{}", build.id), &format::pull_reference(host, repo, commit)))
                     a href={ "/images/" (repo) "/" (commit) } { "Image page" }
+                    @if let Some(buttons) = buttons {
+                        (deploy_actions::button(buttons, app, build))
+                    }
                 }
             }
         }
@@ -288,6 +319,7 @@ pub struct EventsQuery {
 
 struct Watching {
     filter: BuildFilter,
+    buttons: Option<deploy_actions::Buttons>,
     after: i64,
     watch: Vec<i64>,
     known: HashMap<i64, BuildState>,
@@ -324,8 +356,10 @@ pub async fn events(
         status: query.status.clone(),
         ..TimelineQuery::default()
     };
+    let buttons = deploy_actions::buttons(&state, &viewer, &app).await?;
     let watching = Watching {
         filter: filter.filter()?,
+        buttons,
         after,
         watch,
         known: HashMap::new(),
@@ -369,7 +403,7 @@ async fn poll(web: &Web, app: &App, mut watching: Watching) -> Result<Poll<Watch
         events.push(Event {
             id: Some(watching.after),
             name: "build",
-            data: json!({ "id": build.id, "html": build_row(build, app, host, now).0 }),
+            data: json!({ "id": build.id, "html": build_row(build, app, host, now, watching.buttons.as_ref()).0 }),
         });
     }
     // Finished builds change no more; new ones are watched until they finish.

@@ -1,5 +1,6 @@
 // buildgrid's pages work without this script. It adds copy buttons, live updates of running
-// builds (server-sent events), following the log's tail and loading earlier log lines in place.
+// builds and deploys (server-sent events), following the log's tail and loading earlier log
+// lines in place.
 (function () {
   "use strict";
   document.documentElement.classList.add("js");
@@ -114,7 +115,26 @@
     });
   }
 
+  function followDeploy(log) {
+    var source = new EventSource(log.getAttribute("data-events"));
+    source.addEventListener("lines", function (event) {
+      var follow = nearBottom();
+      log.insertAdjacentHTML("beforeend", JSON.parse(event.data).html);
+      var empty = document.getElementById("no-lines");
+      if (empty) empty.hidden = true;
+      if (follow) window.scrollTo(0, document.documentElement.scrollHeight);
+    });
+    source.addEventListener("end", function (event) {
+      source.close();
+      var data = JSON.parse(event.data);
+      replaceById("deploy-status", data.status);
+      replaceById("deploy-reason", data.reason);
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
+    var deployLog = document.getElementById("deploy-log");
+    if (deployLog && deployLog.getAttribute("data-events")) followDeploy(deployLog);
     var log = document.getElementById("log");
     if (log && log.getAttribute("data-events")) followLog(log);
     var timeline = document.getElementById("timeline");

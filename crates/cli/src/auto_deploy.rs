@@ -6,7 +6,10 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
+use buildgrid_core::AppRef;
+use buildgrid_deploy::spec::ServiceSpec;
 use buildgrid_store::{BuildState, Store};
+use buildgrid_web::{Running, ServerRunning};
 
 /// The settings key that turns automatic deploys of an app off.
 pub fn setting_key(app: &str) -> String {
@@ -15,8 +18,8 @@ pub fn setting_key(app: &str) -> String {
 
 #[derive(Default)]
 struct Queue {
-    /// The build waiting to be deployed, per app.
-    pending: HashMap<i64, i64>,
+    /// The build waiting to be deployed and what asked for it, per app.
+    pending: HashMap<i64, (i64, String)>,
     /// Apps a deploy is running for.
     running: HashSet<i64>,
 }
@@ -44,8 +47,16 @@ impl AutoDeploy {
         let Ok(Some(app)) = self.store.db.app_by_id(build.app_id) else {
             return;
         };
+        // A build of one of the app's sources deploys after a build of that source's branch.
+        let branch = match build.source_id {
+            None => app.branch.clone(),
+            Some(id) => match self.store.db.source(id) {
+                Ok(Some(source)) => source.branch,
+                _ => return,
+            },
+        };
         let wanted = build.state == BuildState::Succeeded
-            && build.git_ref == app.branch
+            && build.git_ref == branch
             && !self
                 .store
                 .db
@@ -60,26 +71,30 @@ impl AutoDeploy {
                 .flatten()
                 .as_deref()
                 != Some("off");
-        if !wanted {
-            return;
+        if wanted {
+            self.queue_deploy(app.id, build.id, format!("build {}", build.id));
         }
+    }
+
+    /// Queues a deploy of `build`: it replaces a deploy of the app waiting for its turn.
+    pub fn queue_deploy(self: &Arc<Self>, app_id: i64, build: i64, trigger: String) {
         {
             let mut queue = self.queue.lock().unwrap();
-            queue.pending.insert(app.id, build.id);
-            if !queue.running.insert(app.id) {
+            queue.pending.insert(app_id, (build, trigger));
+            if !queue.running.insert(app_id) {
                 return;
             }
         }
         let this = self.clone();
-        tokio::spawn(async move { this.run(app.id).await });
+        tokio::spawn(async move { this.run(app_id).await });
     }
 
     async fn run(self: Arc<Self>, app_id: i64) {
         loop {
-            let next = {
+            let (next, trigger) = {
                 let mut queue = self.queue.lock().unwrap();
                 match queue.pending.remove(&app_id) {
-                    Some(build) => build,
+                    Some(next) => next,
                     None => {
                         queue.running.remove(&app_id);
                         return;
@@ -89,7 +104,6 @@ impl AutoDeploy {
             let Ok(Some(app)) = self.store.db.app_by_id(app_id) else {
                 continue;
             };
-            let trigger = format!("build {next}");
             let print = |line: &buildgrid_store::DeployLine| {
                 tracing::debug!(line = %line.line, "deploy");
             };
@@ -112,4 +126,75 @@ impl AutoDeploy {
             }
         }
     }
+}
+
+/// Deploys for the web pages: queue one, and ask the servers what runs of an app.
+pub struct WebDeployer(pub Arc<AutoDeploy>);
+
+impl buildgrid_web::Deployer for WebDeployer {
+    fn deploy(&self, app_id: i64, build: i64, trigger: String) {
+        self.0.queue_deploy(app_id, build, trigger);
+    }
+
+    fn running(&self, app: AppRef) -> buildgrid_web::BoxFuture<Vec<ServerRunning>> {
+        let store = self.0.store.clone();
+        Box::pin(async move { running(&store, &app).await })
+    }
+}
+
+/// What runs of `app` on the servers of its services, asking them all at once.
+async fn running(store: &Store, app: &AppRef) -> Vec<ServerRunning> {
+    let Ok(Some(row)) = store.db.app(app) else {
+        return Vec::new();
+    };
+    let mut wanted: Vec<String> = store
+        .db
+        .services(row.id)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|s| serde_json::from_str::<ServiceSpec>(&s.spec).ok())
+        .flat_map(|s| s.servers)
+        .collect();
+    wanted.sort();
+    wanted.dedup();
+    let name = app.to_string();
+    let asks = store
+        .db
+        .servers()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|s| wanted.contains(&s.name))
+        .map(|server| {
+            let name = name.clone();
+            async move {
+                let host = buildgrid_deploy::server_host(&server.docker_url);
+                let containers = match buildgrid_deploy::engine(store, &server).await {
+                    Ok(docker) => buildgrid_deploy::labelled_containers(&docker, Some(&name))
+                        .await
+                        .map_err(|e| e.to_string())
+                        .map(|list| {
+                            list.into_iter()
+                                .map(|c| Running {
+                                    addresses: c
+                                        .ports
+                                        .iter()
+                                        .map(|p| format!("{host}:{p}"))
+                                        .collect(),
+                                    service: c.service,
+                                    name: c.name,
+                                    image: c.image,
+                                    state: c.state,
+                                    deploy: c.deploy,
+                                })
+                                .collect()
+                        }),
+                    Err(error) => Err(error.to_string()),
+                };
+                ServerRunning {
+                    server: server.name,
+                    containers,
+                }
+            }
+        });
+    futures_util::future::join_all(asks).await
 }

@@ -53,6 +53,9 @@ pub struct BuildArgs {
     /// A branch, tag or commit id (default: the app's branch).
     #[arg(long = "ref")]
     git_ref: Option<String>,
+    /// Build the repository this service runs from (when it has its own) instead of the app's.
+    #[arg(long)]
+    service: Option<String>,
     /// Build even if this commit was built before.
     #[arg(long)]
     force: bool,
@@ -160,15 +163,23 @@ pub fn build(store: &Store, args: BuildArgs) -> anyhow::Result<()> {
     let Some(app) = store.db.app(&app_ref)? else {
         bail!("no app {app_ref}: create it with `buildgrid app create {app_ref} --git <url>`");
     };
-    let git_ref = args.git_ref.unwrap_or_else(|| app.branch.clone());
+    let source = match &args.service {
+        None => None,
+        Some(service) => crate::deploys::service_source(store, &app, service)?,
+    };
+    let branch = source.as_ref().map_or(&app.branch, |s| &s.branch);
+    let git_ref = args.git_ref.unwrap_or_else(|| branch.clone());
     let is_commit = git_ref.len() == 40 && git_ref.bytes().all(|b| b.is_ascii_hexdigit());
-    let queued = store.db.enqueue_build(&NewBuild {
+    let new = NewBuild {
         app_id: app.id,
         commit_id: is_commit.then(|| git_ref.to_ascii_lowercase()),
         git_ref,
         trigger: "cli".into(),
         force: args.force,
-    })?;
+    };
+    let queued = store
+        .db
+        .enqueue_source_build(&new, source.as_ref().map(|s| s.id))?;
     match queued {
         Queued::New(id) => eprintln!("build {id} queued"),
         Queued::Existing(id) => eprintln!("that commit is built by build {id} already"),

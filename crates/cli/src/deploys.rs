@@ -5,7 +5,7 @@
 use anyhow::{Context, bail};
 use buildgrid_core::AppRef;
 use buildgrid_deploy::spec::{self, Health, ServiceSpec};
-use buildgrid_store::{App, DeployLine, DeployLogFilter, Store};
+use buildgrid_store::{App, DeployLine, DeployLogFilter, NewSource, Source, Store};
 use clap::{Args, Subcommand};
 
 #[derive(Subcommand)]
@@ -13,9 +13,22 @@ pub enum ServerCommand {
     /// Register a Docker engine; it must answer.
     Add {
         name: String,
-        /// `unix:///var/run/docker.sock` or `tcp://host:2375`.
+        /// `unix:///var/run/docker.sock`, `tcp://host:2375` (`tcp://host:2376` with the TLS
+        /// files) or `ssh://user@host[:port]` (runs `docker system dial-stdio` there).
         #[arg(long)]
         docker: String,
+        /// The CA that signed the engine's certificate (with --tls-cert and --tls-key).
+        #[arg(long)]
+        tls_ca: Option<std::path::PathBuf>,
+        /// The client certificate the engine trusts.
+        #[arg(long)]
+        tls_cert: Option<std::path::PathBuf>,
+        /// The client certificate's private key.
+        #[arg(long)]
+        tls_key: Option<std::path::PathBuf>,
+        /// The private key to log in over SSH with (default: what ssh picks for the host).
+        #[arg(long)]
+        ssh_key: Option<std::path::PathBuf>,
     },
     /// List servers, whether they answer, and the containers buildgrid runs there.
     List,
@@ -24,7 +37,7 @@ pub enum ServerCommand {
 #[derive(Subcommand)]
 pub enum ServiceCommand {
     /// Add a service to an app: what runs of the app's image, where and how many.
-    Add(ServiceArgs),
+    Add(Box<ServiceArgs>),
     /// List an app's services.
     List { app: String },
 }
@@ -51,8 +64,11 @@ pub struct ServiceArgs {
     #[arg(long, default_value_t = 1)]
     replicas: u32,
     /// Healthy when `GET <path>` on the first published port answers 2xx or 3xx.
-    #[arg(long, conflicts_with = "health_running")]
+    #[arg(long, conflicts_with_all = ["health_running", "health_cmd"])]
     health_http: Option<String>,
+    /// Healthy when this command, run with `/bin/sh -c` in the container, exits with 0.
+    #[arg(long, conflicts_with = "health_running")]
+    health_cmd: Option<String>,
     /// Healthy when still running this many seconds after start (the default, 2 s).
     #[arg(long)]
     health_running: Option<u64>,
@@ -66,6 +82,19 @@ pub struct ServiceArgs {
     /// `PORT` and listens on it (for engines without a bridge network).
     #[arg(long)]
     network_host: bool,
+    /// Run the image of this git repository instead of the app's (built with
+    /// `buildgrid build <app> --service <name>`); services of one repository share its image.
+    #[arg(long = "git")]
+    git_url: Option<String>,
+    /// The branch of `--git` to build (default: main).
+    #[arg(long, requires = "git_url", default_value = "main")]
+    git_branch: String,
+    /// The Dockerfile of `--git`, relative to its context.
+    #[arg(long, requires = "git_url", default_value = "Dockerfile")]
+    dockerfile: String,
+    /// The build context of `--git`: a directory of the repository.
+    #[arg(long, requires = "git_url", default_value = ".")]
+    context: String,
 }
 
 #[derive(Args)]
@@ -93,6 +122,10 @@ pub struct LogsArgs {
     service: Option<String>,
     #[arg(long)]
     container: Option<String>,
+    /// Follow what the app's running containers print instead (until interrupted), picking up
+    /// the containers of later deploys as they start.
+    #[arg(long, conflicts_with = "deploy")]
+    follow: bool,
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -113,8 +146,22 @@ fn app(store: &Store, name: &str) -> anyhow::Result<App> {
 pub fn server(store: &Store, command: ServerCommand) -> anyhow::Result<()> {
     let runtime = runtime()?;
     match command {
-        ServerCommand::Add { name, docker } => {
-            let server = runtime.block_on(buildgrid_deploy::add_server(store, &name, &docker))?;
+        ServerCommand::Add {
+            name,
+            docker,
+            tls_ca,
+            tls_cert,
+            tls_key,
+            ssh_key,
+        } => {
+            let files = buildgrid_deploy::ServerFiles {
+                tls_ca,
+                tls_cert,
+                tls_key,
+                ssh_key,
+            };
+            let server =
+                runtime.block_on(buildgrid_deploy::add_server(store, &name, &docker, &files))?;
             println!(
                 "server {} added: Docker {} (API {})",
                 server.name, server.engine_version, server.api_version
@@ -123,7 +170,7 @@ pub fn server(store: &Store, command: ServerCommand) -> anyhow::Result<()> {
         ServerCommand::List => {
             for server in store.db.servers()? {
                 let state = runtime.block_on(async {
-                    match buildgrid_deploy::engine(&server.docker_url).await {
+                    match buildgrid_deploy::engine(store, &server).await {
                         Ok(docker) => {
                             match buildgrid_deploy::labelled_containers(&docker, None).await {
                                 Ok(containers) => format!(
@@ -162,6 +209,19 @@ pub fn service(store: &Store, command: ServiceCommand) -> anyhow::Result<()> {
                     );
                 }
             }
+            let source = match &args.git_url {
+                None => None,
+                Some(git_url) => {
+                    let new = NewSource {
+                        image_repo: app.app.image_repo(git_url)?,
+                        git_url: git_url.clone(),
+                        branch: args.git_branch.clone(),
+                        dockerfile: args.dockerfile.clone(),
+                        context: args.context.clone(),
+                    };
+                    store.db.add_source(&app, &new)?
+                }
+            };
             let spec = ServiceSpec {
                 command: args.command,
                 ports: args
@@ -180,15 +240,17 @@ pub fn service(store: &Store, command: ServiceCommand) -> anyhow::Result<()> {
                     .map(|e| spec::parse_env(e))
                     .collect::<Result<_, _>>()?,
                 replicas: args.replicas,
-                health: match (args.health_http, args.health_running) {
-                    (Some(path), _) => Health::Http { path },
-                    (None, seconds) => Health::Running {
+                health: match (args.health_http, args.health_cmd, args.health_running) {
+                    (Some(path), _, _) => Health::Http { path },
+                    (None, Some(command), _) => Health::Command { command },
+                    (None, None, seconds) => Health::Running {
                         seconds: seconds.unwrap_or(2),
                     },
                 },
                 stop_grace: args.stop_grace,
                 servers: args.servers,
                 network_host: args.network_host,
+                source: source.as_ref().map(|s| s.image_repo.to_string()),
             };
             spec.validate()?;
             let mine = spec.host_ports();
@@ -203,14 +265,23 @@ pub fn service(store: &Store, command: ServiceCommand) -> anyhow::Result<()> {
             store
                 .db
                 .add_service(app.id, &args.name, &serde_json::to_string(&spec)?)?;
+            let image = source.as_ref().map_or(&app.image_repo, |s| &s.image_repo);
             println!(
-                "service {} of {} added: {} replicas of {}:<commit> on {}",
+                "service {} of {} added: {} replicas of {image}:<commit> on {}",
                 args.name,
                 app.app,
                 spec.replicas,
-                app.image_repo,
                 spec.servers.join(", ")
             );
+            if let Some(source) = &source {
+                println!(
+                    "it runs {} ({}); build it with `buildgrid build {} --service {}`",
+                    buildgrid_core::app::redact_url(&source.git_url),
+                    source.branch,
+                    app.app,
+                    args.name
+                );
+            }
         }
         ServiceCommand::List { app: name } => {
             let app = app(store, &name)?;
@@ -286,6 +357,14 @@ pub fn deploy(store: &Store, args: DeployArgs) -> anyhow::Result<()> {
 
 pub fn logs(store: &Store, args: LogsArgs) -> anyhow::Result<()> {
     let app = app(store, &args.app)?;
+    if args.follow {
+        let filter = DeployLogFilter {
+            server: args.server,
+            service: args.service,
+            container: args.container,
+        };
+        return runtime()?.block_on(follow(store, &app, &filter));
+    }
     let deploy = match args.deploy {
         Some(id) => store
             .db
@@ -314,4 +393,99 @@ pub fn logs(store: &Store, args: LogsArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Prints what the app's containers print, as it comes, with their server, service and name;
+/// looks for new containers (of later deploys) every two seconds.
+async fn follow(store: &Store, app: &App, filter: &DeployLogFilter) -> anyhow::Result<()> {
+    use futures_util::StreamExt;
+    let services: Vec<(String, ServiceSpec)> = store
+        .db
+        .services(app.id)?
+        .into_iter()
+        .filter(|s| filter.service.as_ref().is_none_or(|f| *f == s.name))
+        .filter_map(|s| Some((s.name, serde_json::from_str::<ServiceSpec>(&s.spec).ok()?)))
+        .collect();
+    if services.is_empty() {
+        bail!("app {} has no such service", app.app);
+    }
+    let servers: Vec<_> = store
+        .db
+        .servers()?
+        .into_iter()
+        .filter(|s| {
+            services
+                .iter()
+                .any(|(_, spec)| spec.servers.contains(&s.name))
+        })
+        .filter(|s| filter.server.as_ref().is_none_or(|f| *f == s.name))
+        .collect();
+    if servers.is_empty() {
+        bail!("no server of app {} matches", app.app);
+    }
+    let (lines, mut printed) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let mut followed = std::collections::HashSet::new();
+    let mut first = true;
+    let name = app.app.to_string();
+    loop {
+        for server in &servers {
+            let docker = match buildgrid_deploy::engine(store, server).await {
+                Ok(docker) => docker,
+                Err(error) => {
+                    eprintln!("[{}] {error}", server.name);
+                    continue;
+                }
+            };
+            let containers = buildgrid_deploy::labelled_containers(&docker, Some(&name)).await;
+            for container in containers.unwrap_or_default() {
+                let wanted = services.iter().any(|(s, _)| *s == container.service)
+                    && filter
+                        .container
+                        .as_ref()
+                        .is_none_or(|f| *f == container.name)
+                    && container.state == "running";
+                if !wanted || !followed.insert((server.name.clone(), container.name.clone())) {
+                    continue;
+                }
+                let place = format!("{} {} {}", server.name, container.service, container.name);
+                let secrets: Vec<String> = services
+                    .iter()
+                    .filter(|(s, _)| *s == container.service)
+                    .flat_map(|(_, spec)| spec.secret_env.iter().map(|(_, v)| v.clone()))
+                    .collect();
+                // Containers of later deploys are followed from their start.
+                let tail = first.then_some(10);
+                let mut output =
+                    buildgrid_deploy::container_output(&docker, &container.name, tail, secrets);
+                let lines = lines.clone();
+                tokio::spawn(async move {
+                    while let Some(text) = output.next().await {
+                        let _ = lines.send(format!("[{place}] {text}"));
+                    }
+                });
+            }
+        }
+        first = false;
+        let until = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+        while let Ok(Some(line)) = tokio::time::timeout_at(until, printed.recv()).await {
+            println!("{line}");
+        }
+    }
+}
+
+/// The source `service` of `app` builds from: `None` for the app's own repository.
+pub fn service_source(store: &Store, app: &App, service: &str) -> anyhow::Result<Option<Source>> {
+    let row = store
+        .db
+        .services(app.id)?
+        .into_iter()
+        .find(|s| s.name == service)
+        .with_context(|| format!("app {} has no service {service}", app.app))?;
+    let spec: ServiceSpec = serde_json::from_str(&row.spec)?;
+    match spec.source {
+        None => Ok(None),
+        Some(repo) => Ok(Some(store.db.source_by_repo(app.id, &repo)?.with_context(
+            || format!("the source {repo} of service {service} is not stored"),
+        )?)),
+    }
 }

@@ -12,6 +12,10 @@ use buildgrid_registry::{AuthSettings, Registry};
 use buildgrid_store::Store;
 use clap::Args;
 
+type Deployer = Arc<dyn buildgrid_web::Deployer>;
+/// What every HTTP worker's app is made of, set once before serving.
+type Parts = (Arc<Builder>, web::Data<Registry>, Deployer);
+
 /// How often counted downloads are written to the store.
 const DOWNLOAD_FLUSH_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -50,15 +54,15 @@ pub fn run(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let slot: Arc<std::sync::OnceLock<(Arc<Builder>, web::Data<Registry>)>> = Arc::default();
+        let slot: Arc<std::sync::OnceLock<Parts>> = Arc::default();
         let app_store = store.clone();
         let app_builder = slot.clone();
         let mut server = HttpServer::new(move || {
-            let (builder, registry) = app_builder
+            let (builder, registry, deployer) = app_builder
                 .get()
                 .expect("the builder starts before serving")
                 .clone();
-            let pages = web_settings(&builder);
+            let pages = web_settings(&builder, deployer);
             App::new()
                 .configure(|cfg| buildgrid_registry::configure(cfg, registry))
                 .configure(|cfg| buildgrid_builder::configure(cfg, builder))
@@ -114,9 +118,23 @@ pub fn run(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
                 "builds interrupted by the last stop are marked failed"
             );
         }
+        // Deploys the last process was running: marked interrupted, and what they left on the
+        // servers settled, in the background (a server may be slow to answer).
+        let recovering = store.clone();
+        tokio::spawn(async move {
+            match buildgrid_deploy::recover(&recovering).await {
+                Ok(deploys) if !deploys.is_empty() => {
+                    let ids: Vec<i64> = deploys.iter().map(|d| d.id).collect();
+                    tracing::warn!(?ids, "deploys interrupted by the last stop are settled");
+                }
+                Ok(_) => {}
+                Err(error) => tracing::error!(%error, "cannot recover interrupted deploys"),
+            }
+        });
         let deploys = crate::auto_deploy::AutoDeploy::new(store.clone(), registry_host_for_deploys);
+        let deployer: Deployer = Arc::new(crate::auto_deploy::WebDeployer(deploys.clone()));
         builder.on_success(Arc::new(move |build| deploys.built(build)));
-        let _ = slot.set((builder.clone(), registry.clone()));
+        let _ = slot.set((builder.clone(), registry.clone(), deployer));
         // Tests and scripts read this line to learn the port. Nobody may be reading stdout
         // later on, so failures to print are ignored rather than fatal.
         let mut out = std::io::stdout();
@@ -152,12 +170,13 @@ pub fn run(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
     })
 }
 
-/// The web pages' settings: the builder's public URL, its wake-up and its token check.
-fn web_settings(builder: &Arc<Builder>) -> buildgrid_web::Settings {
+/// The web pages' settings: the builder's public URL, its wake-up, its access rules and deploys.
+fn web_settings(builder: &Arc<Builder>, deployer: Deployer) -> buildgrid_web::Settings {
     let waker = builder.clone();
     buildgrid_web::Settings {
         public_url: builder.settings.public_url.clone(),
         wake: Arc::new(move || waker.wake()),
         access: builder.access.clone(),
+        deployer: Some(deployer),
     }
 }

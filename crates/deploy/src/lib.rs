@@ -7,15 +7,19 @@
 //!
 //! Architecture invariant: this crate talks to engines through bollard and never to git.
 
+mod output;
+mod recover;
 mod run;
+mod servers;
 pub mod spec;
+mod ssh;
 
-use std::time::Duration;
+use bollard::Docker;
 
-use bollard::{API_DEFAULT_VERSION, Docker};
-use buildgrid_store::{Server, Store, StoreError};
-
+pub use output::container_output;
+pub use recover::recover;
 pub use run::{DeployError, deploy};
+pub use servers::{DockerUrl, ServerError, ServerFiles, add_server, engine, server_host};
 
 /// Labels on every container buildgrid starts.
 pub const LABEL_APP: &str = "buildgrid.app";
@@ -25,66 +29,6 @@ pub const LABEL_BUILD: &str = "buildgrid.build";
 /// Which of the two host-port slots a container's replicas publish on (see `spec::host_port`).
 pub const LABEL_SLOT: &str = "buildgrid.slot";
 
-#[derive(Debug, thiserror::Error)]
-pub enum ServerError {
-    #[error("unsupported Docker URL {0:?}: use unix:///path/to/docker.sock or tcp://host:port")]
-    Url(String),
-    #[error("the engine at {url} does not answer: {reason}")]
-    Unreachable { url: String, reason: String },
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-/// A client for the engine at `url`, at the API version the engine speaks.
-pub async fn engine(url: &str) -> Result<Docker, ServerError> {
-    let unreachable = |reason: String| ServerError::Unreachable {
-        url: url.to_owned(),
-        reason,
-    };
-    let docker = if url.starts_with("unix://") {
-        Docker::connect_with_unix(url, 60, API_DEFAULT_VERSION)
-    } else if let Some(rest) = url.strip_prefix("tcp://") {
-        Docker::connect_with_http(&format!("http://{rest}"), 60, API_DEFAULT_VERSION)
-    } else {
-        return Err(ServerError::Url(url.to_owned()));
-    }
-    .map_err(|e| unreachable(e.to_string()))?;
-    let docker = tokio::time::timeout(Duration::from_secs(10), docker.negotiate_version())
-        .await
-        .map_err(|_| unreachable("no answer within 10 s".into()))?
-        .map_err(|e| unreachable(e.to_string()))?;
-    Ok(docker)
-}
-
-/// The address buildgrid reaches a server's published ports at.
-pub fn server_host(url: &str) -> String {
-    match url.strip_prefix("tcp://") {
-        Some(rest) => rest
-            .rsplit_once(':')
-            .map_or(rest, |(host, _)| host)
-            .to_owned(),
-        None => "127.0.0.1".to_owned(),
-    }
-}
-
-/// Registers a server after checking that its engine answers; records the engine's version.
-pub async fn add_server(store: &Store, name: &str, url: &str) -> Result<Server, ServerError> {
-    let docker = engine(url).await?;
-    let version = docker
-        .version()
-        .await
-        .map_err(|e| ServerError::Unreachable {
-            url: url.to_owned(),
-            reason: e.to_string(),
-        })?;
-    Ok(store.db.add_server(
-        name,
-        url,
-        version.version.as_deref().unwrap_or("unknown"),
-        version.api_version.as_deref().unwrap_or("unknown"),
-    )?)
-}
-
 /// A container buildgrid started, by its labels.
 #[derive(Debug, Clone)]
 pub struct Labelled {
@@ -93,6 +37,10 @@ pub struct Labelled {
     pub deploy: String,
     pub slot: u32,
     pub state: String,
+    /// The image reference it was created from.
+    pub image: String,
+    /// Host ports it publishes.
+    pub ports: Vec<u16>,
 }
 
 /// Containers buildgrid runs on an engine (of `app` when given).
@@ -131,6 +79,18 @@ pub async fn labelled_containers(
                     .and_then(|s| s.parse().ok())
                     .unwrap_or(0),
                 state: c.state.map(|s| s.to_string()).unwrap_or_default(),
+                image: c.image.unwrap_or_default(),
+                ports: {
+                    let mut ports: Vec<u16> = c
+                        .ports
+                        .unwrap_or_default()
+                        .iter()
+                        .filter_map(|p| p.public_port)
+                        .collect();
+                    ports.sort_unstable();
+                    ports.dedup();
+                    ports
+                },
             }
         })
         .collect())

@@ -38,14 +38,14 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-struct Log<'a> {
-    store: &'a Store,
-    deploy: i64,
-    print: &'a (dyn Fn(&DeployLine) + Sync),
+pub(crate) struct Log<'a> {
+    pub store: &'a Store,
+    pub deploy: i64,
+    pub print: &'a (dyn Fn(&DeployLine) + Sync),
 }
 
 impl Log<'_> {
-    fn line(
+    pub fn line(
         &self,
         server: Option<&str>,
         service: Option<&str>,
@@ -81,13 +81,23 @@ pub async fn deploy(
     print: &(dyn Fn(&DeployLine) + Sync),
 ) -> Result<Deploy, DeployError> {
     let build = pick_build(store, app, build)?;
-    let (image_ref, digest) = stored_image(store, app, &build)?;
-    let services = store.db.services(app.id)?;
-    if services.is_empty() {
+    let view = source_view(store, app, &build)?;
+    let (image_ref, digest) = stored_image(store, &view, &build, registry_host)?;
+    let rows = store.db.services(app.id)?;
+    if rows.is_empty() {
         return Err(DeployError::Refused(format!(
             "app {} has no services: add one with `buildgrid service add {} <name> --server <server>`",
             app.app, app.app
         )));
+    }
+    // Each service runs its source's build: the chosen one, or its source's newest good one.
+    let mut services = Vec::new();
+    for row in rows {
+        let spec: ServiceSpec = serde_json::from_str(&row.spec).map_err(|e| {
+            DeployError::Refused(format!("service {} is unreadable: {e}", row.name))
+        })?;
+        let (build, image) = service_build(store, app, &build, &row.name, &spec, registry_host)?;
+        services.push((row.name, spec, build, image));
     }
     let servers: HashMap<String, Server> = store
         .db
@@ -127,47 +137,46 @@ pub async fn deploy(
         ..Default::default()
     };
     let mut failures = Vec::new();
-    for service in &services {
-        let spec: ServiceSpec = match serde_json::from_str(&service.spec) {
-            Ok(spec) => spec,
-            Err(error) => {
-                failures.push(format!("service {}: unreadable ({error})", service.name));
-                continue;
-            }
-        };
+    for (name, spec, service_build, service_image) in &services {
+        if service_build.id != build.id {
+            log.line(
+                None,
+                Some(name),
+                None,
+                "deploy",
+                &format!(
+                    "service {name} runs build {} ({service_image}) of its own repository",
+                    service_build.id
+                ),
+            );
+        }
         for server_name in &spec.servers {
             let Some(server) = servers.get(server_name) else {
                 let reason = format!("server {server_name} is not registered");
-                log.line(
-                    Some(server_name),
-                    Some(&service.name),
-                    None,
-                    "deploy",
-                    &reason,
-                );
+                log.line(Some(server_name), Some(name), None, "deploy", &reason);
                 failures.push(reason);
                 continue;
             };
             let part = Part {
                 app,
-                build: &build,
+                build: service_build,
                 deploy: &deploy,
-                service: &service.name,
-                spec: &spec,
+                service: name,
+                spec,
                 server,
-                image_ref: &image_ref,
+                image_ref: service_image,
                 credentials: &credentials,
                 log: &log,
             };
             if let Err(reason) = part.run().await {
                 log.line(
                     Some(server_name),
-                    Some(&service.name),
+                    Some(name),
                     None,
                     "deploy",
                     &format!("failed: {reason}"),
                 );
-                failures.push(format!("{}/{}: {reason}", server_name, service.name));
+                failures.push(format!("{server_name}/{name}: {reason}"));
             }
         }
     }
@@ -199,7 +208,7 @@ pub async fn deploy(
 }
 
 /// Whether process `pid` of this machine still runs (deploys record the process running them).
-fn process_alive(pid: u32) -> bool {
+pub(crate) fn process_alive(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
@@ -225,14 +234,76 @@ fn pick_build(store: &Store, app: &App, build: Option<i64>) -> Result<Build, Dep
             .db
             .builds_of_app(app.id, 200)?
             .into_iter()
-            .find(|b| b.state == BuildState::Succeeded)
+            .find(|b| b.state == BuildState::Succeeded && b.source_id.is_none())
             .ok_or_else(|| {
                 DeployError::Refused(format!("app {} has no successful build to deploy", app.app))
             }),
     }
 }
 
-fn stored_image(store: &Store, app: &App, build: &Build) -> Result<(String, String), DeployError> {
+/// `app` as builds of `build`'s source see it (its repository and image).
+fn source_view(store: &Store, app: &App, build: &Build) -> Result<App, DeployError> {
+    match build.source_id {
+        None => Ok(app.clone()),
+        Some(id) => Ok(store
+            .db
+            .source(id)?
+            .ok_or_else(|| {
+                DeployError::Refused(format!("the source of build {} is not stored", build.id))
+            })?
+            .app_view(app)),
+    }
+}
+
+/// The build service `name` runs and its image reference: `chosen` when it builds the same
+/// repository, else the newest successful build of the service's repository.
+fn service_build(
+    store: &Store,
+    app: &App,
+    chosen: &Build,
+    name: &str,
+    spec: &ServiceSpec,
+    registry_host: &str,
+) -> Result<(Build, String), DeployError> {
+    let source = match &spec.source {
+        None => None,
+        Some(repo) => Some(store.db.source_by_repo(app.id, repo)?.ok_or_else(|| {
+            DeployError::Refused(format!(
+                "the repository {repo} of service {name} is not stored"
+            ))
+        })?),
+    };
+    let source_id = source.as_ref().map(|s| s.id);
+    let view = source
+        .as_ref()
+        .map_or_else(|| app.clone(), |s| s.app_view(app));
+    let build = if chosen.source_id == source_id {
+        chosen.clone()
+    } else {
+        store
+            .db
+            .builds_of_app(app.id, 500)?
+            .into_iter()
+            .find(|b| b.source_id == source_id && b.state == BuildState::Succeeded)
+            .ok_or_else(|| {
+                DeployError::Refused(format!(
+                    "service {name} runs {}, which has no successful build: run `buildgrid build {} --service {name}`",
+                    view.image_repo, app.app
+                ))
+            })?
+    };
+    let (image, _) = stored_image(store, &view, &build, registry_host)?;
+    Ok((build, image))
+}
+
+/// The reference engines pull the build's image by, at the registry's current address (the
+/// build may have been made while buildgrid answered at another one), and its digest.
+fn stored_image(
+    store: &Store,
+    app: &App,
+    build: &Build,
+    registry_host: &str,
+) -> Result<(String, String), DeployError> {
     let (Some(image_ref), Some(digest)) = (&build.image_ref, &build.image_digest) else {
         return Err(DeployError::Refused(format!(
             "build {} made no image",
@@ -252,7 +323,11 @@ fn stored_image(store: &Store, app: &App, build: &Build) -> Result<(String, Stri
             build.id
         )));
     }
-    Ok((image_ref.clone(), digest.clone()))
+    let tag = image_ref.rsplit_once(':').map_or("latest", |(_, tag)| tag);
+    Ok((
+        format!("{registry_host}/{}:{tag}", app.image_repo),
+        digest.clone(),
+    ))
 }
 
 /// A pull-only token for this deploy, of a non-admin user that is a member of the app's
@@ -309,17 +384,14 @@ impl Part<'_> {
     }
 
     async fn run(&self) -> Result<(), String> {
-        let docker = engine(&self.server.docker_url)
+        let docker = engine(self.log.store, self.server)
             .await
             .map_err(|e| e.to_string())?;
         self.pull(&docker).await?;
         let app = self.app.app.to_string();
-        let old: Vec<crate::Labelled> = crate::labelled_containers(&docker, Some(&app))
-            .await
-            .map_err(|e| e.to_string())?
-            .into_iter()
-            .filter(|c| c.service == self.service)
-            .collect();
+        let note = |container: &str, text: &str| self.line(Some(container), "deploy", text);
+        let old =
+            crate::recover::settle(self.log.store, &docker, &app, self.service, &note).await?;
         // The new replicas publish on the slot the old ones do not use.
         let slot = match old.first() {
             Some(container) => 1 - container.slot.min(1),
@@ -334,8 +406,12 @@ impl Part<'_> {
                         started.push(name);
                     }
                     for name in &started {
-                        remove(&docker, name, 0).await;
-                        self.line(Some(name), "deploy", "removed: this deploy failed");
+                        let outcome = remove(&docker, name, 0).await;
+                        self.line(
+                            Some(name),
+                            "deploy",
+                            &removal(outcome, "removed: this deploy failed"),
+                        );
                     }
                     return Err(reason);
                 }
@@ -351,8 +427,12 @@ impl Part<'_> {
                 "deploy",
                 &format!("stopping (grace {} s)", self.spec.stop_grace),
             );
-            remove(&docker, &name, self.spec.stop_grace).await;
-            self.line(Some(&name), "deploy", "stopped and removed");
+            let outcome = remove(&docker, &name, self.spec.stop_grace).await;
+            self.line(
+                Some(&name),
+                "deploy",
+                &removal(outcome, "stopped and removed"),
+            );
         }
         Ok(())
     }
@@ -501,19 +581,29 @@ impl Part<'_> {
         let started = Instant::now();
         loop {
             // A container that exited (and maybe was restarted by its policy) is not healthy.
-            let running = docker
+            let inspected = docker
                 .inspect_container(
                     name,
                     None::<bollard::query_parameters::InspectContainerOptions>,
                 )
-                .await
-                .ok()
-                .is_some_and(|c| {
+                .await;
+            let running = match inspected {
+                Ok(c) => {
                     c.restart_count.unwrap_or(0) == 0
                         && c.state
                             .as_ref()
                             .is_some_and(|s| s.running == Some(true) && s.restarting != Some(true))
-                });
+                }
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => false,
+                Err(error) => {
+                    let reason =
+                        format!("the engine stopped answering: {}", engine_message(&error));
+                    self.line(Some(name), "health", &reason);
+                    return Err(reason);
+                }
+            };
             if !running {
                 let reason = format!("{name} exited before it was healthy");
                 self.line(Some(name), "health", &reason);
@@ -522,6 +612,15 @@ impl Part<'_> {
             }
             let healthy = match &self.spec.health {
                 Health::Running { seconds } => started.elapsed() >= Duration::from_secs(*seconds),
+                Health::Command { command } => {
+                    let outcome = exec_status(docker, name, command).await;
+                    let text = match &outcome {
+                        Ok(code) => format!("{command}: exit code {code}"),
+                        Err(reason) => format!("{command}: {reason}"),
+                    };
+                    self.line(Some(name), "health", &text);
+                    outcome == Ok(0)
+                }
                 Health::Http { path } => {
                     let port = host_port(self.spec.ports[0].host, replica, slot);
                     let url = format!(
@@ -566,24 +665,74 @@ impl Part<'_> {
                 bollard::container::LogOutput::StdErr { message } => ("stderr", message),
                 other => ("stdout", other.into_bytes()),
             };
+            let secrets: Vec<String> = self
+                .spec
+                .secret_env
+                .iter()
+                .map(|(_, v)| v.clone())
+                .collect();
             for text in String::from_utf8_lossy(&bytes).lines() {
-                let mut text = text.to_owned();
-                for (_, secret) in &self.spec.secret_env {
-                    if !secret.is_empty() {
-                        text = text.replace(secret.as_str(), "***");
-                    }
-                }
-                self.line(Some(name), stream_name, &text);
+                self.line(
+                    Some(name),
+                    stream_name,
+                    &crate::output::mask(text, &secrets),
+                );
             }
         }
     }
 }
 
-async fn remove(docker: &Docker, name: &str, grace: u64) {
+/// The exit code of `/bin/sh -c <command>` run in a container (output discarded).
+async fn exec_status(docker: &Docker, container: &str, command: &str) -> Result<i64, String> {
+    let options = bollard::exec::CreateExecOptions {
+        cmd: Some(vec!["/bin/sh", "-c", command]),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        ..Default::default()
+    };
+    let exec = docker
+        .create_exec(container, options)
+        .await
+        .map_err(|e| engine_message(&e))?;
+    match docker
+        .start_exec(&exec.id, None)
+        .await
+        .map_err(|e| engine_message(&e))?
+    {
+        bollard::exec::StartExecResults::Attached { mut output, .. } => {
+            while output.next().await.is_some() {}
+        }
+        bollard::exec::StartExecResults::Detached => {}
+    }
+    let inspected = docker
+        .inspect_exec(&exec.id)
+        .await
+        .map_err(|e| engine_message(&e))?;
+    inspected.exit_code.ok_or_else(|| "no exit code".to_owned())
+}
+
+/// Stops a container within `grace` seconds and removes it; why not, when the engine refused.
+pub(crate) async fn remove(docker: &Docker, name: &str, grace: u64) -> Result<(), String> {
     let stop = StopContainerOptionsBuilder::new().t(grace as i32).build();
     let _ = docker.stop_container(name, Some(stop)).await;
     let options = RemoveContainerOptionsBuilder::new().force(true).build();
-    let _ = docker.remove_container(name, Some(options)).await;
+    match docker.remove_container(name, Some(options)).await {
+        Ok(()) => Ok(()),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(()),
+        Err(error) => Err(engine_message(&error)),
+    }
+}
+
+/// The log line after removing a container: what happened, or why it stays for later.
+pub(crate) fn removal(outcome: Result<(), String>, done: &str) -> String {
+    match outcome {
+        Ok(()) => done.to_owned(),
+        Err(reason) => {
+            format!("could not be removed ({reason}); the next deploy to this server removes it")
+        }
+    }
 }
 
 fn engine_message(error: &bollard::errors::Error) -> String {

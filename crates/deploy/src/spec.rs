@@ -16,6 +16,8 @@ pub enum Health {
     Http { path: String },
     /// The container is still running this many seconds after it started.
     Running { seconds: u64 },
+    /// `/bin/sh -c <command>` run inside the container exits with 0.
+    Command { command: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,6 +37,10 @@ pub struct ServiceSpec {
     /// host port in `PORT` and must listen on it (for engines without a bridge network).
     #[serde(default)]
     pub network_host: bool,
+    /// The image repository of the service's own git source, when it does not run the app's
+    /// image (`<namespace>/<app>.<repo>` of another repository).
+    #[serde(default)]
+    pub source: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

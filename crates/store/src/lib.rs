@@ -22,7 +22,8 @@ pub use db::{
     App, AppSummary, ArchiveChecksums, AuditEntry, BlobRow, Build, BuildFilter, BuildState, Db,
     Deploy, DeployLine, DeployLogFilter, DownloadCount, ImageFilesRow, ImageRecord, LayerFilesRow,
     LayerRow, LogFilter, LogLine, LogStep, ManifestRecord, ManifestRow, Namespace, NewApp,
-    NewBuild, NewToken, Page, Queued, ReferrerRow, Server, ServiceRow, TokenRow, User,
+    NewBuild, NewSource, NewToken, Page, Queued, ReferrerRow, Server, ServerAccess, ServiceRow,
+    Source, TokenRow, User,
 };
 pub use error::StoreError;
 
@@ -64,6 +65,18 @@ impl Store {
         self.git_root()
             .join(app.namespace())
             .join(format!("{}.git", app.app()))
+    }
+
+    /// The mirror of a build's repository: the app's own, or that of its source.
+    pub fn build_git_dir(&self, app: &buildgrid_core::AppRef, source: Option<i64>) -> PathBuf {
+        match source {
+            None => self.git_dir(app),
+            Some(id) => self
+                .git_root()
+                .join(app.namespace())
+                .join(format!("{}.sources", app.app()))
+                .join(format!("{id}.git")),
+        }
     }
 }
 

@@ -75,3 +75,148 @@ async fn deploys_show_on_the_timeline_and_their_log_filters_combine() {
     assert_eq!(raw.lines().count(), 4);
     assert_eq!(app.get("/deploys/2").await.status, 404);
 }
+
+#[actix_web::test]
+async fn the_deploy_button_deploys_only_what_can_be_deployed_by_who_may_build() {
+    use actix_web::test::TestRequest;
+
+    use crate::seed::import_image;
+    use crate::support::{header, read};
+
+    let app = spawn_app();
+    let hello = create_app(&app.store, "acme/hello");
+    let failed = start_build(&app.store, &hello, "main", &commit(1), "Broken");
+    finish_build(&app.store, &hello, failed, BuildState::Failed, None);
+    let gone = start_build(&app.store, &hello, "main", &commit(2), "Image gone");
+    finish_build(
+        &app.store,
+        &hello,
+        gone,
+        BuildState::Succeeded,
+        Some(&fake_digest(2)),
+    );
+    let good = start_build(&app.store, &hello, "main", &commit(3), "Good");
+    let digest = import_image(&app.store, app.dir.path(), &hello.image_repo, &commit(3));
+    finish_build(
+        &app.store,
+        &hello,
+        good,
+        BuildState::Succeeded,
+        Some(&digest),
+    );
+    let ann = app.sign_in("ann", false, &["acme"]);
+    let bob = app.sign_in("bob", false, &[]);
+    let deploy = |session: &crate::support::Session, build: i64, csrf: &str| {
+        session.on(TestRequest::post()
+            .uri("/apps/acme/hello/deploy")
+            .set_form([("csrf", csrf.to_owned()), ("build", build.to_string())]))
+    };
+
+    // No services yet: no button, and the form says what is missing.
+    let timeline = read(
+        app.send(ann.on(TestRequest::get().uri("/apps/acme/hello")))
+            .await,
+    )
+    .await
+    .body;
+    assert!(!timeline.contains("/apps/acme/hello/deploy"), "{timeline}");
+    let page = read(app.send(deploy(&ann, good, &ann.csrf)).await).await;
+    assert_eq!(page.status, 400);
+    assert!(page.body.contains("has no services"), "{}", page.body);
+
+    app.store.db.add_service(hello.id, "web", "{}").unwrap();
+    let timeline = read(
+        app.send(ann.on(TestRequest::get().uri("/apps/acme/hello")))
+            .await,
+    )
+    .await
+    .body;
+    assert_eq!(
+        crate::support::count(&timeline, r#"action="/apps/acme/hello/deploy""#),
+        2,
+        "a button on each successful build: {timeline}"
+    );
+    assert!(!app.ok("/apps/acme/hello").await.contains("/deploy\""));
+
+    for (build, status, says) in [
+        (failed, 400, "only a successful build can be deployed"),
+        (gone, 400, "is no longer stored"),
+        (99, 404, "has no build 99"),
+    ] {
+        let page = read(app.send(deploy(&ann, build, &ann.csrf)).await).await;
+        assert_eq!(page.status, status, "{}", page.body);
+        assert!(page.body.contains(says), "{}", page.body);
+    }
+    let refused = read(app.send(deploy(&bob, good, &bob.csrf)).await).await;
+    assert_eq!(refused.status, 403);
+    let forged = app.send(deploy(&ann, good, "not-the-token")).await;
+    assert!(forged.status().is_client_error());
+    assert!(app.deployer.asked.lock().unwrap().is_empty());
+
+    let response = app.send(deploy(&ann, good, &ann.csrf)).await;
+    assert_eq!(response.status(), 303);
+    assert_eq!(
+        header(response.headers(), "location"),
+        "/apps/acme/hello#deploys"
+    );
+    assert_eq!(
+        *app.deployer.asked.lock().unwrap(),
+        vec![(hello.id, good, "ann (web)".to_owned())]
+    );
+}
+
+#[actix_web::test]
+async fn a_running_deploy_page_streams_its_lines_until_it_ends() {
+    use crate::support::EventStream;
+    use actix_web::test::TestRequest;
+
+    let app = spawn_app();
+    let shop = create_app(&app.store, "acme/hello");
+    let build = start_build(&app.store, &shop, "main", &commit(1), "One");
+    finish_build(
+        &app.store,
+        &shop,
+        build,
+        BuildState::Succeeded,
+        Some(&fake_digest(1)),
+    );
+    let deploy = app
+        .store
+        .db
+        .start_deploy(shop.id, build, "cli", std::process::id(), |_| true)
+        .unwrap();
+    app.store
+        .db
+        .append_deploy_line(deploy.id, &line("alpha", "web", "web-a0", "pulling"))
+        .unwrap();
+    let page = app.ok("/deploys/1?service=web").await;
+    assert!(
+        page.contains(r#"data-events="/deploys/1/events?service=web&amp;after=1""#),
+        "{page}"
+    );
+    let mut events = EventStream::new(
+        app.send(TestRequest::get().uri("/deploys/1/events?service=web&after=1"))
+            .await,
+    );
+    let store = app.store.clone();
+    let writer = actix_web::rt::spawn(async move {
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(300)).await;
+        for (service, text) in [("worker", "worker started"), ("web", "web healthy")] {
+            store
+                .db
+                .append_deploy_line(1, &line("alpha", service, "c", text))
+                .unwrap();
+        }
+        store.db.finish_deploy(1, "succeeded", None).unwrap();
+    });
+    let seen = events.until("event: end").await.to_owned();
+    writer.await.unwrap();
+    assert!(seen.contains("web healthy"), "{seen}");
+    assert!(!seen.contains("worker started"), "filtered: {seen}");
+    assert!(
+        !seen.contains("pulling"),
+        "only lines after the page's: {seen}"
+    );
+    assert!(seen.contains(r#"data-state=\"succeeded\""#), "{seen}");
+    assert!(!app.ok("/deploys/1").await.contains("data-events"));
+}

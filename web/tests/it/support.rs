@@ -21,6 +21,29 @@ pub struct TestApp {
     pub access: Arc<Access>,
     /// How often the pages woke the builder.
     pub woken: Arc<AtomicUsize>,
+    /// What the pages asked to deploy, and what servers report running.
+    pub deployer: Arc<RecordingDeployer>,
+}
+
+/// A deployer that records what it was asked and reports set containers.
+#[derive(Default)]
+pub struct RecordingDeployer {
+    pub asked: std::sync::Mutex<Vec<(i64, i64, String)>>,
+    pub running: std::sync::Mutex<Vec<buildgrid_web::ServerRunning>>,
+}
+
+impl buildgrid_web::Deployer for RecordingDeployer {
+    fn deploy(&self, app_id: i64, build: i64, trigger: String) {
+        self.asked.lock().unwrap().push((app_id, build, trigger));
+    }
+
+    fn running(
+        &self,
+        _app: buildgrid_core::AppRef,
+    ) -> buildgrid_web::BoxFuture<Vec<buildgrid_web::ServerRunning>> {
+        let running = self.running.lock().unwrap().clone();
+        Box::pin(async move { running })
+    }
 }
 
 pub struct Page {
@@ -43,6 +66,7 @@ pub fn spawn_app() -> TestApp {
         store,
         access,
         woken: Arc::default(),
+        deployer: Arc::default(),
     }
 }
 
@@ -68,6 +92,7 @@ impl TestApp {
                 woken.fetch_add(1, Ordering::SeqCst);
             }),
             access: self.access.clone(),
+            deployer: Some(self.deployer.clone()),
         }
     }
 

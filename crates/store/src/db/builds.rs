@@ -81,6 +81,8 @@ pub struct Build {
     pub queued_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
+    /// The source built, when not the app's own repository.
+    pub source_id: Option<i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -114,7 +116,7 @@ impl Queued {
 pub(super) const BUILD_COLUMNS: &str =
     "id, app_id, git_ref, commit_id, trigger, state, reason, force,
     cancel_requested, commit_message, commit_author, image_ref, image_digest, queued_at,
-    started_at, finished_at";
+    started_at, finished_at, source_id";
 
 pub(super) fn build_row(row: &Row<'_>) -> rusqlite::Result<Build> {
     Ok(Build {
@@ -134,6 +136,7 @@ pub(super) fn build_row(row: &Row<'_>) -> rusqlite::Result<Build> {
         queued_at: row.get(13)?,
         started_at: row.get(14)?,
         finished_at: row.get(15)?,
+        source_id: row.get(16)?,
     })
 }
 
@@ -148,9 +151,18 @@ impl Db {
     /// Queues a build, unless the same commit of the app is queued, running or built already
     /// (and `force` is off).
     pub fn enqueue_build(&self, new: &NewBuild) -> Result<Queued, StoreError> {
+        self.enqueue_source_build(new, None)
+    }
+
+    /// Queues a build of source `source` of the app (its own repository when `None`).
+    pub fn enqueue_source_build(
+        &self,
+        new: &NewBuild,
+        source: Option<i64>,
+    ) -> Result<Queued, StoreError> {
         self.with(|conn| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let queued = enqueue(&tx, new)?;
+            let queued = enqueue(&tx, new, source)?;
             tx.commit()?;
             Ok(queued)
         })
@@ -176,7 +188,7 @@ impl Db {
                     return Ok(None);
                 }
             }
-            let queued = enqueue(&tx, new)?;
+            let queued = enqueue(&tx, new, None)?;
             tx.commit()?;
             Ok(Some(queued))
         })
@@ -201,6 +213,7 @@ impl Db {
                     other.id > build.id
                         && other.app_id == build.app_id
                         && other.git_ref == build.git_ref
+                        && other.source_id == build.source_id
                         && !build.force
                 });
                 if let Some(newer) = newer {
@@ -262,6 +275,7 @@ impl Db {
             Ok(conn
                 .prepare_cached(
                     "SELECT id FROM builds WHERE app_id = ?1 AND commit_id = ?2 AND id < ?3
+                     AND source_id IS (SELECT source_id FROM builds WHERE id = ?3)
                      AND state NOT IN ('failed', 'cancelled', 'skipped', 'queued')
                      ORDER BY id LIMIT 1",
                 )?
@@ -401,30 +415,36 @@ impl Db {
 
 /// Queues a build in `tx`, unless the same commit of the app is queued, running or built already
 /// (and `force` is off).
-fn enqueue(tx: &rusqlite::Transaction<'_>, new: &NewBuild) -> Result<Queued, StoreError> {
+fn enqueue(
+    tx: &rusqlite::Transaction<'_>,
+    new: &NewBuild,
+    source: Option<i64>,
+) -> Result<Queued, StoreError> {
     if let (Some(commit), false) = (&new.commit_id, new.force) {
         let existing = tx
             .prepare_cached(
-                "SELECT id FROM builds WHERE app_id = ?1 AND commit_id = ?2
+                "SELECT id FROM builds WHERE app_id = ?1 AND commit_id = ?2 AND source_id IS ?3
                  AND state NOT IN ('failed', 'cancelled', 'skipped')
                  ORDER BY id DESC LIMIT 1",
             )?
-            .query_row(params![new.app_id, commit], |row| row.get(0))
+            .query_row(params![new.app_id, commit, source], |row| row.get(0))
             .optional()?;
         if let Some(id) = existing {
             return Ok(Queued::Existing(id));
         }
     }
     tx.execute(
-        "INSERT INTO builds (app_id, git_ref, commit_id, trigger, state, force, queued_at)
-         VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6)",
+        "INSERT INTO builds (app_id, git_ref, commit_id, trigger, state, force, queued_at,
+            source_id)
+         VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7)",
         params![
             new.app_id,
             new.git_ref,
             new.commit_id,
             new.trigger,
             new.force,
-            now()
+            now(),
+            source
         ],
     )?;
     Ok(Queued::New(tx.last_insert_rowid()))

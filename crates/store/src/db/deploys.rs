@@ -10,8 +10,19 @@ pub struct Server {
     pub id: i64,
     pub name: String,
     pub docker_url: String,
+    /// Connects with TLS and the client files in `<data>/servers/<name>/`.
+    pub tls: bool,
+    /// Connects over SSH with the key `<data>/servers/<name>/ssh_key`.
+    pub ssh_key: bool,
     pub engine_version: String,
     pub api_version: String,
+}
+
+/// What reaching a server needs beside its URL (see [`Server`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServerAccess {
+    pub tls: bool,
+    pub ssh_key: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -56,6 +67,16 @@ pub struct DeployLogFilter {
     pub container: Option<String>,
 }
 
+fn mark_interrupted(conn: &rusqlite::Connection, id: i64) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE deploys SET state = 'interrupted', finished_at = ?2,
+            reason = 'interrupted: the process running it stopped'
+         WHERE id = ?1",
+        params![id, now()],
+    )?;
+    Ok(())
+}
+
 fn server_row(row: &Row<'_>) -> rusqlite::Result<Server> {
     Ok(Server {
         id: row.get(0)?,
@@ -63,6 +84,8 @@ fn server_row(row: &Row<'_>) -> rusqlite::Result<Server> {
         docker_url: row.get(2)?,
         engine_version: row.get(3)?,
         api_version: row.get(4)?,
+        tls: row.get(5)?,
+        ssh_key: row.get(6)?,
     })
 }
 
@@ -87,14 +110,24 @@ impl Db {
         &self,
         name: &str,
         docker_url: &str,
+        access: ServerAccess,
         engine_version: &str,
         api_version: &str,
     ) -> Result<Server, StoreError> {
         self.with(|conn| {
             let inserted = conn.execute(
-                "INSERT INTO servers (name, docker_url, engine_version, api_version, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (name) DO NOTHING",
-                params![name, docker_url, engine_version, api_version, now()],
+                "INSERT INTO servers
+                     (name, docker_url, tls, ssh_key, engine_version, api_version, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (name) DO NOTHING",
+                params![
+                    name,
+                    docker_url,
+                    access.tls,
+                    access.ssh_key,
+                    engine_version,
+                    api_version,
+                    now()
+                ],
             )?;
             if inserted == 0 {
                 return Err(StoreError::Conflict(format!(
@@ -105,6 +138,8 @@ impl Db {
                 id: conn.last_insert_rowid(),
                 name: name.to_owned(),
                 docker_url: docker_url.to_owned(),
+                tls: access.tls,
+                ssh_key: access.ssh_key,
                 engine_version: engine_version.to_owned(),
                 api_version: api_version.to_owned(),
             })
@@ -114,7 +149,8 @@ impl Db {
     pub fn servers(&self) -> Result<Vec<Server>, StoreError> {
         self.with(|conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT id, name, docker_url, engine_version, api_version FROM servers ORDER BY name",
+                "SELECT id, name, docker_url, engine_version, api_version, tls, ssh_key
+                 FROM servers ORDER BY name",
             )?;
             let rows = stmt.query_map([], server_row)?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
@@ -180,12 +216,7 @@ impl Db {
                         "deploy {id} of this app is running: deploys of one app run one at a time"
                     )));
                 }
-                tx.execute(
-                    "UPDATE deploys SET state = 'interrupted', finished_at = ?2,
-                        reason = 'interrupted: the process running it stopped'
-                     WHERE id = ?1",
-                    params![id, now()],
-                )?;
+                mark_interrupted(&tx, id)?;
             }
             let at = now();
             tx.execute(
@@ -205,6 +236,33 @@ impl Db {
                 started_at: at,
                 finished_at: None,
             })
+        })
+    }
+
+    /// Marks every running deploy whose process is gone (`alive` says no) interrupted, and
+    /// returns them: what a restart finds of the deploys its previous process was running.
+    pub fn interrupt_dead_deploys(
+        &self,
+        alive: impl Fn(u32) -> bool,
+    ) -> Result<Vec<Deploy>, StoreError> {
+        self.with(|conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let running: Vec<(i64, u32)> = {
+                let mut stmt = tx.prepare("SELECT id, pid FROM deploys WHERE state = 'running'")?;
+                let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+                rows.collect::<Result<_, _>>()?
+            };
+            let mut interrupted = Vec::new();
+            for (id, pid) in running {
+                if alive(pid) {
+                    continue;
+                }
+                mark_interrupted(&tx, id)?;
+                let sql = format!("SELECT {DEPLOY_COLUMNS} FROM deploys WHERE id = ?1");
+                interrupted.push(tx.query_row(&sql, [id], deploy_row)?);
+            }
+            tx.commit()?;
+            Ok(interrupted)
         })
     }
 

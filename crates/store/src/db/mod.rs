@@ -17,18 +17,20 @@ mod images;
 mod log_view;
 mod logs;
 mod schema;
+mod sources;
 mod timeline;
 
 pub use access::{AuditEntry, Namespace, NewToken, TokenRow, User};
 pub use apps::{App, NewApp};
 pub use builds::{Build, BuildState, NewBuild, Queued};
-pub use deploys::{Deploy, DeployLine, DeployLogFilter, Server, ServiceRow};
+pub use deploys::{Deploy, DeployLine, DeployLogFilter, Server, ServerAccess, ServiceRow};
 pub use files::{ArchiveChecksums, ImageFilesRow, LayerFilesRow};
 pub use images::{
     BlobRow, DownloadCount, ImageRecord, LayerRow, ManifestRecord, ManifestRow, ReferrerRow,
 };
 pub use log_view::{LogFilter, LogStep};
 pub use logs::LogLine;
+pub use sources::{NewSource, Source};
 pub use timeline::{AppSummary, BuildFilter, Page};
 
 /// The SQLite database, with a small pool of connections (WAL: readers never wait for a writer).

@@ -282,6 +282,27 @@ CREATE TABLE deploy_log (
     PRIMARY KEY (deploy_id, seq)
 ) WITHOUT ROWID;
 "#,
+    r#"
+-- server_connection: what reaching a server needs beside its URL. The files themselves are in
+-- <data>/servers/<name>/: ca.pem, cert.pem and key.pem for TLS, ssh_key for SSH.
+ALTER TABLE servers ADD COLUMN tls INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE servers ADD COLUMN ssh_key INTEGER NOT NULL DEFAULT 0;
+"#,
+    r#"
+-- sources: git repositories an app's services build from beside the app's own. Each builds
+-- one image, <namespace>/<app>.<repo>; a build of a source names it.
+CREATE TABLE app_sources (
+    id         INTEGER PRIMARY KEY,
+    app_id     INTEGER NOT NULL REFERENCES apps(id),
+    git_url    TEXT NOT NULL,
+    branch     TEXT NOT NULL,
+    dockerfile TEXT NOT NULL,
+    context    TEXT NOT NULL,
+    image_repo TEXT NOT NULL,
+    UNIQUE (app_id, image_repo)
+);
+ALTER TABLE builds ADD COLUMN source_id INTEGER REFERENCES app_sources(id);
+"#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {

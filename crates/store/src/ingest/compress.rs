@@ -1,10 +1,11 @@
-//! Deterministic parallel gzip compression of plain tar layers, listing their files on the way.
+//! Deterministic parallel gzip compression of plain tar layers (unless gzip would not shrink
+//! them), listing their files on the way.
 
 use std::io::{self, Read, Write};
 use std::sync::{Arc, Mutex};
 
 use buildgrid_core::Sha256Writer;
-use buildgrid_core::media_type::OCI_LAYER_GZIP;
+use buildgrid_core::media_type::{OCI_LAYER_GZIP, OCI_LAYER_TAR};
 use flate2::Compression;
 use gzp::ZWriter;
 use gzp::deflate::Gzip;
@@ -45,9 +46,68 @@ impl Write for SharedWriter {
     }
 }
 
-/// Compresses a plain tar layer into a staged gzip blob, listing its files in the same pass;
-/// returns it with its diff id and its files (`None` if its tar could not be listed).
+/// How much of a layer's start decides whether it is worth compressing.
+const SAMPLE: usize = 1 << 20;
+/// A sample that gzip cannot shrink below this share of its size is stored as it is.
+const WORTH_COMPRESSING: f64 = 0.95;
+
+/// Whether gzip shrinks `sample` enough to be worth its time (at level 1, in a few ms).
+fn compressible(sample: &[u8]) -> bool {
+    if sample.is_empty() {
+        return true;
+    }
+    let mut encoder = flate2::write::DeflateEncoder::new(Vec::new(), Compression::fast());
+    if encoder.write_all(sample).is_err() {
+        return true;
+    }
+    let size = encoder.finish().map_or(sample.len(), |out| out.len());
+    (size as f64) < WORTH_COMPRESSING * sample.len() as f64
+}
+
+/// Stores a plain tar layer: as a gzip blob, or as the tar itself when its start shows that gzip
+/// would not shrink it (random or already compressed data), which costs no compression and pulls
+/// the same bytes. Lists its files in the same pass; returns the stored layer with its diff id
+/// and its files (`None` if its tar could not be listed). The choice depends only on the
+/// content, so the same layer always gives the same digest.
 pub(crate) fn compress_layer(
+    staging_dir: &std::path::Path,
+    member: &str,
+    input: &mut dyn Read,
+) -> Result<(LayerRow, StagedBlob, Option<LayerFiles>), IngestError> {
+    let mut sample = Vec::with_capacity(SAMPLE);
+    input
+        .take(SAMPLE as u64)
+        .read_to_end(&mut sample)
+        .map_err(|e| read_error(member, e))?;
+    let worth = compressible(&sample);
+    let mut input = io::Cursor::new(sample).chain(input);
+    if worth {
+        gzip_layer(staging_dir, member, &mut input)
+    } else {
+        plain_layer(staging_dir, member, &mut input)
+    }
+}
+
+/// Stores a plain tar layer as it is: its digest is its diff id.
+fn plain_layer(
+    staging_dir: &std::path::Path,
+    member: &str,
+    input: &mut dyn Read,
+) -> Result<(LayerRow, StagedBlob, Option<LayerFiles>), IngestError> {
+    let mut writer = BlobWriter::create(staging_dir)?;
+    let files = read_layer(input, &mut writer).map_err(|e| read_error(member, e))?;
+    let blob = writer.finish(None)?;
+    let layer = LayerRow {
+        diff_id: blob.digest.clone(),
+        digest: blob.digest.clone(),
+        size: blob.size,
+        media_type: OCI_LAYER_TAR.to_owned(),
+    };
+    Ok((layer, blob, files))
+}
+
+/// Compresses a plain tar layer into a staged gzip blob.
+fn gzip_layer(
     staging_dir: &std::path::Path,
     member: &str,
     input: &mut dyn Read,

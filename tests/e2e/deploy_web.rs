@@ -1,0 +1,217 @@
+//! Deploys from the browser: the Deploy button of a build, its log streaming live while it runs,
+//! the app page's running containers, and a rollback button on an earlier build.
+
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, Locator};
+
+use crate::engines::{Cleanup, containers, free_ports, get};
+use crate::fixtures::{Source, create_app, ensure_base_image};
+use crate::support::Buildgrid;
+use crate::web::Driver;
+
+async fn text(browser: &Client, css: &str) -> String {
+    browser
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no {css}: {e}"))
+        .text()
+        .await
+        .unwrap()
+}
+
+/// Clicks the deploy form's button of build `build` on the timeline and opens the page of the
+/// deploy it starts (number `deploy`) at once, while the deploy runs.
+async fn deploy_from_timeline(
+    browser: &Client,
+    buildgrid: &Buildgrid,
+    build: i64,
+    label: &str,
+    deploy: i64,
+) {
+    browser
+        .goto(&buildgrid.url("/apps/acme/live"))
+        .await
+        .unwrap();
+    let button = browser
+        .find(Locator::Css(&format!("#b{build} form.inline button")))
+        .await
+        .unwrap_or_else(|e| panic!("build {build} has no deploy button: {e}"));
+    assert_eq!(button.text().await.unwrap(), label);
+    button.click().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let url = browser.current_url().await.unwrap();
+        if url.path() == "/apps/acme/live"
+            && browser
+                .find(Locator::Css(&format!("#d{deploy}")))
+                .await
+                .is_ok()
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no deploy after the click");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        browser.refresh().await.unwrap();
+    }
+    browser
+        .find(Locator::Css(&format!("#d{deploy} a.title")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+/// Waits on the open deploy page (without reloading it) until its status says `state`.
+async fn wait_for_status(browser: &Client, state: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = text(browser, "#deploy-status").await;
+        if status == state {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the deploy page still says {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[test]
+fn deploys_and_rollbacks_from_the_browser_stream_their_log_and_show_what_runs() {
+    ensure_base_image();
+    let _cleanup = Cleanup("acme/live");
+    let buildgrid = Buildgrid::spawn();
+    let source = Source::example();
+    source.write("index.html", "live one\n");
+    source.commit("live one");
+    let (_upstream, git_url) = source.bare_clone();
+    create_app(&buildgrid, "acme/live", &git_url);
+    buildgrid.cli_ok(&["app", "auto-deploy", "acme/live", "off"]);
+    buildgrid.cli_ok(&["build", "acme/live", "--wait"]);
+    source.write("index.html", "live two\n");
+    source.commit("live two");
+    source.git(&["push", "-q", &git_url, "main"]);
+    buildgrid.cli_ok(&["build", "acme/live", "--wait"]);
+    buildgrid.cli_ok(&[
+        "server",
+        "add",
+        "local",
+        "--docker",
+        "unix:///var/run/docker.sock",
+    ]);
+    let base = free_ports();
+    buildgrid.cli_ok(&[
+        "service",
+        "add",
+        "acme/live",
+        "web",
+        "--command",
+        "hello serve",
+        "--port",
+        &format!("{base}:8080"),
+        "--health-running",
+        "3",
+        "--stop-grace",
+        "1",
+        "--server",
+        "local",
+    ]);
+    let created = buildgrid.cli_ok(&["user", "create", "ann"]);
+    let password = created
+        .lines()
+        .find_map(|l| l.strip_prefix("web password (shown once): "))
+        .unwrap()
+        .to_owned();
+    buildgrid.cli_ok(&["namespace", "add-member", "acme", "ann"]);
+
+    let driver = Driver::start();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let browser = driver.browser().await;
+        browser
+            .goto(&buildgrid.url("/login?next=/apps/acme/live"))
+            .await
+            .unwrap();
+        for (field, value) in [("name", "ann"), ("password", password.as_str())] {
+            browser
+                .find(Locator::Css(&format!("form.stack input[name={field}]")))
+                .await
+                .unwrap()
+                .send_keys(value)
+                .await
+                .unwrap();
+        }
+        browser
+            .find(Locator::Css("form.stack button[type=submit]"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        browser
+            .wait()
+            .for_element(Locator::Css("#b1"))
+            .await
+            .unwrap();
+
+        // Build 1 is deployed with the button; its page follows the deploy as it runs.
+        deploy_from_timeline(&browser, &buildgrid, 1, "Deploy", 1).await;
+        browser
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Css("#deploy-log[data-events]"))
+            .await
+            .expect("the deploy page opens following the running deploy");
+        browser
+            .execute("window.stillTheSamePage = true;", vec![])
+            .await
+            .unwrap();
+        wait_for_status(&browser, "succeeded").await;
+        let log = text(&browser, "#deploy-log").await;
+        assert!(log.contains("healthy"), "{log}");
+        assert!(log.contains("deploy 1 succeeded"), "{log}");
+        let same = browser
+            .execute("return window.stillTheSamePage === true;", vec![])
+            .await
+            .unwrap();
+        assert_eq!(same, serde_json::json!(true), "the page was reloaded");
+
+        // The app page shows what runs, and which build is deployed.
+        browser
+            .goto(&buildgrid.url("/apps/acme/live"))
+            .await
+            .unwrap();
+        let running = text(&browser, "#running").await;
+        assert!(running.contains("bg.acme.live.web.d1.r0"), "{running}");
+        assert!(running.contains(&format!("127.0.0.1:{base}")), "{running}");
+        assert!(running.contains("running"), "{running}");
+        assert_eq!(text(&browser, "#b1 .status.ok[title]").await, "deployed");
+
+        // Build 2, then back to build 1 with the rollback button.
+        deploy_from_timeline(&browser, &buildgrid, 2, "Deploy", 2).await;
+        wait_for_status(&browser, "succeeded").await;
+        deploy_from_timeline(&browser, &buildgrid, 1, "Roll back to this", 3).await;
+        wait_for_status(&browser, "succeeded").await;
+        browser
+            .goto(&buildgrid.url("/apps/acme/live"))
+            .await
+            .unwrap();
+        let deploys = text(&browser, "#deploys").await;
+        assert!(deploys.contains("rollback by ann (web)"), "{deploys}");
+        let running = text(&browser, "#running").await;
+        assert!(running.contains("bg.acme.live.web.d3.r0"), "{running}");
+        browser.close().await.unwrap();
+    });
+    assert_eq!(
+        containers("acme/live"),
+        vec!["bg.acme.live.web.d3.r0".to_owned()]
+    );
+    let answer = get(u32::from(base)).or_else(|| get(u32::from(base) + 1));
+    assert_eq!(answer.as_deref(), Some("live one\n"));
+}
