@@ -294,8 +294,9 @@ pub fn service(store: &Store, command: ServiceCommand) -> anyhow::Result<()> {
                     .chain(spec.secret_env.iter().map(|(k, _)| format!("{k}=***")))
                     .collect();
                 println!(
-                    "{}\treplicas {}\tcommand {}\tports {}\tenv {}\tservers {}",
+                    "{}\timage {}\treplicas {}\tcommand {}\tports {}\tenv {}\tservers {}",
                     service.name,
+                    spec.source.as_deref().unwrap_or(app.image_repo.as_str()),
                     spec.replicas,
                     spec.command.as_deref().unwrap_or("(image's)"),
                     spec.ports

@@ -100,15 +100,13 @@ deploy() {
     echo "$((healthy - started)) $(($(now_ms) - started))"
 }
 
-SLOT=0
-# One plain round, the same work by hand: prints "<ms to all healthy> <ms to done>".
+# One plain round (number $1), the same work by hand: prints "<ms to all healthy> <ms to done>".
 plain() {
-    local config started healthy old1 old2 e2="unix://$E2/docker.sock"
+    local config started healthy old1 old2 e2="unix://$E2/docker.sock" SLOT=$(($1 % 2))
     config=$(mktemp -d)
     old1=$(docker ps -aq --filter label=bench-plain=1)
     old2=$(docker -H "$e2" ps -aq --filter label=bench-plain=1)
     # Like buildgrid, start the new web replicas on the ports the old ones do not hold.
-    SLOT=$((1 - SLOT))
     started=$(now_ms)
     for host in "unix:///var/run/docker.sock" "$e2"; do
         echo "$TOKEN" | docker -H "$host" --config "$config" login "127.0.0.1:$BG_PORT" -u plain --password-stdin >/dev/null 2>&1
@@ -134,7 +132,7 @@ for round in $(seq 1 "$RUNS"); do
     echo "round $round" >&2
     read -r h d < <(deploy)
     BG_H+=("$h"); BG_D+=("$d")
-    read -r h d < <(plain)
+    read -r h d < <(plain "$round")
     PL_H+=("$h"); PL_D+=("$d")
 done
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }

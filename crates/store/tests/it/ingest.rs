@@ -1,13 +1,15 @@
 //! Imports of well-formed archives of every layout.
 
 use buildgrid_core::Digest;
-use buildgrid_core::media_type::{DOCKER_CONFIG, DOCKER_LAYER_GZIP, DOCKER_MANIFEST, OCI_MANIFEST};
+use buildgrid_core::media_type::{
+    DOCKER_CONFIG, DOCKER_LAYER_GZIP, DOCKER_MANIFEST, OCI_LAYER_GZIP, OCI_LAYER_TAR, OCI_MANIFEST,
+};
 use serde_json::{Value, json};
 
 use crate::support::{
-    Image, LayerFormat, Member, check_blob_files, check_stored_image, descriptor, docker_save,
-    file, gzip, json_bytes, layer, multi_platform_archive, oci_image, oci_layout, oci_single,
-    repo_name, snapshot, tag_name, tar, test_store,
+    Image, LayerFormat, Member, check_blob_files, check_served_blob, check_stored_image,
+    descriptor, docker_save, file, gzip, json_bytes, layer, multi_platform_archive, oci_image,
+    oci_layout, oci_single, repo_name, snapshot, tag_name, tar, test_store,
 };
 
 /// What the report of an import says about its layers.
@@ -363,4 +365,44 @@ fn blobs_and_manifests_belong_to_their_repository() {
         let digest = Digest::parse(descriptor["digest"].as_str().unwrap()).unwrap();
         assert_eq!(t.store.db.repo_blob(&other_repo, &digest).unwrap(), None);
     }
+}
+
+/// A layer of `size` pseudo-random bytes: nothing gzip can shrink.
+fn random_layer(seed: u64, size: usize) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let bytes: Vec<u8> = (0..size)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect();
+    tar(&[file("data/blob.bin", bytes)])
+}
+
+#[test]
+fn a_layer_gzip_cannot_shrink_is_stored_as_its_tar_the_same_each_time() {
+    let test = test_store();
+    let random = random_layer(7, 3 << 20);
+    let image = Image::new("amd64", &[layer("base"), random.clone()]);
+    let archive = tar(&docker_save(&[("app:v1", &image)]));
+    let report = test.import("one.tar", &archive, "acme/app", "v1").unwrap();
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(test.store.blobs.path(&report.digest)).unwrap())
+            .unwrap();
+    let layers = manifest["layers"].as_array().unwrap();
+    assert_eq!(layers[0]["mediaType"], OCI_LAYER_GZIP);
+    assert_eq!(layers[1]["mediaType"], OCI_LAYER_TAR);
+    // Stored as it is: its digest is its diff id, and the registry serves the tar itself.
+    assert_eq!(layers[1]["digest"], Digest::of(&random).to_string());
+    assert_eq!(layers[1]["size"], random.len());
+    let served = check_served_blob(&test.store, &repo_name("acme/app"), &layers[1]);
+    assert_eq!(served, random);
+    // Imported again under another name: the same digest, nothing stored twice.
+    let again = test
+        .import("two.tar", &archive, "acme/other", "v1")
+        .unwrap();
+    assert_eq!(again.digest, report.digest);
+    assert_eq!(again.layers_compressed, 0);
 }

@@ -8,5 +8,6 @@ mod image_files;
 mod ingest;
 mod listing;
 mod multi_platform;
+mod sources;
 mod spool;
 mod support;
