@@ -137,6 +137,7 @@ pub async fn deploy(
         ..Default::default()
     };
     let mut failures = Vec::new();
+    let mut parts = Vec::new();
     for (name, spec, service_build, service_image) in &services {
         if service_build.id != build.id {
             log.line(
@@ -157,7 +158,7 @@ pub async fn deploy(
                 failures.push(reason);
                 continue;
             };
-            let part = Part {
+            parts.push(Part {
                 app,
                 build: service_build,
                 deploy: &deploy,
@@ -167,19 +168,24 @@ pub async fn deploy(
                 image_ref: service_image,
                 credentials: &credentials,
                 log: &log,
-            };
-            if let Err(reason) = part.run().await {
-                log.line(
-                    Some(server_name),
-                    Some(name),
-                    None,
-                    "deploy",
-                    &format!("failed: {reason}"),
-                );
-                failures.push(format!("{server_name}/{name}: {reason}"));
+            });
+        }
+    }
+    // Every service on every server at once: first the new replicas, until all are healthy;
+    // then the old ones stop, where the new ones are up.
+    let started = futures_util::future::join_all(parts.iter().map(Part::start)).await;
+    let mut up = Vec::new();
+    for (part, outcome) in parts.iter().zip(started) {
+        match outcome {
+            Ok(started) => up.push((part, started)),
+            Err(reason) => {
+                part.line(None, "deploy", &format!("failed: {reason}"));
+                failures.push(format!("{}/{}: {reason}", part.server.name, part.service));
             }
         }
     }
+    futures_util::future::join_all(up.into_iter().map(|(part, started)| part.finish(started)))
+        .await;
     if let Err(error) = store.db.revoke_token(token_id, None) {
         tracing::warn!(%error, "cannot revoke a deploy's pull token");
     }
@@ -359,6 +365,13 @@ fn pull_token(store: &Store, app: &AppRef, deploy: i64) -> Result<(i64, String),
     .map_err(|e| DeployError::Refused(e.to_string()))
 }
 
+/// What a part started: its engine, the containers it replaces and its new ones.
+struct Started {
+    docker: Docker,
+    old: Vec<crate::Labelled>,
+    new: Vec<String>,
+}
+
 /// One service on one server.
 struct Part<'a> {
     app: &'a App,
@@ -383,7 +396,9 @@ impl Part<'_> {
         );
     }
 
-    async fn run(&self) -> Result<(), String> {
+    /// Pulls the image and starts the new replicas until each is healthy; on failure removes
+    /// what it started and says why.
+    async fn start(&self) -> Result<Started, String> {
         let docker = engine(self.log.store, self.server)
             .await
             .map_err(|e| e.to_string())?;
@@ -397,15 +412,15 @@ impl Part<'_> {
             Some(container) => 1 - container.slot.min(1),
             None => 0,
         };
-        let mut started = Vec::new();
+        let mut new = Vec::new();
         for replica in 0..self.spec.replicas {
             match self.start_replica(&docker, replica, slot).await {
-                Ok(name) => started.push(name),
+                Ok(name) => new.push(name),
                 Err((name, reason)) => {
                     if let Some(name) = name {
-                        started.push(name);
+                        new.push(name);
                     }
-                    for name in &started {
+                    for name in &new {
                         let outcome = remove(&docker, name, 0).await;
                         self.line(
                             Some(name),
@@ -417,7 +432,14 @@ impl Part<'_> {
                 }
             }
         }
-        for name in &started {
+        Ok(Started { docker, old, new })
+    }
+
+    /// After every part is healthy: what the new replicas printed, then the old ones stopped,
+    /// one at a time.
+    async fn finish(&self, started: Started) {
+        let Started { docker, old, new } = started;
+        for name in &new {
             self.first_lines(&docker, name).await;
         }
         for container in old {
@@ -434,7 +456,6 @@ impl Part<'_> {
                 &removal(outcome, "stopped and removed"),
             );
         }
-        Ok(())
     }
 
     async fn pull(&self, docker: &Docker) -> Result<(), String> {
