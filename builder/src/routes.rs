@@ -166,7 +166,7 @@ async fn webhook_delivery(
             }
             _ => ApiError::new(StatusCode::UNAUTHORIZED, e.to_string()),
         })?;
-    let (git_ref, commit, delivery) = match verdict {
+    let (git_ref, commit, delivery, repository) = match verdict {
         Verdict::Ignore(why) => {
             return Ok(HttpResponse::Ok().json(json!({ "ignored": why })));
         }
@@ -174,9 +174,32 @@ async fn webhook_delivery(
             git_ref,
             commit,
             delivery,
-        } => (git_ref, commit, delivery),
+            repository,
+        } => (git_ref, commit, delivery, repository),
     };
-    let branch_ref = format!("refs/heads/{}", app.branch);
+    // A push to the repository of one of the app's services builds that repository.
+    let source = {
+        let store = store.clone();
+        let slugs: Vec<String> = repository
+            .iter()
+            .filter_map(|url| app.app.image_repo(url).ok())
+            .map(|repo| repo.to_string())
+            .collect();
+        let app_id = app.id;
+        blocking(
+            move || -> Result<Option<buildgrid_store::Source>, StoreError> {
+                for repo in &slugs {
+                    if let Some(source) = store.db.source_by_repo(app_id, repo)? {
+                        return Ok(Some(source));
+                    }
+                }
+                Ok(None)
+            },
+        )
+        .await?
+    };
+    let branch = source.as_ref().map_or(&app.branch, |s| &s.branch).clone();
+    let branch_ref = format!("refs/heads/{branch}");
     if git_ref != branch_ref {
         return Ok(HttpResponse::Ok().json(json!({
             "ignored": format!("{git_ref} is not {branch_ref}, the branch this app builds")
@@ -184,7 +207,7 @@ async fn webhook_delivery(
     }
     let queued = {
         let store = store.clone();
-        let branch = app.branch.clone();
+        let source = source.map(|s| s.id);
         let trigger = provider.as_str().to_owned();
         blocking(move || -> Result<Option<Queued>, StoreError> {
             store.db.enqueue_delivered_build(
@@ -196,6 +219,7 @@ async fn webhook_delivery(
                     trigger,
                     force: false,
                 },
+                source,
             )
         })
         .await?

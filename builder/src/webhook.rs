@@ -49,6 +49,9 @@ pub enum Verdict {
         git_ref: String,
         commit: String,
         delivery: Option<String>,
+        /// The URLs the payload gives for the pushed repository (clone, web and SSH forms), so
+        /// that a push to the repository of one of the app's services builds that one.
+        repository: Vec<String>,
     },
     /// A valid delivery that asks for nothing (a ping, another event, a deleted branch).
     Ignore(String),
@@ -72,6 +75,38 @@ struct PushPayload {
     checkout_sha: Option<String>,
     #[serde(default)]
     deleted: bool,
+    /// GitHub and Gitea; GitLab sends `repository` too, with other field names.
+    #[serde(default)]
+    repository: Option<RepositoryUrls>,
+    /// GitLab.
+    #[serde(default)]
+    project: Option<RepositoryUrls>,
+}
+
+#[derive(Deserialize, Default)]
+struct RepositoryUrls {
+    clone_url: Option<String>,
+    html_url: Option<String>,
+    ssh_url: Option<String>,
+    git_http_url: Option<String>,
+    git_ssh_url: Option<String>,
+    web_url: Option<String>,
+}
+
+impl RepositoryUrls {
+    fn urls(self) -> impl Iterator<Item = String> {
+        [
+            self.clone_url,
+            self.html_url,
+            self.ssh_url,
+            self.git_http_url,
+            self.git_ssh_url,
+            self.web_url,
+        ]
+        .into_iter()
+        .flatten()
+        .filter(|u| !u.is_empty())
+    }
 }
 
 const ZERO_COMMIT: &str = "0000000000000000000000000000000000000000";
@@ -138,10 +173,17 @@ pub fn verify(
     if payload.deleted || commit.is_empty() || commit == ZERO_COMMIT {
         return Ok(Verdict::Ignore(format!("{} was deleted", payload.git_ref)));
     }
+    let repository = payload
+        .repository
+        .into_iter()
+        .chain(payload.project)
+        .flat_map(RepositoryUrls::urls)
+        .collect();
     Ok(Verdict::Push {
         git_ref: payload.git_ref,
         commit,
         delivery,
+        repository,
     })
 }
 
@@ -190,6 +232,32 @@ mod tests {
             git_ref: "refs/heads/main".into(),
             commit: "0123456789012345678901234567890123456789".into(),
             delivery: delivery.map(str::to_owned),
+            repository: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn pushes_name_their_repository() {
+        let body = br#"{"ref":"refs/heads/main","after":"0123456789012345678901234567890123456789",
+            "repository":{"clone_url":"https://git.example.com/acme/api.git","ssh_url":""},
+            "project":{"git_ssh_url":"git@git.example.com:acme/api.git"}}"#;
+        let headers = [
+            (
+                "x-hub-signature-256",
+                format!("sha256={}", sign("s3cret", body)),
+            ),
+            ("x-github-event", "push".to_owned()),
+        ];
+        let map = Map(headers.iter().cloned().collect());
+        match verify(Provider::GitHub, &map, body, "s3cret") {
+            Ok(Verdict::Push { repository, .. }) => assert_eq!(
+                repository,
+                [
+                    "https://git.example.com/acme/api.git",
+                    "git@git.example.com:acme/api.git"
+                ]
+            ),
+            other => panic!("{other:?}"),
         }
     }
 

@@ -2,7 +2,10 @@
 //! one repository share it, and a second build definition for a repository is refused.
 
 use crate::engines::{Cleanup, containers, free_ports, get};
-use crate::fixtures::{Source, create_app, ensure_base_image};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::fixtures::{Source, create_app, ensure_base_image, wait_for_build};
 use crate::support::Buildgrid;
 
 #[test]
@@ -125,4 +128,38 @@ fn a_service_runs_the_image_of_its_own_repository_beside_the_apps() {
     .into_owned();
     assert!(images.contains(&app_commit), "{images}");
     assert!(images.contains(&api_commit), "{images}");
+
+    // The app's webhook, told of a push to the api's repository, builds that repository.
+    buildgrid.make_public("acme");
+    api_source.write("index.html", "api, second version\n");
+    let second = api_source.commit("api v2");
+    api_source.git(&["push", "-q", &api_git, "main"]);
+    let push = serde_json::json!({
+        "ref": "refs/heads/main",
+        "after": second,
+        "repository": { "clone_url": api_git },
+    });
+    let body = serde_json::to_vec(&push).unwrap();
+    let mut mac = Hmac::<Sha256>::new_from_slice(b"s3cret").unwrap();
+    mac.update(&body);
+    let response = reqwest::blocking::Client::new()
+        .post(buildgrid.url("/hooks/github/acme/multi"))
+        .header("X-GitHub-Event", "push")
+        .header("X-GitHub-Delivery", "api-1")
+        .header(
+            "X-Hub-Signature-256",
+            format!("sha256={}", hex::encode(mac.finalize().into_bytes())),
+        )
+        .body(body)
+        .send()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 202);
+    let queued: serde_json::Value = response.json().unwrap();
+    let build = wait_for_build(&buildgrid, queued["build"].as_i64().unwrap());
+    assert_eq!(build["state"], "succeeded", "{build}");
+    assert_eq!(build["commit"], second.as_str(), "{build}");
+    let redeployed = buildgrid.cli_ok(&["deploy", "acme/multi"]);
+    assert!(redeployed.contains("deploy 2 succeeded"), "{redeployed}");
+    let answer = get(u32::from(api_port)).or_else(|| get(u32::from(api_port) + 1));
+    assert_eq!(answer.as_deref(), Some("api, second version\n"));
 }

@@ -174,6 +174,7 @@ impl Db {
         &self,
         delivery: Option<&str>,
         new: &NewBuild,
+        source: Option<i64>,
     ) -> Result<Option<Queued>, StoreError> {
         self.with(|conn| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -188,7 +189,7 @@ impl Db {
                     return Ok(None);
                 }
             }
-            let queued = enqueue(&tx, new, None)?;
+            let queued = enqueue(&tx, new, source)?;
             tx.commit()?;
             Ok(Some(queued))
         })
