@@ -162,4 +162,22 @@ fn a_service_runs_the_image_of_its_own_repository_beside_the_apps() {
     assert!(redeployed.contains("deploy 2 succeeded"), "{redeployed}");
     let answer = get(u32::from(api_port)).or_else(|| get(u32::from(api_port) + 1));
     assert_eq!(answer.as_deref(), Some("api, second version\n"));
+
+    // The timeline's deploy card names each service's image.
+    let store = buildgrid_store::Store::open(&buildgrid.data_dir()).unwrap();
+    let images = store.db.deploy_images(&[2]).unwrap();
+    let services: Vec<&str> = images.iter().map(|i| i.service.as_str()).collect();
+    assert_eq!(services, ["api", "web"]);
+    assert_ne!(images[0].digest, images[1].digest);
+    let page = reqwest::blocking::get(buildgrid.url("/apps/acme/multi"))
+        .unwrap()
+        .text()
+        .unwrap();
+    for image in &images {
+        assert!(
+            page.contains(&format!("title=\"{}\"", image.digest)),
+            "the card shows {}'s image",
+            image.service
+        );
+    }
 }

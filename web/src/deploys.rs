@@ -6,7 +6,7 @@ use actix_web::http::header::CONTENT_TYPE;
 use std::time::Duration;
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use buildgrid_store::{App, Build, Deploy, DeployLine, DeployLogFilter};
+use buildgrid_store::{App, Build, Deploy, DeployImage, DeployLine, DeployLogFilter};
 use maud::{Markup, html};
 use serde::Deserialize;
 use serde_json::json;
@@ -23,7 +23,7 @@ const BATCH: usize = 500;
 const POLL: Duration = Duration::from_millis(500);
 
 /// The recent deploys of an app, for its timeline; nothing when it was never deployed.
-pub fn recent(deploys: &[Deploy], builds: &[Build], now: i64) -> Markup {
+pub fn recent(deploys: &[Deploy], builds: &[Build], images: &[DeployImage], now: i64) -> Markup {
     html! {
         @if !deploys.is_empty() {
             h2 { "Deploys" }
@@ -39,8 +39,17 @@ pub fn recent(deploys: &[Deploy], builds: &[Build], now: i64) -> Markup {
                                 @if let Some(commit) = &build.commit_id {
                                     code title=(commit) { (format::short_commit(commit)) }
                                 }
-                                @if let Some(digest) = &build.image_digest {
+                            }
+                            @let own: Vec<&DeployImage> = images.iter().filter(|i| i.deploy_id == deploy.id).collect();
+                            @if own.is_empty() {
+                                @if let Some(digest) = builds.iter().find(|b| b.id == deploy.build_id).and_then(|b| b.image_digest.as_ref()) {
                                     span.muted { "image " code title=(digest) { (format::short_digest(digest)) } }
+                                }
+                            }
+                            @for image in own {
+                                span.muted.image title=(image.image_ref) {
+                                    (image.service) " "
+                                    code title=(image.digest) { (format::short_digest(&image.digest)) }
                                 }
                             }
                             span.muted { "by " (deploy.trigger) }

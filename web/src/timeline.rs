@@ -127,7 +127,7 @@ pub async fn page(
     let store = state.store.clone();
     let app_id = app.id;
     let newest = page == Page::Newest;
-    let (builds, branches, (deploys, deployed)) = blocking(move || {
+    let (builds, branches, (deploys, deployed, images)) = blocking(move || {
         let builds = store.db.timeline(app_id, &filter, page, PAGE_SIZE)?;
         let branches = store.db.build_branches(app_id)?;
         let deploys = if newest {
@@ -137,7 +137,9 @@ pub async fn page(
         };
         let ids: Vec<i64> = deploys.iter().map(|d| d.build_id).collect();
         let deployed = store.db.builds_by_id(&ids)?;
-        Ok((builds, branches, (deploys, deployed)))
+        let deploy_ids: Vec<i64> = deploys.iter().map(|d| d.id).collect();
+        let images = store.db.deploy_images(&deploy_ids)?;
+        Ok((builds, branches, (deploys, deployed, images)))
     })
     .await?;
     let buttons = deploy_actions::buttons(&state, &viewer, &app).await?;
@@ -154,6 +156,7 @@ pub async fn page(
         branches: &branches,
         deploys: &deploys,
         deployed: &deployed,
+        images: &images,
         query: &query,
         page,
         host: state.settings.registry_host(),
@@ -174,6 +177,8 @@ struct View<'a> {
     deploys: &'a [buildgrid_store::Deploy],
     /// The builds the deploys installed.
     deployed: &'a [Build],
+    /// What each service of those deploys runs.
+    images: &'a [buildgrid_store::DeployImage],
     query: &'a TimelineQuery,
     page: Page,
     host: &'a str,
@@ -205,7 +210,7 @@ fn render(view: &View<'_>, viewer: &Viewer) -> Markup {
         }
         (build_now::form(app, viewer))
         (deploy_actions::running_section(view.running))
-        (crate::deploys::recent(view.deploys, view.deployed, view.now))
+        (crate::deploys::recent(view.deploys, view.deployed, view.images, view.now))
         form.bar method="get" action={ "/apps/" (app.app) } {
             label { "Branch"
                 select name="branch" {

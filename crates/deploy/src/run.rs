@@ -12,7 +12,9 @@ use bollard::query_parameters::{
     RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use buildgrid_core::AppRef;
-use buildgrid_store::{App, Build, BuildState, Deploy, DeployLine, Server, Store, StoreError};
+use buildgrid_store::{
+    App, Build, BuildState, Deploy, DeployImage, DeployLine, Server, Store, StoreError,
+};
 use futures_util::StreamExt;
 
 use crate::spec::{Health, ServiceSpec, host_port};
@@ -96,8 +98,9 @@ pub async fn deploy(
         let spec: ServiceSpec = serde_json::from_str(&row.spec).map_err(|e| {
             DeployError::Refused(format!("service {} is unreadable: {e}", row.name))
         })?;
-        let (build, image) = service_build(store, app, &build, &row.name, &spec, registry_host)?;
-        services.push((row.name, spec, build, image));
+        let (build, image, digest) =
+            service_build(store, app, &build, &row.name, &spec, registry_host)?;
+        services.push((row.name, spec, build, image, digest));
     }
     let servers: HashMap<String, Server> = store
         .db
@@ -136,9 +139,20 @@ pub async fn deploy(
         serveraddress: Some(registry_host.to_owned()),
         ..Default::default()
     };
+    let images: Vec<DeployImage> = services
+        .iter()
+        .map(|(name, _, build, image, digest)| DeployImage {
+            deploy_id: deploy.id,
+            service: name.clone(),
+            build_id: build.id,
+            image_ref: image.clone(),
+            digest: digest.clone(),
+        })
+        .collect();
+    store.db.record_deploy_images(&images)?;
     let mut failures = Vec::new();
     let mut parts = Vec::new();
-    for (name, spec, service_build, service_image) in &services {
+    for (name, spec, service_build, service_image, _) in &services {
         if service_build.id != build.id {
             log.line(
                 None,
@@ -261,8 +275,8 @@ fn source_view(store: &Store, app: &App, build: &Build) -> Result<App, DeployErr
     }
 }
 
-/// The build service `name` runs and its image reference: `chosen` when it builds the same
-/// repository, else the newest successful build of the service's repository.
+/// The build service `name` runs, its image reference and digest: `chosen` when it builds the
+/// same repository, else the newest successful build of the service's repository.
 fn service_build(
     store: &Store,
     app: &App,
@@ -270,7 +284,7 @@ fn service_build(
     name: &str,
     spec: &ServiceSpec,
     registry_host: &str,
-) -> Result<(Build, String), DeployError> {
+) -> Result<(Build, String, String), DeployError> {
     let source = match &spec.source {
         None => None,
         Some(repo) => Some(store.db.source_by_repo(app.id, repo)?.ok_or_else(|| {
@@ -298,8 +312,8 @@ fn service_build(
                 ))
             })?
     };
-    let (image, _) = stored_image(store, &view, &build, registry_host)?;
-    Ok((build, image))
+    let (image, digest) = stored_image(store, &view, &build, registry_host)?;
+    Ok((build, image, digest))
 }
 
 /// The reference engines pull the build's image by, at the registry's current address (the

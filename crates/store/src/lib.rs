@@ -20,10 +20,10 @@ use std::path::{Path, PathBuf};
 pub use blobs::{BlobStore, BlobWriter, StagedBlob};
 pub use db::{
     App, AppSummary, ArchiveChecksums, AuditEntry, BlobRow, Build, BuildFilter, BuildState, Db,
-    Deploy, DeployLine, DeployLogFilter, DownloadCount, ImageFilesRow, ImageRecord, LayerFilesRow,
-    LayerRow, LogFilter, LogLine, LogStep, ManifestRecord, ManifestRow, Namespace, NewApp,
-    NewBuild, NewSource, NewToken, Page, Queued, ReferrerRow, Server, ServerAccess, ServiceRow,
-    Source, TokenRow, User,
+    Deploy, DeployImage, DeployLine, DeployLogFilter, DownloadCount, ImageFilesRow, ImageRecord,
+    LayerFilesRow, LayerRow, LogFilter, LogLine, LogStep, ManifestRecord, ManifestRow, Namespace,
+    NewApp, NewBuild, NewSource, NewToken, Page, Queued, ReferrerRow, Server, ServerAccess,
+    ServiceRow, Source, TokenRow, User,
 };
 pub use error::StoreError;
 

@@ -46,6 +46,16 @@ pub struct Deploy {
     pub finished_at: Option<i64>,
 }
 
+/// What one service of a deploy runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeployImage {
+    pub deploy_id: i64,
+    pub service: String,
+    pub build_id: i64,
+    pub image_ref: String,
+    pub digest: String,
+}
+
 /// A line of a deploy's log, and where it came from.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeployLine {
@@ -299,6 +309,54 @@ impl Db {
             );
             let mut stmt = conn.prepare_cached(&sql)?;
             let rows = stmt.query_map(params![app_id, limit as i64], deploy_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    /// Records what each service of a deploy runs.
+    pub fn record_deploy_images(&self, images: &[DeployImage]) -> Result<(), StoreError> {
+        self.with(|conn| {
+            let tx = conn.transaction()?;
+            for image in images {
+                tx.execute(
+                    "INSERT OR REPLACE INTO deploy_images
+                        (deploy_id, service, build_id, image_ref, digest)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![
+                        image.deploy_id,
+                        image.service,
+                        image.build_id,
+                        image.image_ref,
+                        image.digest
+                    ],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    /// What the services of these deploys run, by deploy and service.
+    pub fn deploy_images(&self, deploys: &[i64]) -> Result<Vec<DeployImage>, StoreError> {
+        if deploys.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.with(|conn| {
+            let marks = vec!["?"; deploys.len()].join(",");
+            let sql = format!(
+                "SELECT deploy_id, service, build_id, image_ref, digest FROM deploy_images
+                 WHERE deploy_id IN ({marks}) ORDER BY deploy_id, service"
+            );
+            let mut stmt = conn.prepare(&sql)?;
+            let rows = stmt.query_map(rusqlite::params_from_iter(deploys), |row| {
+                Ok(DeployImage {
+                    deploy_id: row.get(0)?,
+                    service: row.get(1)?,
+                    build_id: row.get(2)?,
+                    image_ref: row.get(3)?,
+                    digest: row.get(4)?,
+                })
+            })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
     }

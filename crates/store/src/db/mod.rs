@@ -23,7 +23,9 @@ mod timeline;
 pub use access::{AuditEntry, Namespace, NewToken, TokenRow, User};
 pub use apps::{App, NewApp};
 pub use builds::{Build, BuildState, NewBuild, Queued};
-pub use deploys::{Deploy, DeployLine, DeployLogFilter, Server, ServerAccess, ServiceRow};
+pub use deploys::{
+    Deploy, DeployImage, DeployLine, DeployLogFilter, Server, ServerAccess, ServiceRow,
+};
 pub use files::{ArchiveChecksums, ImageFilesRow, LayerFilesRow};
 pub use images::{
     BlobRow, DownloadCount, ImageRecord, LayerRow, ManifestRecord, ManifestRow, ReferrerRow,

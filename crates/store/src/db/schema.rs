@@ -303,6 +303,17 @@ CREATE TABLE app_sources (
 );
 ALTER TABLE builds ADD COLUMN source_id INTEGER REFERENCES app_sources(id);
 "#,
+    r#"
+-- deploy_images: the build and image each service of a deploy runs.
+CREATE TABLE deploy_images (
+    deploy_id  INTEGER NOT NULL REFERENCES deploys(id),
+    service    TEXT NOT NULL,
+    build_id   INTEGER NOT NULL REFERENCES builds(id),
+    image_ref  TEXT NOT NULL,
+    digest     TEXT NOT NULL,
+    PRIMARY KEY (deploy_id, service)
+) WITHOUT ROWID;
+"#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
