@@ -132,6 +132,36 @@ fn a_restart_during_a_deploy_marks_it_interrupted_and_removes_what_it_started() 
         containers("acme/restart"),
         vec!["bg.acme.restart.web.d3.r0".to_owned()]
     );
+
+    // A service that never gets healthy fails the deploy after its own health timeout.
+    buildgrid.cli_ok(&[
+        "service",
+        "add",
+        "acme/restart",
+        "never",
+        "--command",
+        "exec sleep 600",
+        "--health-cmd",
+        "false",
+        "--health-timeout",
+        "2",
+        "--server",
+        "local",
+    ]);
+    let started = Instant::now();
+    let failed = buildgrid.cli(&["deploy", "acme/restart", "--build", "1"]);
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(!failed.status.success());
+    assert!(
+        stderr.contains("bg.acme.restart.never.d4.r0 was not healthy within 2 s"),
+        "{stderr}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert_eq!(
+        containers("acme/restart"),
+        vec!["bg.acme.restart.web.d4.r0".to_owned()],
+        "the web service rolled out; the failed one left nothing"
+    );
 }
 
 #[test]

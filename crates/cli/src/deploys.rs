@@ -72,6 +72,9 @@ pub struct ServiceArgs {
     /// Healthy when still running this many seconds after start (the default, 2 s).
     #[arg(long)]
     health_running: Option<u64>,
+    /// Seconds a new replica may take to become healthy before the deploy fails.
+    #[arg(long, default_value_t = spec::DEFAULT_HEALTH_TIMEOUT)]
+    health_timeout: u64,
     /// Seconds an old container gets to stop.
     #[arg(long, default_value_t = 10)]
     stop_grace: u64,
@@ -247,6 +250,7 @@ pub fn service(store: &Store, command: ServiceCommand) -> anyhow::Result<()> {
                         seconds: seconds.unwrap_or(2),
                     },
                 },
+                health_timeout: args.health_timeout,
                 stop_grace: args.stop_grace,
                 servers: args.servers,
                 network_host: args.network_host,

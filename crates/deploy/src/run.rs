@@ -20,8 +20,6 @@ use futures_util::StreamExt;
 use crate::spec::{Health, ServiceSpec, host_port};
 use crate::{LABEL_APP, LABEL_BUILD, LABEL_DEPLOY, LABEL_SERVICE, engine, server_host};
 
-/// How long a new replica may take to become healthy.
-const HEALTH_TIMEOUT: Duration = Duration::from_secs(30);
 /// The user whose short-lived tokens engines pull with.
 const DEPLOY_USER: &str = "buildgrid-deployer";
 
@@ -608,7 +606,8 @@ impl Part<'_> {
         replica: u32,
         slot: u32,
     ) -> Result<(), String> {
-        let deadline = Instant::now() + HEALTH_TIMEOUT;
+        let timeout = Duration::from_secs(self.spec.health_timeout);
+        let deadline = Instant::now() + timeout;
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(2))
             .build()
@@ -676,10 +675,7 @@ impl Part<'_> {
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                let reason = format!(
-                    "{name} was not healthy within {} s",
-                    HEALTH_TIMEOUT.as_secs()
-                );
+                let reason = format!("{name} was not healthy within {} s", timeout.as_secs());
                 self.line(Some(name), "health", &reason);
                 return Err(reason);
             }

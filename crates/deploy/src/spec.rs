@@ -30,6 +30,9 @@ pub struct ServiceSpec {
     pub secret_env: Vec<(String, String)>,
     pub replicas: u32,
     pub health: Health,
+    /// Seconds a new replica may take to become healthy.
+    #[serde(default = "default_health_timeout")]
+    pub health_timeout: u64,
     /// Seconds an old container gets to stop before it is killed.
     pub stop_grace: u64,
     pub servers: Vec<String>,
@@ -43,6 +46,13 @@ pub struct ServiceSpec {
     pub source: Option<String>,
 }
 
+/// How long a new replica may take to become healthy, unless a service says.
+pub const DEFAULT_HEALTH_TIMEOUT: u64 = 30;
+
+fn default_health_timeout() -> u64 {
+    DEFAULT_HEALTH_TIMEOUT
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SpecError {
     #[error("invalid port {0:?}: use HOST:CONTAINER, e.g. 8080:80")]
@@ -51,6 +61,8 @@ pub enum SpecError {
     Env(String),
     #[error("replicas must be between 1 and 20")]
     Replicas,
+    #[error("the health timeout must be between 1 and 3600 seconds")]
+    HealthTimeout,
     #[error("an HTTP health check needs a published port (--port)")]
     HealthWithoutPort,
     #[error("a service runs on at least one server (--server)")]
@@ -83,6 +95,9 @@ impl ServiceSpec {
     pub fn validate(&self) -> Result<(), SpecError> {
         if !(1..=20).contains(&self.replicas) {
             return Err(SpecError::Replicas);
+        }
+        if !(1..=3600).contains(&self.health_timeout) {
+            return Err(SpecError::HealthTimeout);
         }
         if matches!(self.health, Health::Http { .. }) && self.ports.is_empty() {
             return Err(SpecError::HealthWithoutPort);
