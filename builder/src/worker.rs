@@ -318,7 +318,9 @@ async fn pipeline(builder: &Builder, build: &Build, log: &mut Log) -> Result<Out
         .collect();
     // The export streams into a blocking task that spools it to disk and compresses new
     // layers as they pass.
-    let (sender, receiver) = std::sync::mpsc::sync_channel::<bytes::Bytes>(64);
+    // Up to EXPORT_BUFFER batches wait for the spool; the export waits (without blocking a
+    // thread) when the spool is behind.
+    let (sender, receiver) = tokio::sync::mpsc::channel::<bytes::Bytes>(EXPORT_BUFFER);
     let spooling = {
         let store = store.clone();
         let archive_path = archive_path.clone();
@@ -333,6 +335,7 @@ async fn pipeline(builder: &Builder, build: &Build, log: &mut Log) -> Result<Out
     let mut export = docker.export_image(&tag);
     let mut exported = 0u64;
     let mut export_error = None;
+    let mut batch = bytes::BytesMut::with_capacity(EXPORT_BATCH);
     loop {
         let next = tokio::select! {
             next = export.next() => next,
@@ -351,20 +354,15 @@ async fn pipeline(builder: &Builder, build: &Build, log: &mut Log) -> Result<Out
             }
         };
         exported += chunk.len() as u64;
-        match sender.try_send(chunk) {
-            Ok(()) => {}
-            // The disk or the compressor is behind: wait for it off the async threads.
-            Err(std::sync::mpsc::TrySendError::Full(chunk)) => {
-                let sender = sender.clone();
-                let sent = tokio::task::spawn_blocking(move || sender.send(chunk))
-                    .await
-                    .map_err(|e| Stop::Failed(e.to_string()))?;
-                if sent.is_err() {
-                    break;
-                }
-            }
-            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => break,
+        // The export's chunks are small: they travel to the spool's thread in batches.
+        batch.extend_from_slice(&chunk);
+        // An error means the spool stopped; it says why below.
+        if batch.len() >= EXPORT_BATCH && sender.send(batch.split().freeze()).await.is_err() {
+            break;
         }
+    }
+    if !batch.is_empty() && export_error.is_none() {
+        let _ = sender.send(batch.freeze()).await;
     }
     drop(sender);
     let prepared = spooling
@@ -447,17 +445,23 @@ async fn pipeline(builder: &Builder, build: &Build, log: &mut Log) -> Result<Out
 }
 
 /// Reads the chunks an async task sends, from a blocking thread.
+/// Bytes of the engine's export handed to the spool's thread at once.
+const EXPORT_BATCH: usize = 1 << 20;
+/// Batches of the export waiting for the spool.
+const EXPORT_BUFFER: usize = 16;
+
+/// The export's chunks as a blocking reader, for the spool's thread.
 struct ChannelReader {
-    receiver: std::sync::mpsc::Receiver<bytes::Bytes>,
+    receiver: tokio::sync::mpsc::Receiver<bytes::Bytes>,
     current: bytes::Bytes,
 }
 
 impl std::io::Read for ChannelReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         while self.current.is_empty() {
-            match self.receiver.recv() {
-                Ok(chunk) => self.current = chunk,
-                Err(_) => return Ok(0),
+            match self.receiver.blocking_recv() {
+                Some(chunk) => self.current = chunk,
+                None => return Ok(0),
             }
         }
         let n = buf.len().min(self.current.len());
