@@ -180,4 +180,17 @@ fn a_service_runs_the_image_of_its_own_repository_beside_the_apps() {
             image.service
         );
     }
+    // The api's builds link to the api's image page.
+    let api_repo = images[0]
+        .image_ref
+        .split_once('/')
+        .and_then(|(_, rest)| rest.rsplit_once(':'))
+        .unwrap()
+        .0
+        .to_owned();
+    assert!(api_repo.starts_with("acme/multi."), "{api_repo}");
+    assert!(
+        page.contains(&format!("href=\"/images/{api_repo}/{second}\"")),
+        "{page}"
+    );
 }
