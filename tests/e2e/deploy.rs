@@ -20,13 +20,7 @@ fn two_services_roll_out_a_failure_leaves_the_old_serving_and_a_rollback_works()
     create_app(&buildgrid, "acme/shop", &git_url);
     buildgrid.cli_ok(&["build", "acme/shop", "--wait"]);
 
-    buildgrid.cli_ok(&[
-        "server",
-        "add",
-        "local",
-        "--docker",
-        "unix:///var/run/docker.sock",
-    ]);
+    buildgrid.add_local_server();
     let base = free_ports();
     let port = format!("{base}:8080");
     buildgrid.cli_ok(&[
@@ -255,13 +249,7 @@ fn a_deploy_whose_process_died_is_interrupted_and_its_containers_replaced() {
     let (_upstream, git_url) = source.bare_clone();
     create_app(&buildgrid, "acme/halt", &git_url);
     buildgrid.cli_ok(&["build", "acme/halt", "--wait"]);
-    buildgrid.cli_ok(&[
-        "server",
-        "add",
-        "local",
-        "--docker",
-        "unix:///var/run/docker.sock",
-    ]);
+    buildgrid.add_local_server();
     buildgrid.cli_ok(&[
         "service",
         "add",
@@ -322,13 +310,7 @@ fn a_successful_build_of_the_branch_deploys_by_itself() {
     let source = Source::example();
     let (_upstream, git_url) = source.bare_clone();
     create_app(&buildgrid, "acme/auto", &git_url);
-    buildgrid.cli_ok(&[
-        "server",
-        "add",
-        "local",
-        "--docker",
-        "unix:///var/run/docker.sock",
-    ]);
+    buildgrid.add_local_server();
     buildgrid.cli_ok(&[
         "service",
         "add",
@@ -375,13 +357,7 @@ fn two_engines_pull_from_buildgrid_and_an_unreachable_one_fails_only_its_part() 
     create_app(&buildgrid, "acme/pair", &git_url);
     buildgrid.cli_ok(&["app", "auto-deploy", "acme/pair", "off"]);
     buildgrid.cli_ok(&["build", "acme/pair", "--wait"]);
-    buildgrid.cli_ok(&[
-        "server",
-        "add",
-        "local",
-        "--docker",
-        "unix:///var/run/docker.sock",
-    ]);
+    buildgrid.add_local_server();
     let added = buildgrid.cli_ok(&["server", "add", "second", "--docker", &second.url()]);
     assert!(added.contains("API 1."), "{added}");
     let (a, b) = (free_ports(), free_ports());

@@ -35,13 +35,7 @@ fn a_restart_during_a_deploy_marks_it_interrupted_and_removes_what_it_started() 
     let (_upstream, git_url) = source.bare_clone();
     create_app(&buildgrid, "acme/restart", &git_url);
     buildgrid.cli_ok(&["build", "acme/restart", "--wait"]);
-    buildgrid.cli_ok(&[
-        "server",
-        "add",
-        "local",
-        "--docker",
-        "unix:///var/run/docker.sock",
-    ]);
+    buildgrid.add_local_server();
     let base = free_ports();
     // Healthy once httpd answers, unless the page says "slow".
     buildgrid.cli_ok(&[
@@ -174,13 +168,7 @@ fn a_server_stopped_mid_deploy_fails_its_part_and_the_other_server_serves() {
     create_app(&buildgrid, "acme/halfway", &git_url);
     buildgrid.cli_ok(&["build", "acme/halfway", "--wait"]);
     let mut two = SecondEngine::start();
-    buildgrid.cli_ok(&[
-        "server",
-        "add",
-        "local",
-        "--docker",
-        "unix:///var/run/docker.sock",
-    ]);
+    buildgrid.add_local_server();
     buildgrid.cli_ok(&["server", "add", "two", "--docker", &two.url()]);
     buildgrid.cli_ok(&[
         "service",

@@ -19,13 +19,7 @@ fn logs_follow_prints_the_containers_output_masked_and_picks_up_the_next_deploy(
     create_app(&buildgrid, "acme/follow", &git_url);
     buildgrid.cli_ok(&["app", "auto-deploy", "acme/follow", "off"]);
     buildgrid.cli_ok(&["build", "acme/follow", "--wait"]);
-    buildgrid.cli_ok(&[
-        "server",
-        "add",
-        "local",
-        "--docker",
-        "unix:///var/run/docker.sock",
-    ]);
+    buildgrid.add_local_server();
     buildgrid.cli_ok(&[
         "service",
         "add",

@@ -24,13 +24,7 @@ fn a_service_runs_the_image_of_its_own_repository_beside_the_apps() {
     create_app(&buildgrid, "acme/multi", &app_git);
     buildgrid.cli_ok(&["app", "auto-deploy", "acme/multi", "off"]);
     buildgrid.cli_ok(&["build", "acme/multi", "--wait"]);
-    buildgrid.cli_ok(&[
-        "server",
-        "add",
-        "local",
-        "--docker",
-        "unix:///var/run/docker.sock",
-    ]);
+    buildgrid.add_local_server();
     let (web_port, api_port) = (free_ports(), free_ports());
     let service = |name: &str, port: u16, extra: &[&str]| {
         let port = format!("{port}:8080");

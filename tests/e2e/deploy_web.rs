@@ -8,7 +8,7 @@ use fantoccini::{Client, Locator};
 use crate::engines::{Cleanup, containers, free_ports, get};
 use crate::fixtures::{Source, create_app, ensure_base_image};
 use crate::support::Buildgrid;
-use crate::web::Driver;
+use crate::web::{Driver, sign_in};
 
 async fn text(browser: &Client, css: &str) -> String {
     browser
@@ -95,13 +95,7 @@ fn deploys_and_rollbacks_from_the_browser_stream_their_log_and_show_what_runs() 
     source.commit("live two");
     source.git(&["push", "-q", &git_url, "main"]);
     buildgrid.cli_ok(&["build", "acme/live", "--wait"]);
-    buildgrid.cli_ok(&[
-        "server",
-        "add",
-        "local",
-        "--docker",
-        "unix:///var/run/docker.sock",
-    ]);
+    buildgrid.add_local_server();
     let base = free_ports();
     buildgrid.cli_ok(&[
         "service",
@@ -119,13 +113,7 @@ fn deploys_and_rollbacks_from_the_browser_stream_their_log_and_show_what_runs() 
         "--server",
         "local",
     ]);
-    let created = buildgrid.cli_ok(&["user", "create", "ann"]);
-    let password = created
-        .lines()
-        .find_map(|l| l.strip_prefix("web password (shown once): "))
-        .unwrap()
-        .to_owned();
-    buildgrid.cli_ok(&["namespace", "add-member", "acme", "ann"]);
+    let password = buildgrid.web_user("ann", "acme");
 
     let driver = Driver::start();
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -134,26 +122,7 @@ fn deploys_and_rollbacks_from_the_browser_stream_their_log_and_show_what_runs() 
         .unwrap();
     runtime.block_on(async {
         let browser = driver.browser().await;
-        browser
-            .goto(&buildgrid.url("/login?next=/apps/acme/live"))
-            .await
-            .unwrap();
-        for (field, value) in [("name", "ann"), ("password", password.as_str())] {
-            browser
-                .find(Locator::Css(&format!("form.stack input[name={field}]")))
-                .await
-                .unwrap()
-                .send_keys(value)
-                .await
-                .unwrap();
-        }
-        browser
-            .find(Locator::Css("form.stack button[type=submit]"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        sign_in(&browser, &buildgrid, "ann", &password, "/apps/acme/live").await;
         browser
             .wait()
             .for_element(Locator::Css("#b1"))

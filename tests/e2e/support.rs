@@ -64,6 +64,28 @@ impl Buildgrid {
             .to_owned()
     }
 
+    /// Registers the machine's Docker engine as the server `local`.
+    pub fn add_local_server(&self) {
+        self.cli_ok(&[
+            "server",
+            "add",
+            "local",
+            "--docker",
+            "unix:///var/run/docker.sock",
+        ]);
+    }
+
+    /// Creates the user `name`, a member of `namespace`; returns its web password.
+    pub fn web_user(&self, name: &str, namespace: &str) -> String {
+        let created = self.cli_ok(&["user", "create", name]);
+        self.cli_ok(&["namespace", "add-member", namespace, name]);
+        created
+            .lines()
+            .find_map(|l| l.strip_prefix("web password (shown once): "))
+            .expect("the web password is printed once")
+            .to_owned()
+    }
+
     /// Lets anyone pull the namespace's images (namespaces start private).
     pub fn make_public(&self, namespace: &str) {
         self.cli_ok(&["namespace", "public", namespace]);

@@ -81,6 +81,36 @@ impl Drop for Driver {
     }
 }
 
+/// Signs `name` in through the sign-in form, which then goes on to `next`.
+pub async fn sign_in(
+    browser: &Client,
+    buildgrid: &Buildgrid,
+    name: &str,
+    password: &str,
+    next: &str,
+) {
+    browser
+        .goto(&buildgrid.url(&format!("/login?next={next}")))
+        .await
+        .unwrap();
+    for (field, value) in [("name", name), ("password", password)] {
+        browser
+            .find(Locator::Css(&format!("form.stack input[name={field}]")))
+            .await
+            .unwrap()
+            .send_keys(value)
+            .await
+            .unwrap();
+    }
+    browser
+        .find(Locator::Css("form.stack button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
 async fn count(browser: &Client, css: &str) -> usize {
     browser.find_all(Locator::Css(css)).await.unwrap().len()
 }
@@ -97,13 +127,7 @@ fn a_build_started_in_the_browser_streams_its_log_and_its_pull_command_pulls() {
     create_app(&buildgrid, "acme/webui", &git_url);
     let token = buildgrid.token();
     // acme is private: ann signs in to the web pages, and logs the engine in to pull.
-    let created = buildgrid.cli_ok(&["user", "create", "ann"]);
-    let web_password = created
-        .lines()
-        .find_map(|l| l.strip_prefix("web password (shown once): "))
-        .unwrap()
-        .to_owned();
-    buildgrid.cli_ok(&["namespace", "add-member", "acme", "ann"]);
+    let web_password = buildgrid.web_user("ann", "acme");
     let registry_password = buildgrid
         .cli_ok(&["user", "registry-password", "ann"])
         .lines()
@@ -119,26 +143,14 @@ fn a_build_started_in_the_browser_streams_its_log_and_its_pull_command_pulls() {
     let browser = runtime.block_on(driver.browser());
     let pull_command = runtime.block_on(async {
         // Sign in, then Build now, from the timeline.
-        browser
-            .goto(&buildgrid.url("/login?next=/apps/acme/webui"))
-            .await
-            .unwrap();
-        for (field, value) in [("name", "ann"), ("password", web_password.as_str())] {
-            browser
-                .find(Locator::Css(&format!("form.stack input[name={field}]")))
-                .await
-                .unwrap()
-                .send_keys(value)
-                .await
-                .unwrap();
-        }
-        browser
-            .find(Locator::Css("form.stack button[type=submit]"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        sign_in(
+            &browser,
+            &buildgrid,
+            "ann",
+            &web_password,
+            "/apps/acme/webui",
+        )
+        .await;
         browser
             .wait()
             .for_element(Locator::Css("details.panel summary"))

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use actix_web::http::header::LOCATION;
 use actix_web::{HttpResponse, web};
-use buildgrid_core::{AppRef, Digest};
-use buildgrid_store::{App, Build, BuildState, Store, StoreError};
+use buildgrid_core::AppRef;
+use buildgrid_store::{App, Build, BuildState, Store, StoreError, Undeployable};
 use maud::{Markup, html};
 use serde::Deserialize;
 
@@ -139,32 +139,20 @@ pub async fn submit(
         ));
     };
     let store = state.store.clone();
-    let (app_id, repo, id) = (app.id, app.image_repo.clone(), form.build);
-    let (build, stored, services, current) = blocking(move || {
-        let build = store.db.build(id)?.filter(|b| b.app_id == app_id);
-        let stored = match build.as_ref().and_then(|b| b.image_digest.as_deref()) {
-            Some(digest) => match Digest::parse(digest) {
-                Ok(digest) => store.db.manifest_by_digest(&repo, &digest)?.is_some(),
-                Err(_) => false,
-            },
-            None => false,
-        };
+    let (checked_app, app_id, id) = (app.clone(), app.id, form.build);
+    let (checked, services, current) = blocking(move || {
+        let checked = store.db.deployable_build(&checked_app, id);
         let services = store.db.services(app_id)?.len();
-        Ok((build, stored, services, deployed_build(&store, app_id)?))
+        Ok((checked, services, deployed_build(&store, app_id)?))
     })
     .await?;
-    let build =
-        build.ok_or_else(|| PageError::NotFound(format!("App {} has no build {id}", app.app)))?;
-    if build.state != BuildState::Succeeded {
-        return Err(PageError::BadRequest(format!(
-            "Build {id} {}: only a successful build can be deployed",
-            build.state
-        )));
-    }
-    if !stored {
-        return Err(PageError::BadRequest(format!(
-            "The image of build {id} is no longer stored, so it cannot be deployed"
-        )));
+    match checked {
+        Ok(_) => {}
+        Err(error @ Undeployable::NoBuild { .. }) => {
+            return Err(PageError::NotFound(capitalized(&error.to_string())));
+        }
+        Err(Undeployable::Store(error)) => return Err(error.into()),
+        Err(error) => return Err(PageError::BadRequest(capitalized(&error.to_string()))),
     }
     if services == 0 {
         return Err(PageError::BadRequest(format!(
@@ -180,6 +168,14 @@ pub async fn submit(
     Ok(HttpResponse::SeeOther()
         .insert_header((LOCATION, format!("/apps/{}#deploys", app.app)))
         .finish())
+}
+
+/// `text` with its first letter in capitals, as the pages' messages start.
+fn capitalized(text: &str) -> String {
+    let mut chars = text.chars();
+    chars.next().map_or_else(String::new, |first| {
+        first.to_uppercase().chain(chars).collect()
+    })
 }
 
 /// What runs of the app, per server; nothing when this process does not deploy.

@@ -7,7 +7,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use buildgrid_core::AppRef;
-use buildgrid_deploy::spec::ServiceSpec;
 use buildgrid_store::{BuildState, Store};
 use buildgrid_web::{Running, ServerRunning};
 
@@ -147,54 +146,36 @@ async fn running(store: &Store, app: &AppRef) -> Vec<ServerRunning> {
     let Ok(Some(row)) = store.db.app(app) else {
         return Vec::new();
     };
-    let mut wanted: Vec<String> = store
-        .db
-        .services(row.id)
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|s| serde_json::from_str::<ServiceSpec>(&s.spec).ok())
-        .flat_map(|s| s.servers)
-        .collect();
-    wanted.sort();
-    wanted.dedup();
+    let services = buildgrid_deploy::app_services(store, row.id).unwrap_or_default();
+    let servers = buildgrid_deploy::servers_of(store, &services).unwrap_or_default();
     let name = app.to_string();
-    let asks = store
-        .db
-        .servers()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|s| wanted.contains(&s.name))
-        .map(|server| {
-            let name = name.clone();
-            async move {
-                let host = buildgrid_deploy::server_host(&server.docker_url);
-                let containers = match buildgrid_deploy::engine(store, &server).await {
-                    Ok(docker) => buildgrid_deploy::labelled_containers(&docker, Some(&name))
-                        .await
-                        .map_err(|e| e.to_string())
-                        .map(|list| {
-                            list.into_iter()
-                                .map(|c| Running {
-                                    addresses: c
-                                        .ports
-                                        .iter()
-                                        .map(|p| format!("{host}:{p}"))
-                                        .collect(),
-                                    service: c.service,
-                                    name: c.name,
-                                    image: c.image,
-                                    state: c.state,
-                                    deploy: c.deploy,
-                                })
-                                .collect()
-                        }),
-                    Err(error) => Err(error.to_string()),
-                };
-                ServerRunning {
-                    server: server.name,
-                    containers,
-                }
+    let asks = servers.into_iter().map(|server| {
+        let name = name.clone();
+        async move {
+            let host = buildgrid_deploy::server_host(&server.docker_url);
+            let containers = match buildgrid_deploy::engine(store, &server).await {
+                Ok(docker) => buildgrid_deploy::labelled_containers(&docker, Some(&name))
+                    .await
+                    .map_err(|e| e.to_string())
+                    .map(|list| {
+                        list.into_iter()
+                            .map(|c| Running {
+                                addresses: c.ports.iter().map(|p| format!("{host}:{p}")).collect(),
+                                service: c.service,
+                                name: c.name,
+                                image: c.image,
+                                state: c.state,
+                                deploy: c.deploy,
+                            })
+                            .collect()
+                    }),
+                Err(error) => Err(error.to_string()),
+            };
+            ServerRunning {
+                server: server.name,
+                containers,
             }
-        });
+        }
+    });
     futures_util::future::join_all(asks).await
 }

@@ -404,27 +404,13 @@ pub fn logs(store: &Store, args: LogsArgs) -> anyhow::Result<()> {
 /// looks for new containers (of later deploys) every two seconds.
 async fn follow(store: &Store, app: &App, filter: &DeployLogFilter) -> anyhow::Result<()> {
     use futures_util::StreamExt;
-    let services: Vec<(String, ServiceSpec)> = store
-        .db
-        .services(app.id)?
-        .into_iter()
-        .filter(|s| filter.service.as_ref().is_none_or(|f| *f == s.name))
-        .filter_map(|s| Some((s.name, serde_json::from_str::<ServiceSpec>(&s.spec).ok()?)))
-        .collect();
+    let mut services = buildgrid_deploy::app_services(store, app.id)?;
+    services.retain(|(name, _)| filter.service.as_ref().is_none_or(|f| f == name));
     if services.is_empty() {
         bail!("app {} has no such service", app.app);
     }
-    let servers: Vec<_> = store
-        .db
-        .servers()?
-        .into_iter()
-        .filter(|s| {
-            services
-                .iter()
-                .any(|(_, spec)| spec.servers.contains(&s.name))
-        })
-        .filter(|s| filter.server.as_ref().is_none_or(|f| *f == s.name))
-        .collect();
+    let mut servers = buildgrid_deploy::servers_of(store, &services)?;
+    servers.retain(|s| filter.server.as_ref().is_none_or(|f| *f == s.name));
     if servers.is_empty() {
         bail!("no server of app {} matches", app.app);
     }
@@ -432,17 +418,30 @@ async fn follow(store: &Store, app: &App, filter: &DeployLogFilter) -> anyhow::R
     let mut followed = std::collections::HashSet::new();
     let mut first = true;
     let name = app.app.to_string();
+    // One client per server, made again only after it failed.
+    let mut engines = std::collections::HashMap::new();
     loop {
         for server in &servers {
-            let docker = match buildgrid_deploy::engine(store, server).await {
-                Ok(docker) => docker,
+            let docker = match engines.get(&server.name) {
+                Some(docker) => docker,
+                None => match buildgrid_deploy::engine(store, server).await {
+                    Ok(docker) => engines.entry(server.name.clone()).or_insert(docker),
+                    Err(error) => {
+                        eprintln!("[{}] {error}", server.name);
+                        continue;
+                    }
+                },
+            };
+            let containers = match buildgrid_deploy::labelled_containers(docker, Some(&name)).await
+            {
+                Ok(containers) => containers,
                 Err(error) => {
                     eprintln!("[{}] {error}", server.name);
+                    engines.remove(&server.name);
                     continue;
                 }
             };
-            let containers = buildgrid_deploy::labelled_containers(&docker, Some(&name)).await;
-            for container in containers.unwrap_or_default() {
+            for container in containers {
                 let wanted = services.iter().any(|(s, _)| *s == container.service)
                     && filter
                         .container
@@ -461,7 +460,7 @@ async fn follow(store: &Store, app: &App, filter: &DeployLogFilter) -> anyhow::R
                 // Containers of later deploys are followed from their start.
                 let tail = first.then_some(10);
                 let mut output =
-                    buildgrid_deploy::container_output(&docker, &container.name, tail, secrets);
+                    buildgrid_deploy::container_output(docker, &container.name, tail, secrets);
                 let lines = lines.clone();
                 tokio::spawn(async move {
                     while let Some(text) = output.next().await {
@@ -487,10 +486,7 @@ pub fn service_source(store: &Store, app: &App, service: &str) -> anyhow::Result
         .find(|s| s.name == service)
         .with_context(|| format!("app {} has no service {service}", app.app))?;
     let spec: ServiceSpec = serde_json::from_str(&row.spec)?;
-    match spec.source {
-        None => Ok(None),
-        Some(repo) => Ok(Some(store.db.source_by_repo(app.id, &repo)?.with_context(
-            || format!("the source {repo} of service {service} is not stored"),
-        )?)),
-    }
+    Ok(buildgrid_deploy::service_source(
+        store, app, service, &spec,
+    )?)
 }

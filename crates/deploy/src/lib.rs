@@ -7,7 +7,9 @@
 //!
 //! Architecture invariant: this crate talks to engines through bollard and never to git.
 
+mod docker_url;
 mod output;
+mod part;
 mod recover;
 mod run;
 mod servers;
@@ -15,11 +17,13 @@ pub mod spec;
 mod ssh;
 
 use bollard::Docker;
+use buildgrid_store::{App, Server, Source, Store, StoreError};
 
+pub use docker_url::{DockerUrl, server_host};
 pub use output::container_output;
 pub use recover::recover;
 pub use run::{DeployError, deploy};
-pub use servers::{DockerUrl, ServerError, ServerFiles, add_server, engine, server_host};
+pub use servers::{ServerError, ServerFiles, add_server, engine};
 
 /// Labels on every container buildgrid starts.
 pub const LABEL_APP: &str = "buildgrid.app";
@@ -92,6 +96,54 @@ pub async fn labelled_containers(
                     ports
                 },
             }
+        })
+        .collect())
+}
+
+/// The source service `name` of `app` runs the image of: `None` for the app's own repository.
+pub fn service_source(
+    store: &Store,
+    app: &App,
+    name: &str,
+    spec: &spec::ServiceSpec,
+) -> Result<Option<Source>, DeployError> {
+    let Some(repo) = &spec.source else {
+        return Ok(None);
+    };
+    match store.db.source_by_repo(app.id, repo)? {
+        Some(source) => Ok(Some(source)),
+        None => Err(DeployError::Refused(format!(
+            "the repository {repo} of service {name} is not stored"
+        ))),
+    }
+}
+
+/// An app's services with their specs; a spec that cannot be read is left out.
+pub fn app_services(
+    store: &Store,
+    app_id: i64,
+) -> Result<Vec<(String, spec::ServiceSpec)>, StoreError> {
+    Ok(store
+        .db
+        .services(app_id)?
+        .into_iter()
+        .filter_map(|s| Some((s.name, serde_json::from_str(&s.spec).ok()?)))
+        .collect())
+}
+
+/// The servers `services` run on.
+pub fn servers_of(
+    store: &Store,
+    services: &[(String, spec::ServiceSpec)],
+) -> Result<Vec<Server>, StoreError> {
+    Ok(store
+        .db
+        .servers()?
+        .into_iter()
+        .filter(|s| {
+            services
+                .iter()
+                .any(|(_, spec)| spec.servers.contains(&s.name))
         })
         .collect())
 }

@@ -12,7 +12,8 @@ use bollard::Docker;
 use buildgrid_store::{Deploy, Store, StoreError};
 
 use crate::Labelled;
-use crate::run::{Log, process_alive, removal, remove};
+use crate::part::{removal, remove};
+use crate::run::{Log, process_alive};
 
 /// The containers of `service` on an engine that stay: it removes the leftovers of failed and
 /// interrupted deploys that sit beside older containers, and tells `note` what it removed or

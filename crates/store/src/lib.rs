@@ -23,7 +23,7 @@ pub use db::{
     Deploy, DeployImage, DeployLine, DeployLogFilter, DownloadCount, ImageFilesRow, ImageRecord,
     LayerFilesRow, LayerRow, LogFilter, LogLine, LogStep, ManifestRecord, ManifestRow, Namespace,
     NewApp, NewBuild, NewSource, NewToken, Page, Queued, ReferrerRow, Server, ServerAccess,
-    ServiceRow, Source, TokenRow, User,
+    ServiceRow, Source, TokenRow, Undeployable, User,
 };
 pub use error::StoreError;
 

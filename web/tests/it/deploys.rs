@@ -3,7 +3,7 @@
 use buildgrid_store::{BuildState, DeployLine};
 
 use crate::seed::{commit, create_app, fake_digest, finish_build, start_build};
-use crate::support::spawn_app;
+use crate::support::{TestApp, spawn_app};
 
 fn line(server: &str, service: &str, container: &str, text: &str) -> DeployLine {
     DeployLine {
@@ -17,9 +17,8 @@ fn line(server: &str, service: &str, container: &str, text: &str) -> DeployLine 
     }
 }
 
-#[actix_web::test]
-async fn deploys_show_on_the_timeline_and_their_log_filters_combine() {
-    let app = spawn_app();
+/// App `acme/hello` with a successful build 1 and a running deploy of it.
+fn running_deploy(app: &TestApp) -> buildgrid_store::Deploy {
     let shop = create_app(&app.store, "acme/hello");
     let build = start_build(&app.store, &shop, "main", &commit(1), "One");
     finish_build(
@@ -29,11 +28,16 @@ async fn deploys_show_on_the_timeline_and_their_log_filters_combine() {
         BuildState::Succeeded,
         Some(&fake_digest(1)),
     );
-    let deploy = app
-        .store
+    app.store
         .db
         .start_deploy(shop.id, build, "cli", std::process::id(), |_| true)
-        .unwrap();
+        .unwrap()
+}
+
+#[actix_web::test]
+async fn deploys_show_on_the_timeline_and_their_log_filters_combine() {
+    let app = spawn_app();
+    let deploy = running_deploy(&app);
     for (server, service, container, text) in [
         ("alpha", "web", "web-a0", "alpha web started"),
         ("alpha", "worker", "worker-a0", "alpha worker started"),
@@ -171,20 +175,7 @@ async fn a_running_deploy_page_streams_its_lines_until_it_ends() {
     use actix_web::test::TestRequest;
 
     let app = spawn_app();
-    let shop = create_app(&app.store, "acme/hello");
-    let build = start_build(&app.store, &shop, "main", &commit(1), "One");
-    finish_build(
-        &app.store,
-        &shop,
-        build,
-        BuildState::Succeeded,
-        Some(&fake_digest(1)),
-    );
-    let deploy = app
-        .store
-        .db
-        .start_deploy(shop.id, build, "cli", std::process::id(), |_| true)
-        .unwrap();
+    let deploy = running_deploy(&app);
     app.store
         .db
         .append_deploy_line(deploy.id, &line("alpha", "web", "web-a0", "pulling"))

@@ -32,7 +32,7 @@ pub use images::{
 };
 pub use log_view::{LogFilter, LogStep};
 pub use logs::LogLine;
-pub use sources::{NewSource, Source};
+pub use sources::{NewSource, Source, Undeployable};
 pub use timeline::{AppSummary, BuildFilter, Page};
 
 /// The SQLite database, with a small pool of connections (WAL: readers never wait for a writer).

@@ -2,11 +2,11 @@
 //! One repository gives one image, `<namespace>/<app>.<repo>`, so a repository has one build
 //! definition (Dockerfile and context) per app; services of it differ by their command.
 
-use buildgrid_core::RepoName;
+use buildgrid_core::{Digest, RepoName};
 use rusqlite::{OptionalExtension, Row, params};
 
 use super::Db;
-use crate::{App, StoreError};
+use crate::{App, Build, BuildState, StoreError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Source {
@@ -151,5 +151,69 @@ impl Source {
             image_repo: self.image_repo.clone(),
             ..app.clone()
         }
+    }
+}
+
+/// Why a build cannot be deployed.
+#[derive(Debug, thiserror::Error)]
+pub enum Undeployable {
+    #[error("app {app} has no build {id}")]
+    NoBuild { app: String, id: i64 },
+    #[error("build {id} {state}: only a successful build can be deployed")]
+    NotSucceeded { id: i64, state: BuildState },
+    #[error("build {0} made no image")]
+    NoImage(i64),
+    #[error("the image of build {id} ({image_ref}) is no longer stored")]
+    ImageGone { id: i64, image_ref: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Db {
+    /// `app` as builds of `build` see it: its source's repository and image, or the app's own.
+    pub fn build_app_view(&self, app: &App, build: &Build) -> Result<App, StoreError> {
+        match build.source_id {
+            None => Ok(app.clone()),
+            Some(id) => match self.source(id)? {
+                Some(source) => Ok(source.app_view(app)),
+                None => Err(StoreError::Conflict(format!(
+                    "the source of build {} is not stored",
+                    build.id
+                ))),
+            },
+        }
+    }
+
+    /// Build `id` of `app`, if it can be deployed: it succeeded and its image is still stored.
+    pub fn deployable_build(&self, app: &App, id: i64) -> Result<Build, Undeployable> {
+        let build = self
+            .build(id)?
+            .filter(|b| b.app_id == app.id)
+            .ok_or_else(|| Undeployable::NoBuild {
+                app: app.app.to_string(),
+                id,
+            })?;
+        if build.state != BuildState::Succeeded {
+            return Err(Undeployable::NotSucceeded {
+                id,
+                state: build.state,
+            });
+        }
+        let (Some(image_ref), Some(digest)) = (&build.image_ref, &build.image_digest) else {
+            return Err(Undeployable::NoImage(id));
+        };
+        let gone = || Undeployable::ImageGone {
+            id,
+            image_ref: image_ref.clone(),
+        };
+        let digest = Digest::parse(digest).map_err(|_| gone())?;
+        let view = self.build_app_view(app, &build)?;
+        if self
+            .manifest_by_digest(&view.image_repo, &digest)?
+            .is_none()
+        {
+            return Err(gone());
+        }
+        Ok(build)
     }
 }
