@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builder benchmark, side by side in one run, on loopback:
+# Builder benchmark, side by side in one run, on loopback (ROUNDS rounds of parts 2 and 3,
+# medians reported):
 #   1. trigger-to-build-start latency (HTTP trigger → the build's first log line), 10 builds;
 #   2. a warm rebuild (one source file changed): buildgrid's push-to-stored time minus a plain
 #      `docker build` of the same context with the same cache;
@@ -11,6 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 LAYER_MB=${LAYER_MB:-200}
+ROUNDS=${ROUNDS:-3}
 BG_PORT=${BG_PORT:-15100}
 DIST_PORT=${DIST_PORT:-15101}
 BASE=buildgrid-bench/busybox:local
@@ -26,6 +28,7 @@ WORK=$(mktemp -d)
 PIDS=()
 cleanup() {
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    docker images -q bench/app.bench-example-com-bench-app | sort -u | xargs -r docker rmi -f >/dev/null 2>&1 || true
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -84,20 +87,25 @@ for _ in $(seq 1 10); do
 done
 echo "   ms: ${LATENCIES[*]}"
 
-echo "2. warm rebuild, one source file changed"
-echo 'echo version 2' > "$SRC/app.sh"
-git -C "$SRC" -c user.name=b -c user.email=b@b commit -qam two
-start=$(now_ms)
-out=$(git -C "$SRC" push "$PUSH_URL" main 2>&1)
-id=$(echo "$out" | sed -n 's/.*buildgrid: build \([0-9]*\) queued.*/\1/p')
-[ "$(wait_build "$id")" = succeeded ] || { echo "build $id failed"; exit 1; }
-BG_REBUILD=$(( $(now_ms) - start ))
-echo 'echo version 3' > "$SRC/app.sh"
+echo "2. warm rebuild, one source file changed ($ROUNDS rounds)"
+echo 'echo warm-up' > "$SRC/app.sh"
 docker build -q -t bench-plain:warmup "$SRC" >/dev/null
-echo 'echo version 4' > "$SRC/app.sh"
-start=$(now_ms)
-docker build -q -t bench-plain:rebuild "$SRC" >/dev/null
-PLAIN_REBUILD=$(( $(now_ms) - start ))
+BG_REBUILD=()
+PLAIN_REBUILD=()
+for round in $(seq 1 "$ROUNDS"); do
+    echo "echo version 2.$round" > "$SRC/app.sh"
+    git -C "$SRC" -c user.name=b -c user.email=b@b commit -qam "two $round"
+    start=$(now_ms)
+    out=$(git -C "$SRC" push "$PUSH_URL" main 2>&1)
+    id=$(echo "$out" | sed -n 's/.*buildgrid: build \([0-9]*\) queued.*/\1/p')
+    [ "$(wait_build "$id")" = succeeded ] || { echo "build $id failed"; exit 1; }
+    BG_REBUILD+=($(( $(now_ms) - start )))
+    echo "echo version 3.$round" > "$SRC/app.sh"
+    start=$(now_ms)
+    docker build -q -t bench-plain:rebuild "$SRC" >/dev/null
+    PLAIN_REBUILD+=($(( $(now_ms) - start )))
+done
+echo "   buildgrid ms: ${BG_REBUILD[*]}; docker build ms: ${PLAIN_REBUILD[*]}"
 git -C "$SRC" checkout -q app.sh
 docker rmi -f --no-prune bench-plain:warmup bench-plain:rebuild >/dev/null
 
@@ -117,36 +125,66 @@ docker-registry serve "$WORK/distribution.yml" >/dev/null 2>&1 &
 PIDS+=($!)
 for _ in $(seq 1 50); do curl -sf "http://127.0.0.1:$DIST_PORT/v2/" >/dev/null && break; sleep 0.1; done
 
-# store_big KIND: builds a commit adding a new LAYER_MB layer of KIND data (random: worst case
-# for compression; files: the machine's own libraries and binaries), then prints buildgrid's
-# store time and docker push's time in ms.
+# layer_mb URL [CURL ARGS…]: the size in MB of the largest layer of the manifest at URL.
+layer_mb() {
+    local url=$1
+    shift
+    curl -sf "$@" -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
+        -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' "$url" |
+        python3 -c 'import json,sys; print("%.1f" % (max(l["size"] for l in json.load(sys.stdin)["layers"]) / 1e6))'
+}
+BG_REPO=bench/app.bench-example-com-bench-app
+PULL_TOKEN=$(curl -sf "http://127.0.0.1:$BG_PORT/auth/token?service=buildgrid&scope=repository:$BG_REPO:pull" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+
+# store_big KIND ROUND: builds a commit adding a new LAYER_MB layer of KIND data (random: worst
+# case for compression; files: the machine's own libraries and binaries, with the round first so
+# that every round's layer is new), then prints buildgrid's store time and docker push's time in
+# ms, and the size in MB of the layer each stored.
 store_big() {
     rm -f "$SRC/big.bin"
     if [ "$1" = random ]; then
         head -c "${LAYER_MB}M" /dev/urandom > "$SRC/big.bin"
     else
-        tar -cf - /usr/lib /usr/bin /usr/share 2>/dev/null | head -c "${LAYER_MB}M" > "$SRC/big.bin" || true
+        { echo "round $2"; tar -cf - /usr/lib /usr/bin /usr/share 2>/dev/null; } | head -c "${LAYER_MB}M" > "$SRC/big.bin" || true
     fi
     grep -q big.bin "$SRC/Dockerfile" || echo 'COPY big.bin /data/big.bin' >> "$SRC/Dockerfile"
     git -C "$SRC" -c user.name=b -c user.email=b@b add -A
-    git -C "$SRC" -c user.name=b -c user.email=b@b commit -qm "big $1"
+    git -C "$SRC" -c user.name=b -c user.email=b@b commit -qm "big $1 $2"
     local out id commit start push
     out=$(git -C "$SRC" push "$PUSH_URL" main 2>&1)
     id=$(echo "$out" | sed -n 's/.*buildgrid: build \([0-9]*\) queued.*/\1/p')
     [ "$(wait_build "$id")" = succeeded ] || { echo "build $id failed" >&2; bg build-log "$id" >&2; exit 1; }
-    bg build-log "$id" | grep -E '^(exported|stored)' | sed 's/^/   /' >&2
+    # The storing phase, line by line, in ms since its start.
+    echo "   $1, round $2:" >&2
+    curl -sf "$API/builds/$id/log" | python3 -c '
+import json, sys
+lines = json.load(sys.stdin)["lines"]
+start = next(l["at_ms"] for l in lines if l["line"].startswith("storing "))
+for l in lines:
+    if l["at_ms"] >= start and l["line"].split(" ")[0] in ("storing", "exported", "stored:", "digest:"):
+        t, text = l["at_ms"] - start, l["line"][:110]
+        print(f"     +{t:5d} ms  {text}")
+' >&2
     commit=$(git -C "$SRC" rev-parse HEAD)
-    docker tag "bench/app.bench-example-com-bench-app:$commit" "127.0.0.1:$DIST_PORT/bench/app:$1"
+    docker tag "$BG_REPO:$commit" "127.0.0.1:$DIST_PORT/bench/app:$1-$2"
     start=$(now_ms)
-    docker push -q "127.0.0.1:$DIST_PORT/bench/app:$1" >/dev/null
+    docker push -q "127.0.0.1:$DIST_PORT/bench/app:$1-$2" >/dev/null
     push=$(( $(now_ms) - start ))
-    docker rmi --no-prune "127.0.0.1:$DIST_PORT/bench/app:$1" >/dev/null
-    echo "$(( $(log_ms "$id" "digest:") - $(log_ms "$id" "storing ") )) $push"
+    docker rmi --no-prune "127.0.0.1:$DIST_PORT/bench/app:$1-$2" >/dev/null
+    echo "$(( $(log_ms "$id" "digest:") - $(log_ms "$id" "storing ") )) $push" \
+        "$(layer_mb "http://127.0.0.1:$BG_PORT/v2/$BG_REPO/manifests/$commit" -H "Authorization: Bearer $PULL_TOKEN")" \
+        "$(layer_mb "http://127.0.0.1:$DIST_PORT/v2/bench/app/manifests/$1-$2")"
 }
 
-echo "3. storing an image with a new ${LAYER_MB} MB layer (random bytes, then system files)"
-read -r BG_STORE_RANDOM PUSH_RANDOM < <(store_big random)
-read -r BG_STORE_FILES PUSH_FILES < <(store_big files)
+echo "3. storing an image with a new ${LAYER_MB} MB layer (random bytes, then system files; $ROUNDS rounds)"
+STORES=()
+for round in $(seq 1 "$ROUNDS"); do
+    for kind in random files; do
+        read -r bg_ms push_ms bg_mb push_mb < <(store_big "$kind" "$round")
+        STORES+=("$kind,$bg_ms,$push_ms,$bg_mb,$push_mb")
+    done
+done
 
 echo "4. a rebuild with unchanged layers"
 id=$(curl -sf -X POST -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
@@ -154,16 +192,26 @@ id=$(curl -sf -X POST -H "Authorization: Bearer $TOKEN" -H 'Content-Type: applic
 [ "$(wait_build "$id")" = succeeded ] || { echo "build $id failed"; exit 1; }
 STORED_LINE=$(bg build-log "$id" | grep '^stored:')
 
-python3 - "$BG_REBUILD" "$PLAIN_REBUILD" "$BG_STORE_RANDOM" "$PUSH_RANDOM" "$BG_STORE_FILES" "$PUSH_FILES" "$STORED_LINE" "${LATENCIES[@]}" <<'PY'
+python3 - "${BG_REBUILD[*]}" "${PLAIN_REBUILD[*]}" "${STORES[*]}" "$STORED_LINE" "$LAYER_MB" "${LATENCIES[@]}" <<'PY'
 import statistics, sys
-rebuild, plain = int(sys.argv[1]), int(sys.argv[2])
-store_r, push_r, store_f, push_f = (int(x) for x in sys.argv[3:7])
-stored = sys.argv[7]
-lat = [int(x) for x in sys.argv[8:]]
+median = statistics.median
+rebuild = [int(x) for x in sys.argv[1].split()]
+plain = [int(x) for x in sys.argv[2].split()]
+stores = [s.split(",") for s in sys.argv[3].split()]
+stored, layer_mb = sys.argv[4], sys.argv[5]
+lat = [int(x) for x in sys.argv[6:]]
 print()
-print(f"trigger-to-build-start      median {statistics.median(lat):.0f} ms, max {max(lat)} ms   (target < 300 ms)")
-print(f"warm rebuild                buildgrid {rebuild} ms, docker build {plain} ms, overhead {(rebuild - plain) / 1000:.2f} s   (target <= 0.5 s)")
-print(f"store 200 MB random layer   buildgrid {store_r} ms, docker push to distribution {push_r} ms, {push_r / store_r:.1f}x faster   (target >= 3x)")
-print(f"store 200 MB files layer    buildgrid {store_f} ms, docker push to distribution {push_f} ms, {push_f / store_f:.1f}x faster   (target >= 3x)")
+print(f"trigger-to-build-start      median {median(lat):.0f} ms, max {max(lat)} ms   (target < 300 ms)")
+overheads = [b - p for b, p in zip(rebuild, plain)]
+print(f"warm rebuild                buildgrid {median(rebuild):.0f} ms, docker build {median(plain):.0f} ms (medians), "
+      f"overhead {median(overheads) / 1000:.2f} s (median of rounds)   (target <= 0.5 s)")
+for kind in ("random", "files"):
+    rows = [r for r in stores if r[0] == kind]
+    bg = [int(r[1]) for r in rows]
+    push = [int(r[2]) for r in rows]
+    ratios = [p / b for b, p in zip(bg, push)]
+    print(f"store {layer_mb} MB {kind:6} layer   buildgrid {median(bg):.0f} ms ({median(float(r[3]) for r in rows):.1f} MB stored), "
+          f"docker push to distribution {median(push):.0f} ms ({median(float(r[4]) for r in rows):.1f} MB), "
+          f"{median(ratios):.1f}x faster (median; rounds {', '.join(f'{r:.1f}x' for r in ratios)})   (target >= 3x)")
 print(f"unchanged rebuild           {stored}")
 PY

@@ -334,6 +334,8 @@ async fn pipeline(builder: &Builder, build: &Build, log: &mut Log) -> Result<Out
     };
     let mut export = docker.export_image(&tag);
     let mut exported = 0u64;
+    // The engine writes the whole archive out before it sends a byte (before Docker 25).
+    let mut first_byte = None;
     let mut export_error = None;
     let mut batch = bytes::BytesMut::with_capacity(EXPORT_BATCH);
     loop {
@@ -354,6 +356,7 @@ async fn pipeline(builder: &Builder, build: &Build, log: &mut Log) -> Result<Out
             }
         };
         exported += chunk.len() as u64;
+        first_byte.get_or_insert_with(|| started.elapsed());
         // The export's chunks are small: they travel to the spool's thread in batches.
         batch.extend_from_slice(&chunk);
         // An error means the spool stopped; it says why below.
@@ -375,10 +378,15 @@ async fn pipeline(builder: &Builder, build: &Build, log: &mut Log) -> Result<Out
     log.line(
         None,
         &format!(
-            "exported {:.1} MB from the engine in {:.2} s, compressing {} new layers on the way",
+            "exported {:.1} MB from the engine in {:.2} s (its first byte after {:.2} s), \
+             compressing {} on the way",
             exported as f64 / 1e6,
             started.elapsed().as_secs_f64(),
-            prepared.len()
+            first_byte.unwrap_or_default().as_secs_f64(),
+            match prepared.len() {
+                1 => "1 new layer".to_owned(),
+                n => format!("{n} new layers"),
+            }
         ),
     );
     let started = std::time::Instant::now();

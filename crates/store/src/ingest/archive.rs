@@ -14,6 +14,15 @@ pub(crate) struct Archive {
     path: PathBuf,
     file: File,
     files: HashMap<String, Member>,
+    /// Members whose content the archive file does not hold, by offset (see `fill_holes`).
+    holes: HashMap<u64, Substitute>,
+}
+
+/// Where the content of a member that is a hole in the archive file is found instead: the layer
+/// blob compressed from it while the archive was spooled.
+pub(crate) struct Substitute {
+    pub path: PathBuf,
+    pub gzip: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -120,6 +129,7 @@ impl Archive {
             path: path.to_owned(),
             file,
             files,
+            holes: HashMap::new(),
         })
     }
 
@@ -151,8 +161,26 @@ impl Archive {
         Ok(self.resolve(name)?.1)
     }
 
-    pub(crate) fn reader(&self, name: &str) -> Result<impl BufRead + use<>, IngestError> {
+    /// Says where to read the members at these offsets, which the archive file holds as holes.
+    pub(crate) fn fill_holes(&mut self, holes: HashMap<u64, Substitute>) {
+        self.holes = holes;
+    }
+
+    pub(crate) fn reader(&self, name: &str) -> Result<Box<dyn BufRead>, IngestError> {
         let (offset, size) = self.resolve(name)?;
+        if let Some(substitute) = self.holes.get(&offset) {
+            let file = File::open(&substitute.path).map_err(|source| IngestError::Open {
+                path: substitute.path.clone(),
+                source,
+            })?;
+            let file = BufReader::with_capacity(1 << 20, file);
+            return Ok(if substitute.gzip {
+                let decoder = flate2::bufread::MultiGzDecoder::new(file);
+                Box::new(BufReader::with_capacity(1 << 20, decoder.take(size)))
+            } else {
+                Box::new(file.take(size))
+            });
+        }
         let mut file = self.file.try_clone().map_err(|source| IngestError::Open {
             path: self.path.clone(),
             source,
@@ -162,7 +190,7 @@ impl Archive {
                 path: self.path.clone(),
                 source,
             })?;
-        Ok(BufReader::with_capacity(1 << 20, file.take(size)))
+        Ok(Box::new(BufReader::with_capacity(1 << 20, file.take(size))))
     }
 
     /// A small metadata file, whole.

@@ -19,12 +19,14 @@ use std::path::{Path, PathBuf};
 use buildgrid_core::{Digest, RepoName, Tag};
 
 use crate::{Store, StoreError};
-use archive::Archive;
+use archive::{Archive, Substitute};
+use buildgrid_core::media_type::OCI_LAYER_GZIP;
 pub use spool::{Prepared, spool_archive};
 use stage::Staging;
 
-/// The gzip level of compressed layers. Changing it changes every new layer digest.
-pub const GZIP_LEVEL: u32 = 3;
+/// The libdeflate level of compressed layers (1 to 12). Changing it changes every new layer
+/// digest; layers already stored keep theirs and are reused by diff id.
+pub const GZIP_LEVEL: u32 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -104,7 +106,20 @@ pub fn import_archive_with(
     labels: &BTreeMap<String, String>,
     prepared: Prepared,
 ) -> Result<ImportReport, IngestError> {
-    let archive = Archive::open(path)?;
+    let mut archive = Archive::open(path)?;
+    archive.fill_holes(
+        prepared
+            .layers
+            .values()
+            .map(|layer| {
+                let substitute = Substitute {
+                    path: layer.blob.path.clone(),
+                    gzip: layer.row.media_type == OCI_LAYER_GZIP,
+                };
+                (layer.offset, substitute)
+            })
+            .collect(),
+    );
     let mut staging = Staging::new(store, labels, prepared.layers)?;
     let top = if archive.contains("index.json") {
         oci::ingest(&archive, &mut staging)?

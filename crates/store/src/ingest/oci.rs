@@ -306,7 +306,7 @@ fn ingest_manifest_bytes(
             None => None,
         };
         let reader = || -> Result<Box<dyn std::io::BufRead>, IngestError> {
-            Ok(Box::new(archive.reader(&member)?))
+            archive.reader(&member)
         };
         let stored = match media_type::layer_compression(&layer_type) {
             Some(LayerCompression::None) => {

@@ -1,10 +1,13 @@
 //! Spooling an image archive that arrives as a stream (the Docker engine's export) to a file,
 //! compressing its new layers on the way, so that compression overlaps the transfer instead of
-//! following it.
+//! following it. The content of a layer compressed on the way is not written to the spool: the
+//! file keeps its size, with a hole where the layer was, and the import takes the layer from
+//! what was compressed.
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::cell::Cell;
+use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
 use buildgrid_core::Digest;
@@ -12,7 +15,6 @@ use buildgrid_core::Digest;
 use super::IngestError;
 use super::archive::normalize;
 use super::compress::compress_layer;
-use super::stage::Tee;
 use crate::image::LayerFiles;
 use crate::{LayerRow, StagedBlob, Store};
 
@@ -28,6 +30,8 @@ pub struct Prepared {
 
 /// A layer compressed ahead, with its files.
 pub(crate) struct PreparedLayer {
+    /// Where its content starts in the archive; the spool holds a hole there.
+    pub offset: u64,
     pub row: LayerRow,
     pub blob: StagedBlob,
     pub files: Option<LayerFiles>,
@@ -61,10 +65,12 @@ pub fn spool_archive(
     let dir = store.blobs.staging()?;
     let mut file = BufWriter::with_capacity(4 << 20, File::create(spool).map_err(io_error)?);
     let mut layers = HashMap::new();
+    let skipping = Cell::new(false);
     {
-        let tee = Tee {
+        let tee = SpoolTee {
             inner: input,
-            copy: &mut file,
+            file: &mut file,
+            skipping: &skipping,
         };
         let mut archive = tar::Archive::new(tee);
         // When the store has every layer of the image, there is nothing to compress.
@@ -93,6 +99,7 @@ pub fn spool_archive(
             {
                 continue;
             }
+            let offset = entry.raw_file_position();
             // A plain tar says `ustar` at byte 257; compressed layers and configs do not.
             let mut head = vec![0u8; 512];
             entry.read_exact(&mut head).map_err(io_error)?;
@@ -100,8 +107,19 @@ pub fn spool_archive(
                 continue;
             }
             let mut content = BufReader::with_capacity(1 << 20, io::Cursor::new(head).chain(entry));
-            let (row, blob, files) = compress_layer(dir.path(), &name, &mut content)?;
-            layers.insert(row.diff_id.clone(), PreparedLayer { row, blob, files });
+            skipping.set(true);
+            let compressed = compress_layer(dir.path(), &name, &mut content);
+            skipping.set(false);
+            let (row, blob, files) = compressed?;
+            layers.insert(
+                row.diff_id.clone(),
+                PreparedLayer {
+                    offset,
+                    row,
+                    blob,
+                    files,
+                },
+            );
         }
         // Whatever follows the last entry (the end-of-archive blocks) belongs in the spool too.
         io::copy(&mut archive.into_inner(), &mut io::sink()).map_err(io_error)?;
@@ -111,4 +129,24 @@ pub fn spool_archive(
         layers,
         _dir: Some(dir),
     })
+}
+
+/// Reads the archive and copies what it read into the spool, except while `skipping`: then it
+/// moves the spool's end forward, leaving a hole that takes no disk space and no writing.
+struct SpoolTee<'a, R> {
+    inner: R,
+    file: &'a mut BufWriter<File>,
+    skipping: &'a Cell<bool>,
+}
+
+impl<R: Read> Read for SpoolTee<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if self.skipping.get() {
+            self.file.seek(SeekFrom::Current(n as i64))?;
+        } else {
+            self.file.write_all(&buf[..n])?;
+        }
+        Ok(n)
+    }
 }
