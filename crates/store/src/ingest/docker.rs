@@ -62,8 +62,7 @@ pub(super) fn ingest(archive: &Archive, staging: &mut Staging<'_>) -> Result<Sto
         staging
             .legacy_paths
             .push((super::archive::normalize(member), diff_id.clone()));
-        let layer = staging
-            .uncompressed_layer(member, &diff_id, || archive.reader(member))?;
+        let layer = staging.uncompressed_layer(member, &diff_id, || archive.reader(member))?;
         layers.push(json!({
             "mediaType": layer.media_type,
             "digest": layer.digest.to_string(),

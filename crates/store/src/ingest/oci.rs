@@ -305,9 +305,8 @@ fn ingest_manifest_bytes(
             Some(text) => Some(parse_digest(text, "image config diff id")?),
             None => None,
         };
-        let reader = || -> Result<Box<dyn std::io::BufRead>, IngestError> {
-            archive.reader(&member)
-        };
+        let reader =
+            || -> Result<Box<dyn std::io::BufRead>, IngestError> { archive.reader(&member) };
         let stored = match media_type::layer_compression(&layer_type) {
             Some(LayerCompression::None) => {
                 // An uncompressed layer's digest is its diff id.

@@ -4,9 +4,9 @@
 //! file keeps its size, with a hole where the layer was, and the import takes the layer from
 //! what was compressed.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::fs::File;
-use std::cell::Cell;
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
