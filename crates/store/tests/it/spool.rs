@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 
 use buildgrid_store::image::{ImageDir, image_dir};
-use buildgrid_store::ingest::{import_archive_with, spool_archive};
+use buildgrid_store::ingest::{ImportReport, IngestError, import_archive_with, spool_archive};
 
 use crate::support::{
     self, Image, LayerFormat, docker_save, file, layer, oci_image, oci_single, repo_name, tag_name,
@@ -33,6 +33,26 @@ fn big_text_layer() -> Vec<u8> {
     tar(&[file("data/text.txt", text)])
 }
 
+/// Spools `archive` into `spool`, then imports the spool as `app:<tag>` without labels.
+fn spool_and_import(
+    store: &buildgrid_store::Store,
+    archive: &[u8],
+    spool: &std::path::Path,
+    tag: &str,
+) -> (usize, Result<ImportReport, IngestError>) {
+    let prepared = spool_archive(store, archive, spool, &[]).unwrap();
+    let compressed_ahead = prepared.len();
+    let report = import_archive_with(
+        store,
+        spool,
+        &repo_name("app"),
+        &tag_name(tag),
+        &BTreeMap::new(),
+        prepared,
+    );
+    (compressed_ahead, report)
+}
+
 #[test]
 fn a_layer_compressed_ahead_is_read_back_from_its_blob_where_the_import_needs_it() {
     // The config declares other diff ids than the layers have: the import reads the content to
@@ -45,17 +65,9 @@ fn a_layer_compressed_ahead_is_read_back_from_its_blob_where_the_import_needs_it
         let archive = tar(&docker_save(&[("app:v1", &image)]));
         let t = test_store();
         let spool = t.dir.path().join("spool.tar");
-        let prepared = spool_archive(&t.store, &archive[..], &spool, &[]).unwrap();
-        assert_eq!(prepared.len(), 1);
-        let error = import_archive_with(
-            &t.store,
-            &spool,
-            &repo_name("app"),
-            &tag_name("v1"),
-            &BTreeMap::new(),
-            prepared,
-        )
-        .unwrap_err();
+        let (compressed_ahead, report) = spool_and_import(&t.store, &archive, &spool, "v1");
+        assert_eq!(compressed_ahead, 1);
+        let error = report.unwrap_err();
         let actual = buildgrid_core::Digest::of(&content);
         assert!(
             error.to_string().contains(&actual.to_string()),
@@ -77,8 +89,8 @@ fn spooling_copies_the_archive_and_compresses_new_layers_ahead() {
     ] {
         let t = test_store();
         let spool = t.dir.path().join("spool.tar");
-        let prepared = spool_archive(&t.store, &archive[..], &spool, &[]).unwrap();
-        assert_eq!(prepared.len(), 2, "{layout}: the two large layers");
+        let (compressed_ahead, report) = spool_and_import(&t.store, &archive, &spool, "v1");
+        assert_eq!(compressed_ahead, 2, "{layout}: the two large layers");
         // The spool has the archive's size, but the layers compressed ahead are holes in it.
         let meta = std::fs::metadata(&spool).unwrap();
         assert_eq!(meta.len(), archive.len() as u64, "{layout}");
@@ -88,15 +100,7 @@ fn spooling_copies_the_archive_and_compresses_new_layers_ahead() {
             meta.blocks() * 512,
             meta.len()
         );
-        let report = import_archive_with(
-            &t.store,
-            &spool,
-            &repo_name("app"),
-            &tag_name("v1"),
-            &BTreeMap::new(),
-            prepared,
-        )
-        .unwrap();
+        let report = report.unwrap();
         assert_eq!(report.layers_compressed, 3, "{layout}");
         // Layers compressed ahead were listed on the way too.
         let data = image_dir(&t.store, &repo_name("app"), &report.digest, "data").unwrap();
@@ -113,21 +117,12 @@ fn spooling_copies_the_archive_and_compresses_new_layers_ahead() {
 
         // Spooled again, the layers are known: nothing is compressed ahead or after.
         let again = t.dir.path().join("again.tar");
-        let prepared = spool_archive(&t.store, &archive[..], &again, &[]).unwrap();
+        let (compressed_ahead, report) = spool_and_import(&t.store, &archive, &again, "v2");
         assert_eq!(
-            prepared.len(),
-            0,
+            compressed_ahead, 0,
             "{layout}: a known layer was compressed again"
         );
-        let report = import_archive_with(
-            &t.store,
-            &again,
-            &repo_name("app"),
-            &tag_name("v2"),
-            &BTreeMap::new(),
-            prepared,
-        )
-        .unwrap();
+        let report = report.unwrap();
         assert_eq!(
             (report.layers_compressed, report.layers_reused),
             (0, 3),
