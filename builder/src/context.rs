@@ -91,7 +91,7 @@ pub fn write_context(
     let mut files = 0;
     let mut skipped_submodules = Vec::new();
     let mut failure: Option<ContextError> = None;
-    tree.walk(TreeWalkMode::PreOrder, |dir, entry| {
+    let walked = tree.walk(TreeWalkMode::PreOrder, |dir, entry| {
         let Ok(name) = entry.name() else {
             return TreeWalkResult::Skip;
         };
@@ -155,10 +155,12 @@ pub fn write_context(
                 TreeWalkResult::Abort
             }
         }
-    })?;
+    });
+    // An aborted walk reports only that its callback said stop: the reason is the failure.
     if let Some(error) = failure {
         return Err(error);
     }
+    walked?;
     let dockerfile_path = match dockerfile_in_context {
         Some(path) => path,
         None => {

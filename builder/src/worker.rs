@@ -68,7 +68,10 @@ async fn run(builder: &Builder, build: Build) {
     let store = builder.store.clone();
     let last_seq = store.db.last_log_seq(build.id).unwrap_or(0);
     let mut log = Log::start(store.clone(), build.id, last_seq);
-    let result = pipeline(builder, &build, &mut log).await;
+    let result = match pipeline(builder, &build, &mut log).await {
+        Err(Stop::Failed(reason)) => Err(Stop::Failed(with_disk_hint(reason, store.root()))),
+        other => other,
+    };
     let ending = match &result {
         Ok(Outcome::Succeeded { image_ref, digest }) => {
             vec![format!("image: {image_ref}"), format!("digest: {digest}")]
@@ -111,6 +114,20 @@ async fn run(builder: &Builder, build: Build) {
     if let Err(error) = finished {
         tracing::error!(%error, "cannot record the end of a build");
     }
+}
+
+/// A failure that came from a full disk under the data directory (an I/O error of buildgrid's
+/// own, or SQLite's), with what to do about it. The engine's own errors say "no space left on
+/// device" without the OS error number, and are left as they are: its disk is its own.
+fn with_disk_hint(reason: String, data_dir: &std::path::Path) -> String {
+    if !(reason.contains("(os error 28)") || reason.contains("database or disk is full")) {
+        return reason;
+    }
+    format!(
+        "{reason}; the disk of buildgrid's data directory {} is full: free space there, then \
+         build again",
+        data_dir.display()
+    )
 }
 
 fn check_cancel(store: &Store, build: i64) -> Result<(), Stop> {
@@ -492,5 +509,34 @@ fn engine_error(error: &bollard::errors::Error) -> String {
         bollard::errors::Error::DockerResponseServerError { message, .. } => message.clone(),
         bollard::errors::Error::DockerStreamError { error } => error.clone(),
         other => format!("Docker engine: {other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::with_disk_hint;
+
+    #[track_caller]
+    fn check(reason: &str, expected: &str) {
+        assert_eq!(
+            with_disk_hint(reason.to_owned(), Path::new("/srv/bg")),
+            expected
+        );
+    }
+
+    #[test]
+    fn full_disks_of_the_data_directory_get_a_hint() {
+        let hint = "; the disk of buildgrid's data directory /srv/bg is full: free space there, \
+                    then build again";
+        let ours = "writing the build context: No space left on device (os error 28)";
+        check(ours, &format!("{ours}{hint}"));
+        let sqlite = "database or disk is full";
+        check(sqlite, &format!("{sqlite}{hint}"));
+        // The engine's disk, or any other failure: as it is.
+        let engine = "failed to copy files: write /big: no space left on device";
+        check(engine, engine);
+        check("a RUN step failed", "a RUN step failed");
     }
 }

@@ -12,6 +12,7 @@ mod deploy_sources;
 mod deploy_web;
 mod engines;
 mod fixtures;
+mod full_disk;
 mod import;
 mod pull;
 mod push;

@@ -459,3 +459,43 @@ fn unknown_commit_is_a_git_error() {
     let error = result.expect_err("the commit is not in the repository");
     assert!(matches!(error, ContextError::Git(_)), "{error:?}");
 }
+
+/// A writer with room for `room` bytes, then a full disk.
+struct FullDisk {
+    room: usize,
+}
+
+impl std::io::Write for FullDisk {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.room == 0 {
+            return Err(std::io::Error::from_raw_os_error(28));
+        }
+        let n = buf.len().min(self.room);
+        self.room -= n;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_full_disk_while_writing_says_so() {
+    let fixture = fixture();
+    for room in [0, 1024, 4096] {
+        let error = write_context(
+            &fixture.repo,
+            fixture.commit,
+            "",
+            "Dockerfile",
+            FullDisk { room },
+        )
+        .expect_err("the disk is full");
+        assert!(matches!(error, ContextError::Io(_)), "{room}: {error:?}");
+        assert_eq!(
+            error.to_string(),
+            "writing the build context: No space left on device (os error 28)"
+        );
+    }
+}

@@ -124,9 +124,13 @@ fn gzip_layer(
     let files = read_layer(input, &mut Both(&mut uncompressed, &mut encoder))
         .map_err(|e| read_error(member, e))?;
     let (diff_id, _) = uncompressed.finish();
-    encoder
-        .finish()
-        .map_err(|e| read_error(member, std::io::Error::other(e)))?;
+    encoder.finish().map_err(|e| {
+        let error = match e {
+            gzp::GzpError::Io(error) => error,
+            other => std::io::Error::other(other),
+        };
+        read_error(member, error)
+    })?;
     drop(encoder);
     let writer = Arc::try_unwrap(writer)
         .map_err(|_| IngestError::Invalid("the compressor kept its output open".into()))?

@@ -51,6 +51,13 @@ pub enum IngestError {
     MissingMember { path: PathBuf, member: String },
     #[error("invalid image archive: {0}")]
     Invalid(String),
+    /// Writing what the archive holds failed: the archive is fine, the store's disk is not.
+    #[error("cannot store {member}: {source}")]
+    Write {
+        member: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(
         "{member} does not match its digest (expected {expected}, got {actual}): the archive is corrupt"
     )]
