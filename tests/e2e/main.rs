@@ -5,6 +5,7 @@
 
 mod access;
 mod build;
+mod burst;
 mod deploy;
 mod deploy_faults;
 mod deploy_logs;
