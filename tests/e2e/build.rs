@@ -263,7 +263,20 @@ fn a_failing_build_fails_alone() {
         String::from_utf8_lossy(&good_run.stderr)
     );
 
-    // A missing Dockerfile and an unreachable repository fail with what went wrong.
+    // A Dockerfile the engine cannot parse, a missing Dockerfile and an unreachable repository
+    // fail with what went wrong.
+    bad.write("Dockerfile", "ARG BASE\nFROM ${BASE}\nCOPPY index.html /\n");
+    bad.commit("a typo");
+    let (_typo_upstream, typo_url) = bad.bare_clone();
+    create_app(&buildgrid, "acme/typo", &typo_url);
+    let output = buildgrid.cli(&["build", "acme/typo", "--wait"]);
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "{out}");
+    let last = out.trim_end().lines().last().unwrap();
+    assert!(
+        last.starts_with("build failed:") && last.contains("unknown instruction: COPPY"),
+        "{last}"
+    );
     bad.git(&["rm", "-q", "Dockerfile"]);
     bad.commit("no Dockerfile");
     let (_gone_upstream, gone_url) = bad.bare_clone();
