@@ -10,14 +10,22 @@ use crate::fixtures::{Source, create_app, ensure_base_image};
 use crate::support::Buildgrid;
 use crate::web::{Driver, sign_in};
 
+/// The text of the element `css` names. The live page replaces elements as it updates: one
+/// replaced between finding and reading it is found again.
 async fn text(browser: &Client, css: &str) -> String {
-    browser
-        .find(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("no {css}: {e}"))
-        .text()
-        .await
-        .unwrap()
+    let mut attempts = 0;
+    loop {
+        let element = browser
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no {css}: {e}"));
+        match element.text().await {
+            Ok(text) => return text,
+            Err(error) if error.is_stale_element_reference() && attempts < 50 => attempts += 1,
+            Err(error) => panic!("cannot read {css}: {error}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Clicks the deploy form's button of build `build` on the timeline and opens the page of the
