@@ -43,7 +43,9 @@ pub(crate) async fn handle(
         let exe = builder.settings.exe.clone();
         let data = store.root().to_owned();
         let app = app.clone();
+        let lock = builder.git_lock(&git_dir);
         blocking(move || {
+            let _turn = lock.lock().unwrap_or_else(|p| p.into_inner());
             fetch::open_or_init(&git_dir).map_err(|e| ApiError::internal(&e))?;
             hooks::install(&git_dir, &exe, &data, &app).map_err(|e| ApiError::internal(&e))
         })

@@ -12,8 +12,9 @@ mod routes;
 pub mod webhook;
 mod worker;
 
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use buildgrid_access::Access;
@@ -45,6 +46,9 @@ pub struct Builder {
     pub settings: Settings,
     wake: Notify,
     after_success: std::sync::OnceLock<Arc<AfterSuccess>>,
+    /// One lock per git repository of the data directory: creating, fetching into and setting
+    /// up a repository take turns (libgit2 refuses a second writer with a lock-file error).
+    git_locks: Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>,
 }
 
 impl Builder {
@@ -55,6 +59,7 @@ impl Builder {
             settings,
             wake: Notify::new(),
             after_success: std::sync::OnceLock::new(),
+            git_locks: Mutex::new(HashMap::new()),
         })
     }
 
@@ -67,6 +72,13 @@ impl Builder {
         if let Some(hook) = self.after_success.get() {
             hook(build);
         }
+    }
+
+    /// The lock of the git repository at `dir`, to hold (on a blocking thread) while writing
+    /// to it.
+    pub(crate) fn git_lock(&self, dir: &Path) -> Arc<Mutex<()>> {
+        let mut locks = self.git_locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.entry(dir.to_owned()).or_default().clone()
     }
 
     /// Wakes idle workers: a build was queued.

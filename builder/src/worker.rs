@@ -200,10 +200,13 @@ async fn pipeline(builder: &Builder, build: &Build, log: &mut Log) -> Result<Out
     let (commit, fetch_note) = {
         let wanted = wanted.clone();
         let known = build.commit_id.clone();
+        // Builds of one repository fetch into it one at a time.
+        let lock = builder.git_lock(&git_dir);
         timed(
             deadline,
             limit,
             blocking(move || {
+                let _turn = lock.lock().unwrap_or_else(|p| p.into_inner());
                 let repo = fetch::open_or_init(&git_dir)?;
                 let present = known
                     .as_deref()
