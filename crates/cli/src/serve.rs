@@ -137,9 +137,11 @@ pub fn run(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
         let _ = slot.set((builder.clone(), registry.clone(), deployer));
         // Tests and scripts read this line to learn the port. Nobody may be reading stdout
         // later on, so failures to print are ignored rather than fatal.
+        // The first admin exists before anyone learns the port: a command run as soon as the
+        // line is read finds it.
+        let made = buildgrid_access::bootstrap(&store).context("cannot create the first admin")?;
         let mut out = std::io::stdout();
         let _ = writeln!(out, "buildgrid listening on http://{address}");
-        let made = buildgrid_access::bootstrap(&store).context("cannot create the first admin")?;
         if let Some((name, password)) = made.user {
             let _ = writeln!(
                 out,
