@@ -122,11 +122,12 @@ print(stored)
 plain_rebuild() { # round → docker build's time in ms
     echo "echo version 3.$1 of run $RUN" > "$SRC/app.sh"
     sleep "$SETTLE"
-    local start
+    local start took
     start=$(now_ms)
     docker build -q -t bench-plain:rebuild "$SRC" >/dev/null
-    echo "   round $1: docker build $(( $(now_ms) - start )) ms" >&2
-    echo $(( $(now_ms) - start ))
+    took=$(( $(now_ms) - start ))
+    echo "   round $1: docker build $took ms" >&2
+    echo "$took"
 }
 for round in $(seq 1 "$ROUNDS"); do
     if [ $((round % 2)) = 1 ]; then

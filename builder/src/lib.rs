@@ -5,6 +5,7 @@
 mod auth;
 mod build_log;
 pub mod context;
+mod export;
 pub mod fetch;
 mod git_http;
 pub mod hooks;

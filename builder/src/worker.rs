@@ -14,6 +14,7 @@ use futures_util::StreamExt;
 use crate::Builder;
 use crate::build_log::Log;
 use crate::context::write_context;
+use crate::export;
 use crate::fetch;
 
 /// How a build ended, short of failing.
@@ -26,7 +27,7 @@ enum Outcome {
 }
 
 /// Why a build did not succeed.
-enum Stop {
+pub(crate) enum Stop {
     Failed(String),
     Cancelled,
 }
@@ -157,7 +158,7 @@ async fn timed<T>(
         .map_err(|_| Stop::Failed(timed_out(limit)))?
 }
 
-fn timed_out(limit: Duration) -> String {
+pub(crate) fn timed_out(limit: Duration) -> String {
     format!("timed out after {} minutes", limit.as_secs() / 60)
 }
 
@@ -325,84 +326,17 @@ async fn pipeline(builder: &Builder, build: &Build, log: &mut Log) -> Result<Out
     log.line(None, &format!("storing {tag}"));
     let archive_path = staging.path().join("image.tar");
     let started = std::time::Instant::now();
-    // The layers' diff ids, so that spooling passes over layers the store has already.
-    let diff_ids: Vec<buildgrid_core::Digest> = docker
-        .inspect_image(&tag)
-        .await
-        .ok()
-        .and_then(|image| image.root_fs)
-        .and_then(|root_fs| root_fs.layers)
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|d| buildgrid_core::Digest::parse(d).ok())
-        .collect();
-    // The export streams into a blocking task that spools it to disk and compresses new
-    // layers as they pass.
-    // Up to EXPORT_BUFFER batches wait for the spool; the export waits (without blocking a
-    // thread) when the spool is behind.
-    let (sender, receiver) = tokio::sync::mpsc::channel::<bytes::Bytes>(EXPORT_BUFFER);
-    let spooling = {
-        let store = store.clone();
-        let archive_path = archive_path.clone();
-        tokio::task::spawn_blocking(move || {
-            let reader = ChannelReader {
-                receiver,
-                current: bytes::Bytes::new(),
-            };
-            buildgrid_store::ingest::spool_archive(&store, reader, &archive_path, &diff_ids)
-        })
-    };
-    let mut export = docker.export_image(&tag);
-    let mut exported = 0u64;
-    // The engine writes the whole archive out before it sends a byte (before Docker 25).
-    let mut first_byte = None;
-    let mut export_error = None;
-    let mut batch = bytes::BytesMut::with_capacity(EXPORT_BATCH);
-    loop {
-        let next = tokio::select! {
-            next = export.next() => next,
-            _ = tokio::time::sleep_until(deadline) => {
-                export_error = Some(timed_out(limit));
-                break;
-            }
-        };
-        let Some(chunk) = next else { break };
-        let chunk = match chunk {
-            Ok(chunk) => chunk,
-            Err(error) => {
-                export_error = Some(engine_error(&error));
-                // Closing the channel ends the spool; the error is reported below.
-                break;
-            }
-        };
-        exported += chunk.len() as u64;
-        first_byte.get_or_insert_with(|| started.elapsed());
-        // The export's chunks are small: they travel to the spool's thread in batches.
-        batch.extend_from_slice(&chunk);
-        // An error means the spool stopped; it says why below.
-        if batch.len() >= EXPORT_BATCH && sender.send(batch.split().freeze()).await.is_err() {
-            break;
-        }
-    }
-    if !batch.is_empty() && export_error.is_none() {
-        let _ = sender.send(batch.freeze()).await;
-    }
-    drop(sender);
-    let prepared = spooling
-        .await
-        .map_err(|e| Stop::Failed(format!("internal error: {e}")))?;
-    if let Some(error) = export_error {
-        return Err(Stop::Failed(error));
-    }
-    let prepared = prepared?;
+    let spooled =
+        export::spool_export(&docker, &store, &tag, &archive_path, deadline, limit).await?;
+    let prepared = spooled.prepared;
     log.line(
         None,
         &format!(
             "exported {:.1} MB from the engine in {:.2} s (its first byte after {:.2} s), \
              compressing {} on the way",
-            exported as f64 / 1e6,
+            spooled.bytes as f64 / 1e6,
             started.elapsed().as_secs_f64(),
-            first_byte.unwrap_or_default().as_secs_f64(),
+            spooled.first_byte.unwrap_or_default().as_secs_f64(),
             match prepared.len() {
                 1 => "1 new layer".to_owned(),
                 n => format!("{n} new layers"),
@@ -472,32 +406,6 @@ async fn pipeline(builder: &Builder, build: &Build, log: &mut Log) -> Result<Out
     })
 }
 
-/// Reads the chunks an async task sends, from a blocking thread.
-/// Bytes of the engine's export handed to the spool's thread at once.
-const EXPORT_BATCH: usize = 1 << 20;
-/// Batches of the export waiting for the spool.
-const EXPORT_BUFFER: usize = 16;
-
-/// The export's chunks as a blocking reader, for the spool's thread.
-struct ChannelReader {
-    receiver: tokio::sync::mpsc::Receiver<bytes::Bytes>,
-    current: bytes::Bytes,
-}
-
-impl std::io::Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.current.is_empty() {
-            match self.receiver.blocking_recv() {
-                Some(chunk) => self.current = chunk,
-                None => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current.split_to(n));
-        Ok(n)
-    }
-}
-
 async fn connect() -> Result<Docker, Stop> {
     let docker = Docker::connect_with_local_defaults()
         .map_err(|e| Stop::Failed(format!("cannot reach the Docker engine: {e}")))?;
@@ -507,7 +415,7 @@ async fn connect() -> Result<Docker, Stop> {
         .map_err(|e| Stop::Failed(format!("cannot reach the Docker engine: {e}")))
 }
 
-fn engine_error(error: &bollard::errors::Error) -> String {
+pub(crate) fn engine_error(error: &bollard::errors::Error) -> String {
     match error {
         bollard::errors::Error::DockerResponseServerError { message, .. } => message.clone(),
         bollard::errors::Error::DockerStreamError { error } => error.clone(),

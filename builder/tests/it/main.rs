@@ -3,6 +3,7 @@
 //! the store is a real one in a temporary data directory.
 
 mod context;
+mod context_errors;
 mod fetch;
 mod hooks;
 mod queue;

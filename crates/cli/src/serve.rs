@@ -135,11 +135,11 @@ pub fn run(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
         let deployer: Deployer = Arc::new(crate::auto_deploy::WebDeployer(deploys.clone()));
         builder.on_success(Arc::new(move |build| deploys.built(build)));
         let _ = slot.set((builder.clone(), registry.clone(), deployer));
-        // Tests and scripts read this line to learn the port. Nobody may be reading stdout
-        // later on, so failures to print are ignored rather than fatal.
         // The first admin exists before anyone learns the port: a command run as soon as the
         // line is read finds it.
         let made = buildgrid_access::bootstrap(&store).context("cannot create the first admin")?;
+        // Tests and scripts read this line to learn the port. Nobody may be reading stdout
+        // later on, so failures to print are ignored rather than fatal.
         let mut out = std::io::stdout();
         let _ = writeln!(out, "buildgrid listening on http://{address}");
         if let Some((name, password)) = made.user {

@@ -70,6 +70,24 @@ pub enum IngestError {
     Store(#[from] StoreError),
 }
 
+impl IngestError {
+    /// An I/O error of a pass that reads the archive and writes the store at once: a full disk
+    /// is the store's (`Write`), anything else what `otherwise` makes of it.
+    pub(crate) fn from_io(
+        member: &str,
+        error: std::io::Error,
+        otherwise: impl FnOnce(std::io::Error) -> IngestError,
+    ) -> IngestError {
+        if error.kind() == std::io::ErrorKind::StorageFull {
+            return IngestError::Write {
+                member: member.to_owned(),
+                source: error,
+            };
+        }
+        otherwise(error)
+    }
+}
+
 /// What an import stored.
 #[derive(Debug, Clone)]
 pub struct ImportReport {

@@ -58,15 +58,13 @@ pub fn spool_archive(
     spool: &Path,
     diff_ids: &[Digest],
 ) -> Result<Prepared, IngestError> {
-    let io_error = |e: io::Error| match e.kind() {
-        io::ErrorKind::StorageFull => IngestError::Write {
-            member: spool.display().to_string(),
-            source: e,
-        },
-        _ => IngestError::Open {
-            path: spool.to_owned(),
-            source: e,
-        },
+    let io_error = |e: io::Error| {
+        IngestError::from_io(&spool.display().to_string(), e, |source| {
+            IngestError::Open {
+                path: spool.to_owned(),
+                source,
+            }
+        })
     };
     let dir = store.blobs.staging()?;
     let mut file = BufWriter::with_capacity(4 << 20, File::create(spool).map_err(io_error)?);

@@ -328,16 +328,12 @@ impl<'a> Staging<'a> {
     }
 }
 
-/// A failure while a member is read and stored. Reading and writing share one pass, so the
-/// error's kind tells them apart: a full disk is the store's, anything else the archive's.
+/// A failure while a member is read and stored: a full disk is the store's, anything else the
+/// archive's.
 pub(super) fn read_error(member: &str, error: io::Error) -> IngestError {
-    if error.kind() == io::ErrorKind::StorageFull {
-        return IngestError::Write {
-            member: member.to_owned(),
-            source: error,
-        };
-    }
-    IngestError::Invalid(format!("cannot read {member}: {error}"))
+    IngestError::from_io(member, error, |error| {
+        IngestError::Invalid(format!("cannot read {member}: {error}"))
+    })
 }
 
 /// Reads from `inner` and writes what it read into `copy`.
