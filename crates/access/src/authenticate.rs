@@ -5,9 +5,10 @@
 use buildgrid_store::{StoreError, TokenRow, User};
 use sha2::{Digest as _, Sha256};
 
+use crate::limiter::{Attempt, HashingTurn};
 use crate::{
-    Access, AuthError, BEARER_PREFIX, Claims, Credentials, Principal, Scope, TOUCH_INTERVAL,
-    bearer, decoy_hash, now, registry_decoy_hash, secret,
+    Access, AuthError, BEARER_PREFIX, Claims, Credentials, HASHING_RETRY_AFTER, Principal, Scope,
+    TOUCH_INTERVAL, bearer, decoy_hash, now, registry_decoy_hash, secret,
 };
 
 impl Access {
@@ -20,47 +21,65 @@ impl Access {
         let Some(header) = authorization else {
             return Ok(Principal::anonymous());
         };
-        let client_key = format!("client:{client}");
         match Credentials::parse(header) {
             None => Err(AuthError::Unauthorized(
                 "the Authorization header is neither Basic nor Bearer",
             )),
             Some(Credentials::Bearer(token)) if token.starts_with(BEARER_PREFIX) => {
-                self.limit(&[&client_key])?;
+                self.limit(client, None)?;
                 match bearer::verify(&self.key, &token, now()) {
                     Ok(claims) => self.claims_principal(claims),
                     Err(bearer::BearerError::Expired) => Err(AuthError::Unauthorized(
                         "the bearer token has expired: ask the token endpoint for a new one",
                     )),
                     Err(_) => {
-                        self.limiter.fail(&[&client_key]);
+                        self.limiter.fail(client);
                         Err(AuthError::Unauthorized("the bearer token is not valid"))
                     }
                 }
             }
-            Some(Credentials::Bearer(token)) => self.token_principal(&token, &client_key),
+            Some(Credentials::Bearer(token)) => self.token_principal(&token, client),
             Some(Credentials::Basic { password, .. })
                 if password.starts_with(secret::TOKEN_PREFIX) =>
             {
-                self.token_principal(&password, &client_key)
+                self.token_principal(&password, client)
+            }
+            // What clients send for "no credentials" (Docker's token flow without a login).
+            Some(Credentials::Basic { user, password })
+                if user.is_empty() && password.is_empty() =>
+            {
+                Ok(Principal::anonymous())
             }
             Some(Credentials::Basic { user, password }) => {
-                self.password_principal(&user, &password, &client_key)
+                self.password_principal(&user, &password, client)
             }
         }
     }
 
-    fn limit(&self, keys: &[&str]) -> Result<(), AuthError> {
+    fn limit(&self, client: &str, user: Option<&str>) -> Result<(), AuthError> {
         self.limiter
-            .check(keys)
+            .check(client, user)
             .map_err(|retry_after| AuthError::TooManyAttempts { retry_after })
     }
 
-    fn token_principal(&self, secret: &str, client_key: &str) -> Result<Principal, AuthError> {
-        self.limit(&[client_key])?;
+    fn begin(&self, client: &str, user: &str) -> Result<Attempt<'_>, AuthError> {
+        self.limiter
+            .begin(client, Some(user))
+            .map_err(|retry_after| AuthError::TooManyAttempts { retry_after })
+    }
+
+    /// A turn to run argon2 (see `Hashing`); refused like a limit when none comes free in time.
+    fn hashing_turn(&self) -> Result<HashingTurn<'_>, AuthError> {
+        self.hashing.turn().ok_or(AuthError::TooManyAttempts {
+            retry_after: HASHING_RETRY_AFTER,
+        })
+    }
+
+    fn token_principal(&self, secret: &str, client: &str) -> Result<Principal, AuthError> {
+        self.limit(client, None)?;
         let row = self.store.db.token_by_hash(&secret::sha256_hex(secret))?;
         let refused = |message| {
-            self.limiter.fail(&[client_key]);
+            self.limiter.fail(client);
             Err(AuthError::Unauthorized(message))
         };
         let Some(row) = row else {
@@ -112,24 +131,26 @@ impl Access {
         &self,
         name: &str,
         password: &str,
-        client_key: &str,
+        client: &str,
     ) -> Result<Principal, AuthError> {
-        let user_key = format!("user:{name}");
-        self.limit(&[client_key, &user_key])?;
+        let attempt = self.begin(client, name)?;
         let user = self.store.db.user_by_name(name)?;
         let matched = match user
             .as_ref()
             .and_then(|u| u.registry_password_hash.as_ref())
         {
-            Some(hash) => self.registry_password_matches(user.as_ref().unwrap().id, password, hash),
+            Some(hash) => {
+                self.registry_password_matches(user.as_ref().unwrap().id, password, hash)?
+            }
             None => {
-                secret::verify_password(password, registry_decoy_hash());
+                let mut turn = self.hashing_turn()?;
+                secret::verify_password_in(password, registry_decoy_hash(), &mut turn.memory);
                 false
             }
         };
         if !matched {
-            self.limiter.fail(&[client_key, &user_key]);
-            self.record_as(name, "sign-in refused", "registry", client_key);
+            attempt.fail();
+            self.record_as(name, "sign-in refused", "registry", client);
             return Err(AuthError::Unauthorized(
                 "wrong user name or registry password (the web password does not work here)",
             ));
@@ -157,27 +178,30 @@ impl Access {
             .is_some_and(|h| h == hash)
     }
 
-    fn registry_password_matches(&self, user_id: i64, password: &str, hash: &str) -> bool {
+    fn registry_password_matches(
+        &self,
+        user_id: i64,
+        password: &str,
+        hash: &str,
+    ) -> Result<bool, AuthError> {
         let key = Access::verified_key(user_id, password);
         if self.recently_verified(&key, hash) {
-            return true;
+            return Ok(true);
         }
-        // One argon2 run at a time: each takes 19 MiB and a few milliseconds of a core, so a burst
-        // of a client's parallel requests costs one run (the rest find it remembered) and a
-        // flood of wrong passwords cannot take every core or much memory.
-        let _one_at_a_time = self.hashing.lock().unwrap();
+        let mut turn = self.hashing_turn()?;
+        // A parallel request with the same password may have checked it while this one waited.
         if self.recently_verified(&key, hash) {
-            return true;
+            return Ok(true);
         }
-        if !secret::verify_password(password, hash) {
-            return false;
+        if !secret::verify_password_in(password, hash, &mut turn.memory) {
+            return Ok(false);
         }
         let mut verified = self.verified.lock().unwrap();
         if verified.len() > 10_000 {
             verified.clear();
         }
         verified.insert(key, hash.to_owned());
-        true
+        Ok(true)
     }
 
     /// What `authenticate` answers, when that needs no password hashing: `None` when it would
@@ -201,7 +225,7 @@ impl Access {
                 self.recently_verified(&Access::verified_key(u.id, &password), hash)
                     .then_some(())
             });
-            let limited = self.limit(&[&format!("client:{client}"), &format!("user:{user}")]);
+            let limited = self.limit(client, Some(&user));
             return match (known, limited) {
                 (_, Err(error)) => Some(Err(error)),
                 (Some(()), Ok(())) => Some(Ok(Principal {
@@ -251,20 +275,21 @@ impl Access {
 
     /// Signs in to the web pages with the web password.
     pub fn sign_in_web(&self, name: &str, password: &str, client: &str) -> Result<User, AuthError> {
-        let client_key = format!("client:{client}");
-        let user_key = format!("user:{name}");
-        self.limit(&[&client_key, &user_key])?;
-        match self.store.db.user_by_name(name)? {
-            Some(user) if secret::verify_password(password, &user.password_hash) => {
-                self.record_as(&user.name, "sign-in", "web", &client_key);
+        let attempt = self.begin(client, name)?;
+        let found = self.store.db.user_by_name(name)?;
+        let matched = {
+            let mut turn = self.hashing_turn()?;
+            let hash = found.as_ref().map_or(decoy_hash(), |u| &u.password_hash);
+            secret::verify_password_in(password, hash, &mut turn.memory)
+        };
+        match found {
+            Some(user) if matched => {
+                self.record_as(&user.name, "sign-in", "web", client);
                 Ok(user)
             }
-            found => {
-                if found.is_none() {
-                    secret::verify_password(password, decoy_hash());
-                }
-                self.limiter.fail(&[&client_key, &user_key]);
-                self.record_as(name, "sign-in refused", "web", &client_key);
+            _ => {
+                attempt.fail();
+                self.record_as(name, "sign-in refused", "web", client);
                 Err(AuthError::Unauthorized("wrong user name or password"))
             }
         }

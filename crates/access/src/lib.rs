@@ -25,7 +25,7 @@ pub use accounts::{
     end_session, regenerate_registry_password, reset_password, session, user,
 };
 pub use bearer::{BEARER_PREFIX, Claims, Grant};
-pub use limiter::LoginLimiter;
+pub use limiter::{Attempt, Hashing, LoginLimiter};
 pub use scope::{Scope, ScopeError, Target};
 
 /// How long a registry bearer token lives.
@@ -33,6 +33,13 @@ pub const REGISTRY_TOKEN_TTL: i64 = 300;
 /// Failed sign-ins allowed per client address and per user name within `LOGIN_WINDOW`.
 pub const LOGIN_ATTEMPTS: u32 = 10;
 pub const LOGIN_WINDOW: Duration = Duration::from_secs(60);
+/// Password checks (argon2) running at once, on every path (web and registry): each holds
+/// 19 MiB (a person's password) or 4 MiB (a registry password) and a core for tens of
+/// milliseconds, so a flood of sign-ins costs at most 38 MiB, kept for reuse.
+pub const HASHING_PERMITS: usize = 2;
+/// How long a password check waits for its turn before it is refused (429 with `Retry-After`).
+pub const HASHING_WAIT: Duration = Duration::from_secs(5);
+const HASHING_RETRY_AFTER: u64 = 5;
 /// How often a token's "last used" time is written, at most.
 const TOUCH_INTERVAL: i64 = 60;
 
@@ -100,7 +107,8 @@ pub enum AuthError {
     /// Credentials that prove nothing. The message never contains a secret.
     #[error("{0}")]
     Unauthorized(&'static str),
-    #[error("too many failed sign-ins: try again in {retry_after} s")]
+    /// Past the failed sign-in limit, or too many sign-ins waiting for their password check.
+    #[error("too many failed sign-ins or sign-ins at once: try again in {retry_after} s")]
     TooManyAttempts { retry_after: u64 },
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -136,7 +144,7 @@ pub struct Access {
     /// matched. A hit counts only while the user's stored hash is still that one, so argon2 runs
     /// once per password, not on every request of a pull.
     verified: Mutex<HashMap<[u8; 32], String>>,
-    hashing: Mutex<()>,
+    hashing: Hashing,
     touched: Mutex<HashMap<i64, i64>>,
     /// (actor, action, target, client) → (order of arrival, first time, count).
     audit: Mutex<HashMap<AuditKey, (usize, i64, u64)>>,
@@ -182,7 +190,7 @@ impl Access {
             key: key.into_bytes(),
             limiter: LoginLimiter::new(LOGIN_ATTEMPTS, LOGIN_WINDOW),
             verified: Mutex::default(),
-            hashing: Mutex::default(),
+            hashing: Hashing::new(HASHING_PERMITS, HASHING_WAIT),
             touched: Mutex::default(),
             audit: Mutex::default(),
         })

@@ -3,8 +3,8 @@
 //! People's passwords (web and registry) are hashed with argon2id. Token secrets are 256 random
 //! bits, so a SHA-256 of them is enough to store and lets a request find its token by one lookup.
 
-use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -72,12 +72,40 @@ pub fn hash_generated_password(password: &str) -> String {
 
 /// Whether `password` matches an argon2id PHC string (constant time in the password).
 pub fn verify_password(password: &str, phc: &str) -> bool {
-    match PasswordHash::new(phc) {
-        Ok(hash) => Argon2::default()
-            .verify_password(password.as_bytes(), &hash)
-            .is_ok(),
-        Err(_) => false,
+    verify_password_in(password, phc, &mut Vec::new())
+}
+
+/// `verify_password` with argon2's working memory in `memory`, grown to what the hash's
+/// parameters need and kept for the next call, so repeated checks allocate nothing.
+pub fn verify_password_in(password: &str, phc: &str, memory: &mut Vec<Block>) -> bool {
+    let Ok(hash) = PasswordHash::new(phc) else {
+        return false;
+    };
+    let (Ok(params), Ok(algorithm), Some(salt), Some(expected)) = (
+        Params::try_from(&hash),
+        Algorithm::try_from(hash.algorithm),
+        hash.salt,
+        hash.hash,
+    ) else {
+        return false;
+    };
+    let version = match hash.version.map(Version::try_from) {
+        None => Version::default(),
+        Some(Ok(version)) => version,
+        Some(Err(_)) => return false,
+    };
+    let mut salt_bytes = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_bytes) else {
+        return false;
+    };
+    if memory.len() < params.block_count() {
+        memory.resize(params.block_count(), Block::default());
     }
+    let mut output = vec![0u8; expected.len()];
+    Argon2::new(algorithm, version, params)
+        .hash_password_into_with_memory(password.as_bytes(), salt, &mut output, &mut memory[..])
+        .is_ok()
+        && output.ct_eq(expected.as_bytes()).into()
 }
 
 /// Compares two secrets in time that does not depend on where they differ.
@@ -103,6 +131,12 @@ mod tests {
         );
         assert!(verify_password("Zx7", &generated));
         assert!(!verify_password("Zx8", &generated));
+        let mut memory = Vec::new();
+        assert!(verify_password_in("correct horse", &hash, &mut memory));
+        assert_eq!(memory.len(), 19 * 1024, "default parameters take 19 MiB");
+        assert!(verify_password_in("Zx7", &generated, &mut memory));
+        assert!(!verify_password_in("Zx8", &generated, &mut memory));
+        assert_eq!(memory.len(), 19 * 1024, "the memory is kept");
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Access rules against a real store.
 
+mod limits;
+
 use std::sync::Arc;
 use std::time::Duration;
 
