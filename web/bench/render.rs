@@ -24,6 +24,7 @@ fn main() {
     let app = seed::create_app(&store, "acme/hello");
     // Rendered for an anonymous visitor, so the namespace is public; the access checks still run.
     store.db.set_namespace_public("acme", true).unwrap();
+    store.db.set_namespace_logs_public("acme", true).unwrap();
     let access = Arc::new(buildgrid_access::Access::new(store.clone()).unwrap());
     let mut ids = Vec::new();
     for n in 0..BUILDS {
@@ -119,6 +120,7 @@ fn main() {
             wake: Arc::new(|| {}),
             access,
             deployer: None,
+            shared: buildgrid_web::Shared::default(),
         };
         let service = test::init_service(
             App::new().configure(move |cfg| buildgrid_web::configure(cfg, store, settings)),

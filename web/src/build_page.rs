@@ -29,6 +29,21 @@ pub async fn load_build(web: &Web, viewer: &Viewer, id: i64) -> Result<(Build, A
     }
 }
 
+/// The build and its app, if the viewer may also read its log (see [`Viewer::may_read_logs`]).
+pub async fn load_build_log(
+    web: &Web,
+    viewer: &Viewer,
+    id: i64,
+) -> Result<(Build, App), PageError> {
+    let (build, app) = load_build(web, viewer, id).await?;
+    if !viewer.may_read_logs(app.app.namespace()) {
+        return Err(PageError::Forbidden(
+            viewer.logs_hidden(app.app.namespace()),
+        ));
+    }
+    Ok((build, app))
+}
+
 /// Which lines a page shows.
 enum Window {
     Tail,
@@ -49,6 +64,7 @@ pub async fn page(
     state: web::Data<Web>,
 ) -> Result<HttpResponse, PageError> {
     let (build, app) = load_build(&state, &viewer, path.into_inner()).await?;
+    let logs = viewer.may_read_logs(app.app.namespace());
     let window = match (query.before, query.after) {
         (Some(before), _) => Window::Before(before),
         (None, Some(after)) => Window::After(after),
@@ -63,18 +79,24 @@ pub async fn page(
         Window::After(after) => (false, after),
     };
     let view = blocking(move || {
+        if !logs {
+            return Ok(None);
+        }
         let lines = match read {
             (true, before) => store.db.log_before(id, before, &filter, WINDOW)?,
             (false, after) => store.db.log_after(id, after, &filter, WINDOW)?,
         };
-        Ok(LogView {
+        Ok(Some(LogView {
             lines,
             steps: store.db.log_steps(id)?,
             total: store.db.last_log_seq(id)?,
-        })
+        }))
     })
     .await?;
-    let markup = render(&viewer, &build, &app, &view, &window, &query, &state);
+    let markup = match view {
+        Some(view) => render(&viewer, &build, &app, &view, &window, &query, &state),
+        None => render_without_log(&viewer, &build, &app, &state),
+    };
     Ok(layout::html_response(StatusCode::OK, &markup))
 }
 
@@ -178,6 +200,25 @@ fn render(
     )
 }
 
+/// The page of a build whose log the viewer may not read: what was built and how it ended.
+fn render_without_log(viewer: &Viewer, build: &Build, app: &App, state: &Web) -> Markup {
+    let host = state.settings.registry_host();
+    let content = html! {
+        p { (status(build)) }
+        (facts(build, app, host, format::now()))
+        p #log-hidden.notice { (viewer.logs_hidden(app.app.namespace())) }
+        (end_note(build, app, host))
+    };
+    let name = app.app.to_string();
+    let timeline = format!("/apps/{name}");
+    layout::page_for(
+        viewer,
+        &format!("Build #{}", build.id),
+        &[(&name, &timeline)],
+        content,
+    )
+}
+
 /// The build's state badge, as the event stream replaces it.
 pub fn status(build: &Build) -> Markup {
     html! { span #build-status { (layout::status(build.state)) } }
@@ -243,7 +284,7 @@ pub async fn first_error(
     path: web::Path<i64>,
     state: web::Data<Web>,
 ) -> Result<HttpResponse, PageError> {
-    let (build, _) = load_build(&state, &viewer, path.into_inner()).await?;
+    let (build, _) = load_build_log(&state, &viewer, path.into_inner()).await?;
     let store = state.store.clone();
     let id = build.id;
     let seq = blocking(move || Ok(store.db.first_log_match(id, ERROR_PATTERNS)?)).await?;

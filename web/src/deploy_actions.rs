@@ -178,19 +178,23 @@ fn capitalized(text: &str) -> String {
     })
 }
 
-/// What runs of the app, per server; nothing when this process does not deploy.
+/// What runs of the app, per server; nothing when this process does not deploy. The servers are
+/// asked at most once per few seconds per app (the answer is shared, see [`crate::Shared`]).
 pub async fn running(web: &Web, app: &App) -> Option<Vec<ServerRunning>> {
     let deployer = web.settings.deployer.clone()?;
-    match tokio::time::timeout(RUNNING_WAIT, deployer.running(app.app.clone())).await {
-        Ok(servers) => Some(servers),
-        Err(_) => Some(vec![ServerRunning {
-            server: "(all)".into(),
-            containers: Err(format!(
-                "the servers did not answer within {} s",
-                RUNNING_WAIT.as_secs()
-            )),
-        }]),
-    }
+    let ask = async move {
+        match tokio::time::timeout(RUNNING_WAIT, deployer.running(app.app.clone())).await {
+            Ok(servers) => servers,
+            Err(_) => vec![ServerRunning {
+                server: "(all)".into(),
+                containers: Err(format!(
+                    "the servers did not answer within {} s",
+                    RUNNING_WAIT.as_secs()
+                )),
+            }],
+        }
+    };
+    Some(web.settings.shared.running(app.id, ask).await)
 }
 
 pub fn running_section(servers: &[ServerRunning]) -> Markup {

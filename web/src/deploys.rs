@@ -107,7 +107,16 @@ async fn load(state: &Web, viewer: &Viewer, id: i64) -> Result<(Deploy, App), Pa
     })
     .await?;
     match found {
-        Some((deploy, app)) if viewer.may_read(app.app.namespace()) => Ok((deploy, app)),
+        Some((deploy, app)) if viewer.may_read(app.app.namespace()) => {
+            // A deploy's log names servers, services and containers: members only, unless
+            // the namespace publishes its logs.
+            if !viewer.may_read_logs(app.app.namespace()) {
+                return Err(PageError::Forbidden(
+                    viewer.logs_hidden(app.app.namespace()),
+                ));
+            }
+            Ok((deploy, app))
+        }
         _ => Err(PageError::NotFound(format!("There is no deploy {id}"))),
     }
 }
@@ -274,6 +283,7 @@ pub async fn events(
     query: web::Query<EventsQuery>,
     state: web::Data<Web>,
 ) -> Result<HttpResponse, PageError> {
+    let opened = events::open(&state, &request)?;
     let (deploy, _) = load(&state, &viewer, path.into_inner()).await?;
     let query = query.into_inner();
     let after = events::last_event_id(&request).or(query.after).unwrap_or(0);
@@ -283,7 +293,7 @@ pub async fn events(
         container: query.container,
     }
     .filter();
-    Ok(events::stream(after, POLL, move |after| {
+    Ok(events::stream(opened, after, POLL, move |after| {
         let state = state.clone();
         let filter = filter.clone();
         let id = deploy.id;

@@ -2,6 +2,7 @@
 //! their cause and shown as an opaque 500.
 
 use actix_web::http::StatusCode;
+use actix_web::http::header::{HeaderValue, RETRY_AFTER};
 use actix_web::{HttpResponse, ResponseError};
 use buildgrid_store::StoreError;
 
@@ -15,6 +16,12 @@ pub enum PageError {
     BadRequest(String),
     #[error("{0}")]
     Forbidden(String),
+    /// One client holds too much open: 429 with `Retry-After`.
+    #[error("{0}")]
+    TooMany(String),
+    /// The server holds as much open as it serves: 503 with `Retry-After`.
+    #[error("{0}")]
+    Busy(String),
     #[error("store: {0}")]
     Store(#[from] StoreError),
     #[error("worker thread: {0}")]
@@ -27,6 +34,8 @@ impl ResponseError for PageError {
             PageError::NotFound(_) => StatusCode::NOT_FOUND,
             PageError::BadRequest(_) => StatusCode::BAD_REQUEST,
             PageError::Forbidden(_) => StatusCode::FORBIDDEN,
+            PageError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
+            PageError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             PageError::Store(_) | PageError::Blocking(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -40,7 +49,13 @@ impl ResponseError for PageError {
             self.to_string()
         };
         let title = status.canonical_reason().unwrap_or("Error");
-        layout::html_response(status, &layout::error_page(title, &message))
+        let mut response = layout::html_response(status, &layout::error_page(title, &message));
+        if matches!(self, PageError::TooMany(_) | PageError::Busy(_)) {
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(crate::shared::RETRY_AFTER));
+        }
+        response
     }
 }
 

@@ -6,7 +6,7 @@
 //! crate would add more than it saves; every `data` is one line of JSON.
 
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix_web::HttpRequest;
 use actix_web::HttpResponse;
@@ -14,7 +14,9 @@ use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use actix_web::web::Bytes;
 use serde_json::Value;
 
+use crate::Web;
 use crate::error::PageError;
+use crate::shared::StreamPermit;
 
 /// A quiet stream sends a comment this often, so proxies keep it open and a closed browser tab
 /// is noticed.
@@ -63,8 +65,27 @@ pub fn last_event_id(request: &HttpRequest) -> Option<i64> {
         .ok()
 }
 
-/// An event stream that calls `poll` every `interval` until it ends or the client goes away.
-pub fn stream<S, F, Fut>(state: S, interval: Duration, poll: F) -> HttpResponse
+/// A place for one more stream of the request's client (by its address), or 429 when the
+/// client holds as many as one may, or 503 when the server does. Taken before anything is read,
+/// so a refused stream costs no store work.
+pub fn open(web: &Web, request: &HttpRequest) -> Result<Opened, PageError> {
+    let shared = &web.settings.shared;
+    Ok(Opened {
+        permit: shared.open_stream(request.peer_addr().map(|a| a.ip()))?,
+        idle: shared.limits().stream_idle,
+    })
+}
+
+/// A stream's place, held until the stream ends or its client goes away.
+pub struct Opened {
+    permit: StreamPermit,
+    idle: Duration,
+}
+
+/// An event stream that calls `poll` every `interval` until it ends, the client goes away, or
+/// it had nothing to send for the idle time of its place (the browser then reconnects and
+/// resumes at `Last-Event-ID`).
+pub fn stream<S, F, Fut>(opened: Opened, state: S, interval: Duration, poll: F) -> HttpResponse
 where
     S: 'static,
     F: FnMut(S) -> Fut + 'static,
@@ -74,18 +95,26 @@ where
         state: Option<S>,
         poll: F,
         wait: bool,
+        last_event: Instant,
+        _permit: StreamPermit,
     }
+    let Opened { permit, idle } = opened;
     let start = Looking {
         state: Some(state),
         poll,
         wait: false,
+        last_event: Instant::now(),
+        _permit: permit,
     };
     let body = futures_util::stream::unfold(start, move |mut looking| async move {
         let mut quiet = Duration::ZERO;
         loop {
+            if looking.last_event.elapsed() >= idle {
+                return None;
+            }
             let state = looking.state.take()?;
             if looking.wait {
-                tokio::time::sleep(interval).await;
+                tokio::time::sleep(interval.min(idle)).await;
                 quiet += interval;
             }
             match (looking.poll)(state).await {
@@ -97,6 +126,7 @@ where
                     looking.state = Some(state);
                     looking.wait = !again;
                     if !events.is_empty() {
+                        looking.last_event = Instant::now();
                         return Some((Ok::<_, PageError>(encode(&events)), looking));
                     }
                     if quiet >= KEEPALIVE {

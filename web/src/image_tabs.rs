@@ -1,5 +1,8 @@
 //! The *Contents*, *Details* and *Download* tabs of an image's page, and the archive download.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use actix_web::http::StatusCode;
 use actix_web::http::header::{CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_TYPE};
 use actix_web::{HttpResponse, web};
@@ -398,21 +401,34 @@ pub async fn archive(
     })
     .await?;
     let (digest, known) = found.ok_or_else(not_found)?;
+    // At most a few writers at once, each on a blocking thread: more downloads answer 503
+    // rather than take every blocking thread the pages and the registry need.
+    let permit = state.settings.shared.start_archive()?;
+    let timeout = state.settings.shared.limits().archive_write_timeout;
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(8);
     let store = state.store.clone();
     let writer_repo = repo.clone();
+    let runtime = tokio::runtime::Handle::current();
+    let finished = Arc::new(AtomicBool::new(false));
+    let written = finished.clone();
     tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         let mut out = ChannelWriter {
             sender: sender.clone(),
             buffer: Vec::with_capacity(CHUNK),
+            runtime,
+            timeout,
         };
         let result =
             image::write_image_archive(&store, &writer_repo, &digest, name.as_deref(), &mut out)
                 .map_err(std::io::Error::other)
                 .and_then(|_| out.flush_chunk());
-        if let Err(error) = result {
-            tracing::warn!(%error, "an image archive download stopped");
-            let _ = sender.blocking_send(Err(error));
+        match result {
+            Ok(()) => written.store(true, Ordering::Release),
+            Err(error) => {
+                tracing::warn!(%error, "an image archive download stopped");
+                let _ = sender.try_send(Err(error));
+            }
         }
     });
     let file = format!(
@@ -427,7 +443,7 @@ pub async fn archive(
             CONTENT_DISPOSITION,
             format!("attachment; filename=\"{file}\""),
         ));
-    let stream = tokio_stream(receiver);
+    let stream = tokio_stream(receiver, finished);
     Ok(match known {
         Some(sums) => {
             response.insert_header((CONTENT_LENGTH, sums.size));
@@ -440,10 +456,13 @@ pub async fn archive(
 const CHUNK: usize = 256 << 10;
 
 /// Writes into a bounded channel from a blocking thread: the download never holds more than a
-/// few chunks in memory, and stops when the client goes away.
+/// few chunks in memory, and stops when the client goes away or reads nothing for `timeout`.
 struct ChannelWriter {
     sender: tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>,
     buffer: Vec<u8>,
+    /// The runtime whose timers bound each wait for room in the channel.
+    runtime: tokio::runtime::Handle,
+    timeout: std::time::Duration,
 }
 
 impl ChannelWriter {
@@ -455,9 +474,18 @@ impl ChannelWriter {
             &mut self.buffer,
             Vec::with_capacity(CHUNK),
         ));
-        self.sender
-            .blocking_send(Ok(chunk))
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client left"))
+        let sending = tokio::time::timeout(self.timeout, self.sender.send(Ok(chunk)));
+        match self.runtime.block_on(sending) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "the client left",
+            )),
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the client read nothing for {} s", self.timeout.as_secs()),
+            )),
+        }
     }
 }
 
@@ -475,10 +503,28 @@ impl std::io::Write for ChannelWriter {
     }
 }
 
+/// The chunks the writer sends; a writer that stopped before the end (it failed, or timed out
+/// while its error could not be queued) ends the body with an error, so the connection is cut
+/// rather than a short archive ending like a whole one.
 fn tokio_stream(
     mut receiver: tokio::sync::mpsc::Receiver<Result<bytes::Bytes, std::io::Error>>,
+    finished: Arc<AtomicBool>,
 ) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> {
-    futures_util::stream::poll_fn(move |cx| receiver.poll_recv(cx))
+    let mut ended = false;
+    futures_util::stream::poll_fn(move |cx| {
+        if ended {
+            return std::task::Poll::Ready(None);
+        }
+        match receiver.poll_recv(cx) {
+            std::task::Poll::Ready(None) if !finished.load(Ordering::Acquire) => {
+                ended = true;
+                std::task::Poll::Ready(Some(Err(std::io::Error::other(
+                    "the archive writer stopped before the end",
+                ))))
+            }
+            other => other,
+        }
+    })
 }
 
 #[cfg(test)]

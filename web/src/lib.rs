@@ -22,6 +22,7 @@ mod layout;
 mod log_lines;
 mod session;
 mod settings;
+mod shared;
 mod timeline;
 mod viewer;
 
@@ -32,6 +33,7 @@ use buildgrid_access::Access;
 use buildgrid_store::Store;
 
 pub use deploy_actions::{BoxFuture, Deployer, Running, ServerRunning};
+pub use shared::{Limits, Shared};
 pub use viewer::Viewer;
 
 /// What the pages need besides the store; the CLI fills it in when wiring.
@@ -46,6 +48,9 @@ pub struct Settings {
     pub access: Arc<Access>,
     /// Runs deploys and asks servers what runs there; without it the pages offer no deploys.
     pub deployer: Option<Arc<dyn Deployer>>,
+    /// What the HTTP workers share (caps on open streams and archive writers, the servers'
+    /// recent answers): make it once per process and give every worker a clone.
+    pub shared: Shared,
 }
 
 impl Settings {

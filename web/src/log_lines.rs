@@ -11,7 +11,7 @@ use maud::{Markup, html};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::build_page::{self, load_build};
+use crate::build_page::{self, load_build_log};
 use crate::error::{PageError, blocking};
 use crate::events::{self, Event, Poll};
 use crate::{Viewer, Web, format};
@@ -104,7 +104,7 @@ pub async fn fragment(
     state: web::Data<Web>,
 ) -> Result<HttpResponse, PageError> {
     let id = path.into_inner();
-    let (build, _) = load_build(&state, &viewer, id).await?;
+    let (build, _) = load_build_log(&state, &viewer, id).await?;
     let before = query.before.unwrap_or(i64::MAX);
     let filter = query.filter();
     let store = state.store.clone();
@@ -134,14 +134,15 @@ pub async fn events(
     query: web::Query<LogQuery>,
     state: web::Data<Web>,
 ) -> Result<HttpResponse, PageError> {
-    let (build, app) = load_build(&state, &viewer, path.into_inner()).await?;
+    let opened = events::open(&state, &request)?;
+    let (build, app) = load_build_log(&state, &viewer, path.into_inner()).await?;
     let after = events::last_event_id(&request).or(query.after).unwrap_or(0);
     let filter = query.filter();
     let following = Following {
         after,
         state: Some(build.state),
     };
-    Ok(events::stream(following, POLL, move |following| {
+    Ok(events::stream(opened, following, POLL, move |following| {
         let state = state.clone();
         let filter = filter.clone();
         let app = app.clone();
@@ -211,7 +212,7 @@ pub async fn raw(
     path: web::Path<i64>,
     state: web::Data<Web>,
 ) -> Result<HttpResponse, PageError> {
-    let (build, _) = load_build(&state, &viewer, path.into_inner()).await?;
+    let (build, _) = load_build_log(&state, &viewer, path.into_inner()).await?;
     let id = build.id;
     let body = futures_util::stream::unfold(Some(0i64), move |after| {
         let store = state.store.clone();

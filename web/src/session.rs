@@ -22,14 +22,23 @@ pub struct NextQuery {
     next: Option<String>,
 }
 
-/// Where to go after signing in: a path of this site only.
+/// Where to go after signing in: a path of this site only. It starts with one `/` followed by
+/// a character other than `/` and `\\`, and holds no control character (browsers drop tabs and
+/// line breaks from a `Location`, so `/<TAB>/evil.example` would leave the site) and no `\\`.
 fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(path) if path.starts_with('/') && !path.starts_with("//") && !path.contains('\\') => {
-            path.to_owned()
-        }
+        Some(path) if is_local_path(path) => path.to_owned(),
         _ => "/".to_owned(),
     }
+}
+
+fn is_local_path(path: &str) -> bool {
+    let mut chars = path.chars();
+    chars.next() == Some('/')
+        && chars
+            .next()
+            .is_none_or(|second| second != '/' && second != '\\')
+        && !path.chars().any(|c| c.is_control() || c == '\\')
 }
 
 /// Cookies get `Secure` when people reach buildgrid over TLS.
@@ -225,4 +234,37 @@ pub async fn logout(
         secure(&state, &request),
     ));
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_next;
+
+    #[test]
+    fn only_paths_of_this_site_are_followed_after_sign_in() {
+        let cases: &[(&str, &str)] = &[
+            ("/", "/"),
+            ("/apps/acme/hello", "/apps/acme/hello"),
+            ("/builds/7?after=3#L4", "/builds/7?after=3#L4"),
+            ("/settings", "/settings"),
+            ("", "/"),
+            ("apps/acme", "/"),
+            ("https://evil.example/", "/"),
+            ("//evil.example/", "/"),
+            ("/\\evil.example/", "/"),
+            ("/\tevil.example/", "/"),
+            ("/\t/evil.example/", "/"),
+            ("/\n/evil.example/", "/"),
+            ("/\r\n/evil.example/", "/"),
+            ("\t//evil.example/", "/"),
+            ("/apps\\..\\evil", "/"),
+            ("/a\u{0}b", "/"),
+            ("/a\u{7f}b", "/"),
+            ("/a\u{85}b", "/"),
+        ];
+        for (next, expected) in cases {
+            assert_eq!(safe_next(Some(next)), *expected, "next={next:?}");
+        }
+        assert_eq!(safe_next(None), "/");
+    }
 }

@@ -126,7 +126,10 @@ pub async fn page(
     };
     let store = state.store.clone();
     let app_id = app.id;
-    let newest = page == Page::Newest;
+    // Deploys and what runs on the servers are shown like logs: to members, or to everyone
+    // who may read a namespace that publishes its logs. Others cost no server a connection.
+    let operations = viewer.may_read_logs(app.app.namespace());
+    let newest = page == Page::Newest && operations;
     let (builds, branches, (deploys, deployed, images)) = blocking(move || {
         let builds = store.db.timeline(app_id, &filter, page, PAGE_SIZE)?;
         let branches = store.db.build_branches(app_id)?;
@@ -136,7 +139,7 @@ pub async fn page(
             Vec::new()
         };
         let ids: Vec<i64> = deploys.iter().map(|d| d.build_id).collect();
-        let deployed = store.db.builds_by_id(&ids)?;
+        let deployed = store.db.app_builds_by_id(app_id, &ids)?;
         let deploy_ids: Vec<i64> = deploys.iter().map(|d| d.id).collect();
         let images = store.db.deploy_images(&deploy_ids)?;
         Ok((builds, branches, (deploys, deployed, images)))
@@ -339,6 +342,7 @@ pub async fn events(
     query: web::Query<EventsQuery>,
     state: web::Data<Web>,
 ) -> Result<HttpResponse, PageError> {
+    let opened = events::open(&state, &request)?;
     let (namespace, name) = path.into_inner();
     if !viewer.may_read(&namespace) {
         return Err(not_visible(&viewer, &namespace, &name));
@@ -369,7 +373,7 @@ pub async fn events(
         watch,
         known: HashMap::new(),
     };
-    Ok(events::stream(watching, POLL, move |watching| {
+    Ok(events::stream(opened, watching, POLL, move |watching| {
         let state = state.clone();
         let app = app.clone();
         async move { poll(&state, &app, watching).await }
@@ -388,7 +392,7 @@ async fn poll(web: &Web, app: &App, mut watching: Watching) -> Result<Poll<Watch
         let new = store
             .db
             .timeline(app_id, &filter, Page::After(after), PAGE_SIZE)?;
-        let watched = store.db.builds_by_id(&watch)?;
+        let watched = store.db.app_builds_by_id(app_id, &watch)?;
         Ok((new, watched))
     })
     .await?;

@@ -42,6 +42,39 @@ impl Viewer {
         })
     }
 
+    /// Whether the viewer may read the build logs, deploy logs and running containers of
+    /// `namespace`: its members and admins, and whoever may read it when the namespace publishes
+    /// its logs (`buildgrid namespace publish-logs`). Public alone means pullable images and
+    /// their pages.
+    pub fn may_read_logs(&self, namespace: &str) -> bool {
+        let Some(access) = &self.access else {
+            return false;
+        };
+        if !self.may_read(namespace) {
+            return false;
+        }
+        if self.is_admin() {
+            return true;
+        }
+        let store = access.store();
+        if let Some(user) = self.user()
+            && store.db.is_member(namespace, user.id).unwrap_or(false)
+        {
+            return true;
+        }
+        store.db.namespace_logs_public(namespace).unwrap_or(false)
+    }
+
+    /// Why the viewer sees no logs of `namespace`, as the pages say it.
+    pub fn logs_hidden(&self, namespace: &str) -> String {
+        let hint = if self.user().is_none() {
+            " (sign in if you are one)"
+        } else {
+            ""
+        };
+        format!("Logs and running containers of {namespace} are shown to its members only{hint}")
+    }
+
     /// Whether the viewer may start builds of `app`.
     pub fn may_build(&self, app: &AppRef) -> bool {
         self.access

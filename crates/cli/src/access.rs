@@ -35,6 +35,13 @@ pub enum NamespaceCommand {
     AddMember { namespace: String, user: String },
     /// Take a user's membership away.
     RemoveMember { namespace: String, user: String },
+    /// Show the namespace's build logs, deploy logs and running containers to everyone who may
+    /// read it (`on`), or to its members and admins only (`off`, the default).
+    PublishLogs {
+        namespace: String,
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -152,6 +159,26 @@ pub fn namespace(store: &Store, command: NamespaceCommand) -> anyhow::Result<()>
             store.db.set_namespace_public(&namespace, true)?;
             buildgrid_access::audit_now(store, "admin", "namespace made public", &namespace)?;
             println!("namespace {namespace} is public: anyone may pull its images");
+        }
+        NamespaceCommand::PublishLogs { namespace, state } => {
+            let namespace = namespace_name(&namespace)?;
+            let on = state == "on";
+            store.db.set_namespace_logs_public(&namespace, on)?;
+            let action = if on {
+                "namespace logs published"
+            } else {
+                "namespace logs unpublished"
+            };
+            buildgrid_access::audit_now(store, "admin", action, &namespace)?;
+            if on {
+                println!(
+                    "namespace {namespace} publishes its logs: whoever may read it sees its build and deploy logs and running containers"
+                );
+            } else {
+                println!(
+                    "namespace {namespace} shows its build and deploy logs and running containers to members only"
+                );
+            }
         }
         NamespaceCommand::Private { namespace } => {
             let namespace = namespace_name(&namespace)?;

@@ -36,6 +36,9 @@ pub struct ServeArgs {
     /// Minutes after which a running build fails.
     #[arg(long, env = "BUILDGRID_BUILD_TIMEOUT", default_value_t = 30)]
     build_timeout: u64,
+    /// Bytes a `git push` may send (its pack); a larger push is refused. Default 2 GiB.
+    #[arg(long, env = "BUILDGRID_MAX_PUSH_SIZE", default_value_t = 2 << 30)]
+    max_push_size: u64,
 }
 
 pub fn run(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
@@ -49,6 +52,7 @@ pub fn run(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot open the data directory {}", data.display()))?,
     );
     let access = Arc::new(Access::new(store.clone()).context("cannot set up access control")?);
+    raise_open_file_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -57,12 +61,14 @@ pub fn run(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
         let slot: Arc<std::sync::OnceLock<Parts>> = Arc::default();
         let app_store = store.clone();
         let app_builder = slot.clone();
+        // One for all workers: the caps on open streams and archive writers hold per process.
+        let shared = buildgrid_web::Shared::default();
         let mut server = HttpServer::new(move || {
             let (builder, registry, deployer) = app_builder
                 .get()
                 .expect("the builder starts before serving")
                 .clone();
-            let pages = web_settings(&builder, deployer);
+            let pages = web_settings(&builder, deployer, shared.clone());
             App::new()
                 .configure(|cfg| buildgrid_registry::configure(cfg, registry))
                 .configure(|cfg| buildgrid_builder::configure(cfg, builder))
@@ -107,6 +113,7 @@ pub fn run(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
                 registry_host,
                 public_url: public_url.clone(),
                 exe: std::env::current_exe().context("cannot locate the buildgrid executable")?,
+                max_push_size: args.max_push_size,
             },
         );
         let interrupted = builder
@@ -173,12 +180,34 @@ pub fn run(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// The web pages' settings: the builder's public URL, its wake-up, its access rules and deploys.
-fn web_settings(builder: &Arc<Builder>, deployer: Deployer) -> buildgrid_web::Settings {
+fn web_settings(
+    builder: &Arc<Builder>,
+    deployer: Deployer,
+    shared: buildgrid_web::Shared,
+) -> buildgrid_web::Settings {
     let waker = builder.clone();
     buildgrid_web::Settings {
         public_url: builder.settings.public_url.clone(),
         wake: Arc::new(move || waker.wake()),
         access: builder.access.clone(),
         deployer: Some(deployer),
+        shared,
+    }
+}
+
+/// Raises the soft limit of open files to the hard one: every connection, event stream, blob
+/// and store connection is a file, and the usual soft default (1,024) is far below what one
+/// server holds open under load.
+fn raise_open_file_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current.is_some() && limit.current != limit.maximum {
+        let raised = rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        if let Err(error) = setrlimit(Resource::Nofile, raised) {
+            tracing::warn!(%error, "cannot raise the limit of open files");
+        }
     }
 }

@@ -23,6 +23,8 @@ pub struct TestApp {
     pub woken: Arc<AtomicUsize>,
     /// What the pages asked to deploy, and what servers report running.
     pub deployer: Arc<RecordingDeployer>,
+    /// What the pages' workers share; a test may give smaller limits.
+    pub shared: buildgrid_web::Shared,
 }
 
 /// A deployer that records what it was asked and reports set containers.
@@ -57,8 +59,11 @@ pub fn spawn_app() -> TestApp {
     let store = Arc::new(Store::open(&dir.path().join("data")).unwrap());
     // The pages' own tests read as anonymous visitors: their namespaces are public. The
     // `access` module makes private ones.
+    // Their logs too: the `isolation` module makes a public namespace that keeps its logs to
+    // its members.
     for namespace in ["acme", "library"] {
         store.db.set_namespace_public(namespace, true).unwrap();
+        store.db.set_namespace_logs_public(namespace, true).unwrap();
     }
     let access = Arc::new(Access::new(store.clone()).unwrap());
     TestApp {
@@ -67,6 +72,7 @@ pub fn spawn_app() -> TestApp {
         access,
         woken: Arc::default(),
         deployer: Arc::default(),
+        shared: buildgrid_web::Shared::default(),
     }
 }
 
@@ -93,6 +99,7 @@ impl TestApp {
             }),
             access: self.access.clone(),
             deployer: Some(self.deployer.clone()),
+            shared: self.shared.clone(),
         }
     }
 

@@ -141,12 +141,17 @@ impl Db {
         self.with(|conn| Ok(conn.prepare_cached("SELECT 1 FROM users")?.exists([])?))
     }
 
+    /// Sets the user's web password and ends every web session of the user: a session opened
+    /// with the old password does not outlive it.
     pub fn set_password_hash(&self, user_id: i64, hash: &str) -> Result<(), StoreError> {
         self.with(|conn| {
-            conn.execute(
+            let tx = conn.transaction()?;
+            tx.execute(
                 "UPDATE users SET password_hash = ?2 WHERE id = ?1",
                 params![user_id, hash],
             )?;
+            tx.execute("DELETE FROM sessions WHERE user_id = ?1", [user_id])?;
+            tx.commit()?;
             Ok(())
         })
     }

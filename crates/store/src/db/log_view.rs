@@ -25,6 +25,30 @@ pub struct LogStep {
 }
 
 impl Db {
+    /// Whether a namespace publishes its build logs, deploy logs and running containers to
+    /// everyone who may read it; by default (and for a namespace without a row) only to members.
+    pub fn namespace_logs_public(&self, name: &str) -> Result<bool, StoreError> {
+        self.with(|conn| {
+            Ok(conn
+                .prepare_cached("SELECT 1 FROM namespaces WHERE name = ?1 AND logs_public = 1")?
+                .exists([name])?)
+        })
+    }
+
+    /// Publishes a namespace's logs or stops publishing them; a namespace not known yet is
+    /// recorded (private).
+    pub fn set_namespace_logs_public(&self, name: &str, public: bool) -> Result<(), StoreError> {
+        self.with(|conn| {
+            conn.execute(
+                "INSERT INTO namespaces (name, public, logs_public, created_at)
+                 VALUES (?1, 0, ?2, ?3)
+                 ON CONFLICT (name) DO UPDATE SET logs_public = excluded.logs_public",
+                params![name, public, crate::now()],
+            )?;
+            Ok(())
+        })
+    }
+
     /// Up to `limit` lines after line `after` that pass `filter`, in order.
     pub fn log_after(
         &self,

@@ -314,6 +314,11 @@ CREATE TABLE deploy_images (
     PRIMARY KEY (deploy_id, service)
 ) WITHOUT ROWID;
 "#,
+    r#"
+-- logs_public: whether anyone who may read a public namespace also sees its build logs, deploy
+-- logs and running containers; by default only members and admins do.
+ALTER TABLE namespaces ADD COLUMN logs_public INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {

@@ -75,17 +75,20 @@ impl Db {
         self.with(|conn| query_timeline(conn, app_id, filter, page, limit))
     }
 
-    /// The builds of these ids that exist, in id order.
-    pub fn builds_by_id(&self, ids: &[i64]) -> Result<Vec<Build>, StoreError> {
+    /// The builds of app `app_id` among these ids, in id order: ids of other apps' builds are
+    /// left out, so what a page of one app asks for never reaches another app's builds.
+    pub fn app_builds_by_id(&self, app_id: i64, ids: &[i64]) -> Result<Vec<Build>, StoreError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         self.with(|conn| {
             let marks = vec!["?"; ids.len()].join(", ");
-            let sql =
-                format!("SELECT {BUILD_COLUMNS} FROM builds WHERE id IN ({marks}) ORDER BY id");
+            let sql = format!(
+                "SELECT {BUILD_COLUMNS} FROM builds WHERE app_id = ? AND id IN ({marks}) ORDER BY id"
+            );
             let mut stmt = conn.prepare_cached(&sql)?;
-            let rows = stmt.query_map(params_from_iter(ids), build_row)?;
+            let values = std::iter::once(app_id).chain(ids.iter().copied());
+            let rows = stmt.query_map(params_from_iter(values), build_row)?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
     }
