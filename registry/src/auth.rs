@@ -4,10 +4,15 @@
 //! that follow the challenge get a short-lived bearer token from `/auth/token` for what they asked
 //! and may have: pull at most.
 
+use std::collections::HashMap;
+use std::hash::{BuildHasher as _, RandomState};
+use std::sync::{Arc, Mutex};
+
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use buildgrid_access::{AuthError, Principal};
-use buildgrid_core::ErrorCode;
+use buildgrid_core::{ErrorCode, RepoName};
+use buildgrid_store::StoreError;
 use serde_json::json;
 
 use crate::{Registry, RegistryError};
@@ -42,6 +47,32 @@ pub(crate) fn client(request: &HttpRequest) -> String {
         .map_or_else(|| "unknown".to_owned(), |addr| addr.ip().to_string())
 }
 
+/// Password checks in progress, by a hash of the `Authorization` header they check: the
+/// parallel first requests of a pull wait for one check and then find the password remembered,
+/// while requests with other credentials never wait behind them (a flood of wrong passwords
+/// waits in `Access`, whose bound on argon2 runs every caller shares).
+#[derive(Default)]
+pub(crate) struct PendingChecks {
+    keys: RandomState,
+    running: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl PendingChecks {
+    fn gate(&self, header: &str) -> (u64, Arc<tokio::sync::Mutex<()>>) {
+        let key = self.keys.hash_one(header);
+        let gate = self.running.lock().unwrap().entry(key).or_default().clone();
+        (key, gate)
+    }
+
+    fn done(&self, key: u64, gate: Arc<tokio::sync::Mutex<()>>) {
+        let mut running = self.running.lock().unwrap();
+        // The map's reference and this one: no one else waits.
+        if Arc::strong_count(&gate) <= 2 {
+            running.remove(&key);
+        }
+    }
+}
+
 /// The principal of a request. Checking a password not seen lately runs argon2, so that goes to
 /// a blocking thread; everything else is an indexed lookup or two and stays here.
 pub(crate) async fn principal(
@@ -61,19 +92,20 @@ pub(crate) async fn principal(
     let result = match fast(registry) {
         Some(result) => result,
         None => {
-            // The parallel first requests of a pull wait here for one password check instead of
-            // each taking a blocking thread; after it, they find the password remembered.
-            let _one_at_a_time = registry.hashing.lock().await;
-            match fast(registry) {
-                Some(result) => result,
-                None => {
-                    let access = registry.access.clone();
-                    let (header, client) = (header.clone(), client.clone());
-                    web::block(move || access.authenticate(Some(&header), &client))
-                        .await
-                        .map_err(|e| RegistryError::internal(&e))?
+            let (key, gate) = registry.checks.gate(&header);
+            let result = {
+                let _turn = gate.lock().await;
+                match fast(registry) {
+                    Some(result) => Ok(result),
+                    None => {
+                        let access = registry.access.clone();
+                        let (header, client) = (header.clone(), client.clone());
+                        web::block(move || access.authenticate(Some(&header), &client)).await
+                    }
                 }
-            }
+            };
+            registry.checks.done(key, gate);
+            result.map_err(|e| RegistryError::internal(&e))?
         }
     };
     result.map_err(|error| auth_error(registry, error, None))
@@ -109,30 +141,49 @@ pub(crate) fn challenge(settings: &AuthSettings, scope: Option<&str>) -> String 
     value
 }
 
-/// The refusal for a principal that may not pull `name`: a challenge for anonymous callers
-/// (they may have credentials to send), `DENIED` for callers whose credentials do not reach.
-pub(crate) fn refuse(registry: &Registry, principal: &Principal, name: &str) -> RegistryError {
+/// The refusal for a principal that may not pull `repo`: a challenge for anonymous callers
+/// (they may have credentials to send) and for a bearer token that does not name the repository
+/// its user may pull (`insufficient_scope`: the client asks for a new token), `DENIED` for
+/// callers whose credentials do not reach.
+pub(crate) fn refuse(
+    registry: &Registry,
+    principal: &Principal,
+    repo: &RepoName,
+) -> Result<RegistryError, StoreError> {
+    let name = repo.as_str();
     let scope = format!("repository:{name}:pull");
-    if principal.is_anonymous() {
-        RegistryError::new(
-            ErrorCode::Unauthorized,
-            format!("authentication required to pull {name}: `docker login` first"),
+    let grant_too_narrow = principal.claims.is_some()
+        && !principal.is_anonymous()
+        && registry.access.may_pull(
+            &Principal {
+                claims: None,
+                ..principal.clone()
+            },
+            repo,
+        )?;
+    let message = if grant_too_narrow {
+        format!(
+            "the bearer token does not grant pull on {name}: ask the token endpoint for one that does"
         )
-        .with_detail(json!({ "repository": name }))
-        .with_header(
-            header::WWW_AUTHENTICATE.as_str(),
-            challenge(&registry.auth, Some(&scope)),
-        )
+    } else if principal.is_anonymous() {
+        format!("authentication required to pull {name}: `docker login` first")
     } else {
-        RegistryError::new(
+        return Ok(RegistryError::new(
             ErrorCode::Denied,
             format!(
                 "{} may not pull {name}: ask an admin for membership of its namespace or for a token with pull on it",
                 principal.actor()
             ),
         )
-        .with_detail(json!({ "repository": name }))
+        .with_detail(json!({ "repository": name })));
+    };
+    let mut challenge = challenge(&registry.auth, Some(&scope));
+    if principal.claims.is_some() {
+        challenge.push_str(",error=\"insufficient_scope\"");
     }
+    Ok(RegistryError::new(ErrorCode::Unauthorized, message)
+        .with_detail(json!({ "repository": name }))
+        .with_header(header::WWW_AUTHENTICATE.as_str(), challenge))
 }
 
 /// `GET /auth/token?service=…&scope=…`, and the OAuth2 form POST (`grant_type=password`).

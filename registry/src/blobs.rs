@@ -7,7 +7,7 @@ use buildgrid_core::{Digest, ErrorCode};
 use bytes::Bytes;
 use futures_util::stream;
 
-use crate::manifests::{matches_etag, parse_name, unknown};
+use crate::manifests::{matches_etag, parse_name, shorten, unknown, unstorable_digest};
 use crate::{Registry, RegistryError};
 
 /// Bytes of a blob mapped at a time: larger windows mean fewer map/unmap calls (each unmap
@@ -25,8 +25,26 @@ pub(crate) async fn get(
     head: bool,
 ) -> Result<HttpResponse, RegistryError> {
     let name = parse_name(name)?;
-    let digest = Digest::parse(digest)
-        .map_err(|e| RegistryError::new(ErrorCode::DigestInvalid, e.to_string()))?;
+    let digest = match Digest::parse(digest) {
+        Ok(digest) => digest,
+        Err(_) if unstorable_digest(digest) => {
+            return Err(unknown(
+                registry,
+                &name,
+                ErrorCode::BlobUnknown,
+                format!(
+                    "blob {} is not in repository {name}: only sha256 digests are stored",
+                    shorten(digest)
+                ),
+            ));
+        }
+        Err(error) => {
+            return Err(RegistryError::new(
+                ErrorCode::DigestInvalid,
+                error.to_string(),
+            ));
+        }
+    };
     let Some(blob) = registry.store.db.repo_blob(&name, &digest)? else {
         return Err(unknown(
             registry,

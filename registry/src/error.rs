@@ -70,7 +70,7 @@ impl RegistryError {
 
     pub fn invalid_name(error: NameError) -> RegistryError {
         let code = match error {
-            NameError::InvalidTag(_) => ErrorCode::ManifestInvalid,
+            NameError::InvalidTag(_) => ErrorCode::ManifestUnknown,
             NameError::Digest(_) => ErrorCode::DigestInvalid,
             _ => ErrorCode::NameInvalid,
         };

@@ -12,10 +12,11 @@ mod error;
 mod listing;
 mod manifests;
 mod route;
+mod writes;
 
 use std::sync::Arc;
 
-use actix_web::http::Method;
+use actix_web::http::{Method, header};
 use actix_web::{HttpRequest, HttpResponse, web};
 use buildgrid_access::Access;
 use buildgrid_core::RepoName;
@@ -32,8 +33,8 @@ pub struct Registry {
     pub access: Arc<Access>,
     pub downloads: Downloads,
     auth: AuthSettings,
-    /// Held while a password is checked (see `auth::principal`).
-    hashing: tokio::sync::Mutex<()>,
+    /// Requests waiting for a password check of the same credentials (see `auth::principal`).
+    checks: auth::PendingChecks,
     manifests: manifests::ManifestCache,
 }
 
@@ -44,7 +45,7 @@ impl Registry {
             access,
             downloads: Downloads::default(),
             auth,
-            hashing: tokio::sync::Mutex::new(()),
+            checks: auth::PendingChecks::default(),
             manifests: manifests::ManifestCache::default(),
         }
     }
@@ -73,14 +74,20 @@ pub fn configure(cfg: &mut web::ServiceConfig, registry: web::Data<Registry>) {
 
 async fn dispatch(
     request: HttpRequest,
+    body: web::Payload,
     registry: web::Data<Registry>,
 ) -> Result<HttpResponse, RegistryError> {
     let path = request.path();
     let rest = path.strip_prefix("/v2").unwrap_or(path);
     let route = Route::parse(rest);
     let method = request.method();
+    if method == Method::OPTIONS {
+        return Ok(HttpResponse::Ok()
+            .insert_header((header::ALLOW, "GET, HEAD"))
+            .finish());
+    }
     if method != Method::GET && method != Method::HEAD {
-        return Err(RegistryError::read_only(method.as_str(), &route));
+        return Ok(writes::refuse(method.as_str(), &route, body).await);
     }
     let head = method == Method::HEAD;
     let principal = auth::principal(&request, &registry).await?;
@@ -88,14 +95,18 @@ async fn dispatch(
         && let Ok(repo) = RepoName::parse(name)
         && !registry.access.may_pull(&principal, &repo)?
     {
-        return Err(auth::refuse(&registry, &principal, name));
+        return Err(auth::refuse(&registry, &principal, &repo)?);
     }
     match route {
-        Route::Base if principal.is_anonymous() => Err(RegistryError::new(
-            buildgrid_core::ErrorCode::Unauthorized,
-            "sign in with `docker login` to use this registry; public images pull without it",
-        )
-        .with_header("WWW-Authenticate", auth::challenge(&registry.auth, None))),
+        // An anonymous bearer token from the token endpoint is a sign-in too: it pulls what is
+        // public, and clients that always fetch one first check it here.
+        Route::Base if principal.is_anonymous() && principal.claims.is_none() => {
+            Err(RegistryError::new(
+                buildgrid_core::ErrorCode::Unauthorized,
+                "sign in with `docker login` to use this registry; public images pull without it",
+            )
+            .with_header("WWW-Authenticate", auth::challenge(&registry.auth, None)))
+        }
         Route::Base => Ok(HttpResponse::Ok()
             .content_type("application/json")
             .body("{}")),

@@ -4,7 +4,7 @@ use std::sync::Mutex;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse};
 use buildgrid_access::Principal;
-use buildgrid_core::{Digest, ErrorCode, Reference, RepoName};
+use buildgrid_core::{Digest, ErrorCode, NameError, Reference, RepoName};
 use buildgrid_store::ManifestRow;
 use bytes::Bytes;
 
@@ -39,6 +39,27 @@ impl ManifestCache {
     }
 }
 
+/// Whether `text` is a well-formed digest of an algorithm the OCI image spec registers other
+/// than sha256: valid, but nothing is stored under it, since this registry stores sha256 only.
+pub(crate) fn unstorable_digest(text: &str) -> bool {
+    let Some((algorithm, encoded)) = text.split_once(':') else {
+        return false;
+    };
+    let length = match algorithm {
+        "sha512" => 128,
+        "blake3" => 64,
+        _ => return false,
+    };
+    encoded.len() == length
+        && encoded
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+pub(crate) fn shorten(text: &str) -> String {
+    text.chars().take(200).collect()
+}
+
 pub(crate) fn parse_name(name: &str) -> Result<RepoName, RegistryError> {
     RepoName::parse(name).map_err(RegistryError::invalid_name)
 }
@@ -69,7 +90,31 @@ pub(crate) fn get(
     head: bool,
 ) -> Result<HttpResponse, RegistryError> {
     let name = parse_name(name)?;
-    let reference = Reference::parse(reference).map_err(RegistryError::invalid_name)?;
+    let reference = match Reference::parse(reference) {
+        Ok(reference) => reference,
+        // Nothing is ever stored under a tag that breaks the rule, or under a digest of another
+        // algorithm: such a manifest is unknown (uploads are where invalid input is refused).
+        Err(error @ NameError::InvalidTag(_)) => {
+            return Err(unknown(
+                registry,
+                &name,
+                ErrorCode::ManifestUnknown,
+                format!("no manifest is tagged so in repository {name}: {error}"),
+            ));
+        }
+        Err(_) if unstorable_digest(reference) => {
+            return Err(unknown(
+                registry,
+                &name,
+                ErrorCode::ManifestUnknown,
+                format!(
+                    "manifest {} is not in repository {name}: only sha256 digests are stored",
+                    shorten(reference)
+                ),
+            ));
+        }
+        Err(error) => return Err(RegistryError::invalid_name(error)),
+    };
     let row: Option<ManifestRow> = match &reference {
         Reference::Tag(tag) => registry.store.db.manifest_by_tag(&name, tag)?,
         Reference::Digest(digest) => registry.store.db.manifest_by_digest(&name, digest)?,

@@ -204,11 +204,17 @@ fn the_token_endpoint_grants_what_is_asked_and_allowed_pull_at_most() {
             .status,
         200
     );
-    // The grant names one repository: the same user's other private repository needs its own.
+    // The grant names one repository: the same user's other private repository needs its own,
+    // which the challenge tells the client to ask for.
+    let narrow = m.get("/v2/secret/other/manifests/latest", Some(&bearer));
+    assert_eq!(outcome(&narrow), error(401, "UNAUTHORIZED"));
     assert_eq!(
-        outcome(&m.get("/v2/secret/other/manifests/latest", Some(&bearer))),
-        error(403, "DENIED")
+        narrow.header("www-authenticate"),
+        Some(
+            "Bearer realm=\"http://registry.test/auth/token\",service=\"registry.test\",scope=\"repository:secret/other:pull\",error=\"insufficient_scope\""
+        )
     );
+    assert!(!String::from_utf8_lossy(&narrow.body).contains("may not pull"));
     assert_eq!(
         m.get("/v2/secret/other/manifests/latest", member.as_deref())
             .status,
@@ -251,10 +257,20 @@ fn wrong_credentials_are_refused_then_rate_limited() {
         assert_eq!(body["errors"][0]["code"], "UNAUTHORIZED");
         assert!(!body.to_string().contains("not-the-password"));
     }
-    let response = m.get("/v2/secret/sbom/tags/list", m.callers[1].1.as_deref());
+    // The guessing client is refused even the right password, and told how long to wait.
+    let member = m.callers[1].1.as_deref().unwrap();
+    let response = m.app.send(
+        TestRequest::get()
+            .uri("/v2/secret/sbom/tags/list")
+            .peer_addr(([10, 0, 0, 100], 40000).into())
+            .insert_header((header::AUTHORIZATION, member)),
+    );
     assert_eq!(outcome(&response), error(429, "TOOMANYREQUESTS"));
     let retry_after: u64 = response.header("retry-after").unwrap().parse().unwrap();
     assert!((1..=60).contains(&retry_after), "{retry_after}");
+    // The name's owner, from a client that has not failed, still pulls.
+    let response = m.get("/v2/secret/sbom/tags/list", Some(member));
+    assert_eq!(outcome(&response), error(200, ""));
 }
 
 #[test]

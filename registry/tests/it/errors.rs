@@ -87,14 +87,19 @@ fn malformed_digests() {
                 "malformed",
             );
         }
-        for unsupported in [md5.as_str(), sha512.as_str()] {
-            check(
-                &app,
-                &uri(unsupported),
-                error(400, "DIGEST_INVALID"),
-                "is not supported",
-            );
-        }
+        check(
+            &app,
+            &uri(&md5),
+            error(400, "DIGEST_INVALID"),
+            "is not supported",
+        );
+        // A well-formed digest of a registered algorithm is valid; nothing is stored under it.
+        let unknown = match kind {
+            "blobs" => error(404, "BLOB_UNKNOWN"),
+            "manifests" => error(404, "MANIFEST_UNKNOWN"),
+            _ => error(400, "DIGEST_INVALID"),
+        };
+        check(&app, &uri(&sha512), unknown, "sha256");
         let traversal = format!("sha256:..%2f..%2f{}", "a".repeat(58));
         check(
             &app,
@@ -139,10 +144,24 @@ fn invalid_tags() {
         check(
             &app,
             &format!("/v2/library/app/manifests/{tag}"),
-            error(400, "MANIFEST_INVALID"),
+            error(404, "MANIFEST_UNKNOWN"),
             "breaks the OCI tag rule",
         );
     }
+    // The conformance suite's invalid tag; in a repository that does not exist, the repository
+    // is what is unknown.
+    check(
+        &app,
+        "/v2/library/app/manifests/.INVALID",
+        error(404, "MANIFEST_UNKNOWN"),
+        "no manifest is tagged so",
+    );
+    check(
+        &app,
+        "/v2/nobody/repo/manifests/.INVALID",
+        error(404, "NAME_UNKNOWN"),
+        "not known",
+    );
     // The longest valid tag is only unknown.
     check(
         &app,

@@ -7,6 +7,7 @@ mod blobs;
 mod errors;
 mod listing;
 mod manifests;
+mod protocol;
 mod referrers;
 mod support;
 mod writes;

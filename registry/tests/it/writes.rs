@@ -132,19 +132,35 @@ fn every_write_is_refused_and_changes_nothing() {
         check(&app, method.clone(), "/v2/", b"", None);
         check(&app, method.clone(), "/v2/_catalog", b"", None);
     }
-    for method in [Method::OPTIONS, Method::from_bytes(b"MKCOL").unwrap()] {
-        check(
-            &app,
-            method,
-            "/v2/library/app/manifests/latest",
-            b"",
-            Some("library/app"),
-        );
-    }
+    check(
+        &app,
+        Method::from_bytes(b"MKCOL").unwrap(),
+        "/v2/library/app/manifests/latest",
+        b"",
+        Some("library/app"),
+    );
     assert_eq!(snapshot(&app), before);
     // The refused mount did not make the other repository's layer servable here.
     let mounted = app.get(&format!("/v2/library/app/blobs/{}", seed.tool_layer));
     assert_eq!(oci_error(&mounted).0, error(404, "BLOB_UNKNOWN"));
+}
+
+/// `OPTIONS` answers what distribution answers: `200` with the methods there are.
+#[test]
+fn options_lists_the_read_methods() {
+    let app = spawn_app();
+    for uri in [
+        "/v2/",
+        "/v2/library/app/manifests/latest",
+        "/v2/library/app/blobs/uploads/",
+        "/v2/no-such/repo/tags/list",
+    ] {
+        let response = app.send(request(Method::OPTIONS, uri));
+        assert_eq!(response.status.as_u16(), 200, "{uri}");
+        assert_eq!(response.header("allow"), Some("GET, HEAD"), "{uri}");
+        assert!(response.body.is_empty(), "{uri}");
+    }
+    assert_eq!(snapshot(&app), snapshot(&app));
 }
 
 /// A GET or HEAD of an upload is a read; a pull-only registry has no uploads, so the answer is
