@@ -92,6 +92,8 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    // Everything this process and its subprocesses (git) create is private to its user.
+    buildgrid_store::keep_new_files_private();
     let cli = Cli::parse();
     telemetry::init(cli.log_json);
     let open = || {

@@ -26,7 +26,8 @@ pub struct ServiceSpec {
     pub command: Option<String>,
     pub ports: Vec<Port>,
     pub env: Vec<(String, String)>,
-    /// Stored and passed to the containers; shown masked and never logged.
+    /// Sealed in the store (its `secrets`), passed to the containers in plain text; shown
+    /// masked and never logged.
     pub secret_env: Vec<(String, String)>,
     pub replicas: u32,
     pub health: Health,

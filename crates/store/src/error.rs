@@ -34,6 +34,13 @@ pub enum StoreError {
         found: i64,
         known: i64,
     },
+    #[error(
+        "data directory {path} belongs to uid {owner}, not to uid {me} that runs buildgrid: run buildgrid as uid {owner}, or give the directory to uid {me} (`chown -R {me} {path}`)",
+        path = path.display()
+    )]
+    ForeignOwner { path: PathBuf, owner: u32, me: u32 },
+    #[error("{0}")]
+    Secret(String),
 }
 
 impl StoreError {

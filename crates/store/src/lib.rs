@@ -7,15 +7,21 @@
 //!   blobs/sha256/ab/ab…     every blob, named by its digest, immutable
 //!   tmp/                    staging area; a blob is renamed out of it only complete and verified
 //!   git/<ns>/<app>.git      each app's bare repository (pushes land here, fetches mirror here)
+//!   secret.key              the key of sealed secrets (`secrets`), made on first need
 //! ```
+//!
+//! The directory is private to the user buildgrid runs as (0700, files 0600: `private_dir`).
 
 mod blobs;
 mod db;
 mod error;
 pub mod image;
 pub mod ingest;
+mod private_dir;
+pub mod secrets;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub use blobs::{BlobStore, BlobWriter, StagedBlob};
 pub use db::{
@@ -26,26 +32,42 @@ pub use db::{
     ServiceRow, Source, TokenRow, Undeployable, User,
 };
 pub use error::StoreError;
+pub use private_dir::keep_new_files_private;
+pub use secrets::Secrets;
 
 /// The data directory: blobs and metadata.
 pub struct Store {
     root: PathBuf,
     pub blobs: BlobStore,
     pub db: Db,
+    /// Seals the secrets the database keeps (see [`secrets`]).
+    pub secrets: Arc<Secrets>,
     /// Image file trees recently shown.
     pub(crate) trees: image::TreeCache,
 }
 
 impl Store {
-    /// Opens the data directory, creating it and migrating its database as needed.
+    /// Opens the data directory, creating it and migrating its database as needed. The
+    /// directory must belong to the user running buildgrid; it is made private if it is not
+    /// (see `private_dir`). Sealed secrets take their key from `BUILDGRID_SECRET_KEY` when it
+    /// is set, else from `<root>/secret.key`.
     pub fn open(root: &Path) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(root).map_err(|e| StoreError::io(root, e))?;
+        Store::open_with_key(root, std::env::var(secrets::KEY_ENV).ok())
+    }
+
+    /// [`Store::open`] with the key of sealed secrets given (base64 of 32 bytes) rather than
+    /// read from the environment; `None` keys from `<root>/secret.key`.
+    pub fn open_with_key(root: &Path, secret_key: Option<String>) -> Result<Store, StoreError> {
+        private_dir::prepare(root)?;
         let blobs = BlobStore::open(root)?;
-        let db = Db::open(&root.join("buildgrid.db"))?;
+        let secrets = Arc::new(Secrets::new(root, secret_key));
+        let db = Db::open(&root.join("buildgrid.db"), secrets.clone())?;
+        db.seal_plain_service_secrets()?;
         Ok(Store {
             root: root.to_owned(),
             blobs,
             db,
+            secrets,
             trees: image::TreeCache::default(),
         })
     }

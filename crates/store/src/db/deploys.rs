@@ -3,7 +3,7 @@
 use rusqlite::{OptionalExtension, Row, params};
 
 use super::Db;
-use crate::{StoreError, now};
+use crate::{Secrets, StoreError, now};
 
 #[derive(Debug, Clone)]
 pub struct Server {
@@ -30,8 +30,43 @@ pub struct ServiceRow {
     pub id: i64,
     pub app_id: i64,
     pub name: String,
-    /// JSON, read by the deploy crate.
+    /// JSON, read by the deploy crate. The values of its `secret_env` pairs are sealed in the
+    /// database (`secrets.rs`) and plain here.
     pub spec: String,
+}
+
+/// What services' secret env values are sealed for.
+const SECRET_ENV: &str = "service secret env";
+
+/// `spec` with the value of each `secret_env` pair replaced by `change(value)` (`None` keeps
+/// it), and how many changed. A spec that is not such JSON is kept as it is.
+fn map_secret_env(
+    spec: &str,
+    change: impl Fn(&str) -> Result<Option<String>, StoreError>,
+) -> Result<(String, usize), StoreError> {
+    let Ok(mut json) = serde_json::from_str::<serde_json::Value>(spec) else {
+        return Ok((spec.to_owned(), 0));
+    };
+    let Some(pairs) = json.get_mut("secret_env").and_then(|v| v.as_array_mut()) else {
+        return Ok((spec.to_owned(), 0));
+    };
+    let mut changed = 0;
+    for pair in pairs {
+        let Some(value) = pair.get_mut(1) else {
+            continue;
+        };
+        let Some(text) = value.as_str() else {
+            continue;
+        };
+        if let Some(new) = change(text)? {
+            *value = serde_json::Value::String(new);
+            changed += 1;
+        }
+    }
+    if changed == 0 {
+        return Ok((spec.to_owned(), 0));
+    }
+    Ok((json.to_string(), changed))
 }
 
 #[derive(Debug, Clone)]
@@ -167,7 +202,10 @@ impl Db {
         })
     }
 
+    /// Stores a service; the values of its spec's `secret_env` are sealed first.
     pub fn add_service(&self, app_id: i64, name: &str, spec: &str) -> Result<i64, StoreError> {
+        let (spec, _) =
+            map_secret_env(spec, |value| self.secrets.seal(SECRET_ENV, value).map(Some))?;
         self.with(|conn| {
             let inserted = conn.execute(
                 "INSERT INTO services (app_id, name, spec, created_at) VALUES (?1, ?2, ?3, ?4)
@@ -197,7 +235,62 @@ impl Db {
                 })
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })?
+        .into_iter()
+        .map(|mut row| {
+            row.spec = map_secret_env(&row.spec, |value| match Secrets::is_sealed(value) {
+                true => self.secrets.open(SECRET_ENV, value).map(Some),
+                false => Ok(None),
+            })?
+            .0;
+            Ok(row)
         })
+        .collect()
+    }
+
+    /// Seals the secret env values of services stored in plain text by an earlier buildgrid,
+    /// erasing the plain text from the database file and its write-ahead log.
+    pub(crate) fn seal_plain_service_secrets(&self) -> Result<(), StoreError> {
+        let rows: Vec<(i64, String)> = self.with(|conn| {
+            let mut stmt = conn.prepare("SELECT id, spec FROM services")?;
+            let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })?;
+        let mut sealed = Vec::new();
+        for (id, spec) in rows {
+            let (spec, changed) = map_secret_env(&spec, |value| match Secrets::is_sealed(value) {
+                true => Ok(None),
+                false => self.secrets.seal(SECRET_ENV, value).map(Some),
+            })?;
+            if changed > 0 {
+                sealed.push((id, spec, changed));
+            }
+        }
+        if sealed.is_empty() {
+            return Ok(());
+        }
+        self.with(|conn| {
+            // Overwrite the old rows' bytes rather than leaving them on free pages.
+            conn.pragma_update(None, "secure_delete", "ON")?;
+            let tx = conn.transaction()?;
+            for (id, spec, _) in &sealed {
+                tx.execute(
+                    "UPDATE services SET spec = ?1 WHERE id = ?2",
+                    params![spec, id],
+                )?;
+            }
+            tx.commit()?;
+            // Copy the new pages into the database and empty the log that held the old ones.
+            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+            Ok(())
+        })?;
+        let values: usize = sealed.iter().map(|(_, _, changed)| changed).sum();
+        tracing::info!(
+            services = sealed.len(),
+            values,
+            "sealed the plain-text secret env values of services"
+        );
+        Ok(())
     }
 
     /// Starts a deploy of `build_id` run by process `pid`, unless one of the same app is running

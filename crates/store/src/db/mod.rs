@@ -1,12 +1,12 @@
 //! All SQL of buildgrid lives in this module: the schema, and one file per kind of record.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use buildgrid_core::Digest;
 use rusqlite::Connection;
 
-use crate::StoreError;
+use crate::{Secrets, StoreError};
 
 mod access;
 mod apps;
@@ -39,6 +39,8 @@ pub use timeline::{AppSummary, BuildFilter, Page};
 pub struct Db {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
+    /// Seals what must not be stored in plain text (services' secret env).
+    secrets: Arc<Secrets>,
 }
 
 fn digest_column(row: &rusqlite::Row<'_>, index: usize) -> rusqlite::Result<Digest> {
@@ -49,10 +51,13 @@ fn digest_column(row: &rusqlite::Row<'_>, index: usize) -> rusqlite::Result<Dige
 }
 
 impl Db {
-    pub fn open(path: &Path) -> Result<Db, StoreError> {
+    /// Opens (or creates, mode 0600) the database and migrates it.
+    pub fn open(path: &Path, secrets: Arc<Secrets>) -> Result<Db, StoreError> {
+        create_private(path)?;
         let db = Db {
             path: path.to_owned(),
             idle: Mutex::new(Vec::new()),
+            secrets,
         };
         let mut conn = db.connect()?;
         schema::migrate(&mut conn, path)?;
@@ -84,5 +89,21 @@ impl Db {
             idle.push(conn);
         }
         result
+    }
+}
+
+/// Creates the database file 0600 when it does not exist yet; SQLite gives its `-wal` and
+/// `-shm` files the database's mode.
+fn create_private(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::io(path, e)),
     }
 }

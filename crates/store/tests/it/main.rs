@@ -8,6 +8,8 @@ mod image_files;
 mod ingest;
 mod listing;
 mod multi_platform;
+mod private_dir;
+mod secret_env;
 mod sources;
 mod spool;
 mod support;
