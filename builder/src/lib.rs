@@ -5,10 +5,13 @@
 mod auth;
 mod build_log;
 pub mod context;
+pub mod dockerfile;
 mod export;
 pub mod fetch;
 mod git_http;
 pub mod hooks;
+pub mod isolation;
+mod pull_token;
 mod routes;
 pub mod webhook;
 mod worker;

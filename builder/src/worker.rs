@@ -7,15 +7,18 @@ use std::time::Duration;
 
 use bollard::Docker;
 use bollard::query_parameters::BuildImageOptionsBuilder;
-use buildgrid_core::app::{base_images, commit_tag, redact_url};
+use buildgrid_core::app::{commit_tag, redact_url};
 use buildgrid_store::{App, Build, BuildState, Store};
 use futures_util::StreamExt;
 
 use crate::Builder;
 use crate::build_log::Log;
 use crate::context::write_context;
+use crate::dockerfile;
 use crate::export;
 use crate::fetch;
+use crate::isolation;
+use crate::pull_token::PullToken;
 
 /// How a build ended, short of failing.
 enum Outcome {
@@ -276,7 +279,24 @@ async fn pipeline(builder: &Builder, build: &Build, log: &mut Log) -> Result<Out
     // Build.
     store.db.set_build_state(build.id, BuildState::Building)?;
     let docker = connect().await?;
-    let tag = format!("{}:{}", app.image_repo, commit_tag(&commit_id)?);
+    // Only images the build's namespace may use reach the engine.
+    let mut own_hosts = vec![builder.settings.registry_host.clone()];
+    own_hosts.extend(url_host(&builder.settings.public_url));
+    let tenancy = isolation::tenancy(&store, app.app.namespace(), own_hosts.clone())?;
+    let refused = isolation::check(
+        &docker,
+        &store,
+        &tenancy,
+        &context.dockerfile_text,
+        &app.build_args,
+    )
+    .await?;
+    if !refused.is_empty() {
+        return Err(Stop::Failed(refused.join("; ")));
+    }
+    let public_name = format!("{}:{}", app.image_repo, commit_tag(&commit_id)?);
+    // Never the public name: the engine is shared, and its names are everyone's.
+    let tag = isolation::build_name(&store, app.image_repo.as_str(), &commit_id)?;
     let build_args: HashMap<&str, &str> = app
         .build_args
         .iter()
@@ -291,7 +311,9 @@ async fn pipeline(builder: &Builder, build: &Build, log: &mut Log) -> Result<Out
         .build();
     let file = tokio::fs::File::open(&context_path).await?;
     let body = bollard::body_try_stream(tokio_util::io::ReaderStream::new(file));
-    let mut stream = docker.build_image(options, None, Some(body));
+    let token = PullToken::create(&store, app.app.namespace(), build.id, limit)?;
+    let credentials = token.credentials(&own_hosts);
+    let mut stream = docker.build_image(options, Some(credentials), Some(body));
     let mut step: Option<String> = None;
     let mut cancel_check = tokio::time::interval(Duration::from_millis(500));
     loop {
@@ -319,11 +341,12 @@ async fn pipeline(builder: &Builder, build: &Build, log: &mut Log) -> Result<Out
     }
     // Dropping the stream above closes the connection, which stops the engine's build.
     drop(stream);
+    drop(token);
     check_cancel(&store, build.id)?;
 
     // Store a copy of the image.
     store.db.set_build_state(build.id, BuildState::Storing)?;
-    log.line(None, &format!("storing {tag}"));
+    log.line(None, &format!("storing {public_name}"));
     let archive_path = staging.path().join("image.tar");
     let started = std::time::Instant::now();
     let spooled =
@@ -378,7 +401,7 @@ async fn pipeline(builder: &Builder, build: &Build, log: &mut Log) -> Result<Out
             started.elapsed().as_secs_f64()
         ),
     );
-    let bases = base_images(&context.dockerfile_text);
+    let bases = dockerfile::base_images(&context.dockerfile_text, &app.build_args);
     store.db.add_image_bases(&repo, &report.digest, &bases)?;
     // Removing hundreds of megabytes of spooled files can take a while: not on the build's time.
     tokio::task::spawn_blocking(move || drop(staging));
@@ -404,6 +427,14 @@ async fn pipeline(builder: &Builder, build: &Build, log: &mut Log) -> Result<Out
         image_ref,
         digest: report.digest,
     })
+}
+
+/// `host[:port]` of a URL.
+fn url_host(url: &str) -> Option<String> {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let host = rest.split(['/', '?', '#']).next()?;
+    let host = host.rsplit_once('@').map_or(host, |(_, host)| host);
+    (!host.is_empty()).then(|| host.to_owned())
 }
 
 async fn connect() -> Result<Docker, Stop> {

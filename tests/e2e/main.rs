@@ -15,6 +15,7 @@ mod engines;
 mod fixtures;
 mod full_disk;
 mod import;
+mod isolation;
 mod private_data;
 mod pull;
 mod push;

@@ -441,3 +441,40 @@ impl Db {
         })
     }
 }
+
+impl Db {
+    /// Every namespace buildgrid knows (a namespace row, an app, or a stored repository) and
+    /// whether it is public (no row means private).
+    pub fn known_namespaces(&self) -> Result<Vec<(String, bool)>, StoreError> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT name, public != 0 FROM namespaces
+                 UNION SELECT namespace, 0 FROM apps
+                   WHERE namespace NOT IN (SELECT name FROM namespaces)
+                 UNION SELECT CASE WHEN instr(name, '/') > 0
+                                THEN substr(name, 1, instr(name, '/') - 1) ELSE name END, 0
+                   FROM repositories
+                   WHERE (CASE WHEN instr(name, '/') > 0
+                           THEN substr(name, 1, instr(name, '/') - 1) ELSE name END)
+                         NOT IN (SELECT name FROM namespaces)",
+            )?;
+            let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    /// The namespaces of the repositories that serve blob `digest` (an image's config: its
+    /// image id in an engine that pulled it).
+    pub fn blob_namespaces(&self, digest: &Digest) -> Result<Vec<String>, StoreError> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT DISTINCT CASE WHEN instr(r.name, '/') > 0
+                                 THEN substr(r.name, 1, instr(r.name, '/') - 1) ELSE r.name END
+                 FROM repo_blobs b JOIN repositories r ON r.id = b.repo_id
+                 WHERE b.digest = ?1",
+            )?;
+            let rows = stmt.query_map([digest.to_string()], |row| row.get(0))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+}
