@@ -208,7 +208,7 @@ fn bad_input_gets_oci_errors() {
             400,
             "DIGEST_INVALID",
         ),
-        ("GET", "/v2/acme/bad/manifests/-v1", 400, "MANIFEST_INVALID"),
+        ("GET", "/v2/acme/bad/manifests/-v1", 404, "MANIFEST_UNKNOWN"),
         ("GET", "/v2/acme/bad/manifests/v2", 404, "MANIFEST_UNKNOWN"),
         ("GET", "/v2/acme/nothing/manifests/v1", 404, "NAME_UNKNOWN"),
         ("GET", "/v2/acme/bad/nonsense", 404, "NAME_UNKNOWN"),
