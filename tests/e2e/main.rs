@@ -4,6 +4,7 @@
 //! A missing tool fails the test with what to install: these tests never skip.
 
 mod access;
+mod audit_text;
 mod build;
 mod burst;
 mod deploy;

@@ -1,8 +1,10 @@
 //! Users, namespaces, tokens and the audit log from the command line. Like every command but
-//! `serve`, these work on the data directory directly: they are the operator's tools.
+//! `serve`, these work on the data directory directly: they are the operator's tools. Stored
+//! names and fields are printed through `escape_control`: they may come from requests.
 
 use anyhow::{Context, bail};
 use buildgrid_access::Scope;
+use buildgrid_core::escape_control;
 use buildgrid_store::Store;
 use clap::Subcommand;
 
@@ -97,7 +99,7 @@ pub fn user(store: &Store, command: UserCommand) -> anyhow::Result<()> {
                     .collect();
                 println!(
                     "{}\t{}\tregistry credentials: {}\tnamespaces: {}",
-                    user.name,
+                    escape_control(&user.name),
                     if user.admin { "admin" } else { "user" },
                     if user.registry_password_hash.is_some() {
                         "yes"
@@ -107,7 +109,7 @@ pub fn user(store: &Store, command: UserCommand) -> anyhow::Result<()> {
                     if member_of.is_empty() {
                         "-".to_owned()
                     } else {
-                        member_of.join(", ")
+                        escape_control(&member_of.join(", ")).into_owned()
                     }
                 );
             }
@@ -144,12 +146,12 @@ pub fn namespace(store: &Store, command: NamespaceCommand) -> anyhow::Result<()>
             for ns in store.db.namespaces()? {
                 println!(
                     "{}\t{}\tmembers: {}",
-                    ns.name,
+                    escape_control(&ns.name),
                     if ns.public { "public" } else { "private" },
                     if ns.members.is_empty() {
                         "-".to_owned()
                     } else {
-                        ns.members.join(", ")
+                        escape_control(&ns.members.join(", ")).into_owned()
                     }
                 );
             }
@@ -287,8 +289,11 @@ pub fn token(store: &Store, command: TokenCommand) -> anyhow::Result<()> {
                     format!("last used {}", time_text(at))
                 });
                 println!(
-                    "{}\t{}\t{owner}\t{}\t{state}\t{used}",
-                    token.id, token.name, token.scopes
+                    "{}\t{}\t{}\t{}\t{state}\t{used}",
+                    token.id,
+                    escape_control(&token.name),
+                    escape_control(owner),
+                    escape_control(&token.scopes)
                 );
             }
         }
@@ -332,13 +337,14 @@ pub fn audit(store: &Store, limit: usize) -> anyhow::Result<()> {
         } else {
             String::new()
         };
+        // Actors, targets and clients come from requests: a sign-in may name any user.
         println!(
             "{}\t{}\t{}\t{}\t{}{times}",
             time_text(entry.at),
-            entry.actor,
-            entry.action,
-            entry.target,
-            entry.client.as_deref().unwrap_or("-")
+            escape_control(&entry.actor),
+            escape_control(&entry.action),
+            escape_control(&entry.target),
+            escape_control(entry.client.as_deref().unwrap_or("-"))
         );
     }
     Ok(())

@@ -7,11 +7,13 @@ mod digest;
 mod error_code;
 pub mod media_type;
 mod name;
+mod text;
 
 pub use app::{AppError, AppRef};
 pub use digest::{Digest, DigestError, Sha256Writer};
 pub use error_code::ErrorCode;
 pub use name::{NameError, Reference, RepoName, Tag};
+pub use text::escape_control;
 
 /// OCI image and distribution models (manifests, indexes, descriptors, configurations).
 pub use oci_spec::image as oci;
