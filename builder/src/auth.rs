@@ -1,6 +1,6 @@
 //! Rights on the builder's endpoints: pushing code and starting or cancelling builds needs
 //! `build` on the app; reading a build needs pull on its namespace. Webhooks carry their own
-//! per-app secrets instead.
+//! per-app secrets instead. A build the request may not read is answered as a missing one.
 
 use actix_web::HttpRequest;
 use actix_web::http::{StatusCode, header};
@@ -50,14 +50,20 @@ pub(crate) async fn require_build(
     app: &AppRef,
 ) -> Result<Principal, ApiError> {
     let principal = principal(builder, request).await?;
+    check_build(builder, &principal, app).await?;
+    Ok(principal)
+}
+
+/// Refuses `principal` unless it may build `app`.
+pub(crate) async fn check_build(
+    builder: &Builder,
+    principal: &Principal,
+    app: &AppRef,
+) -> Result<(), ApiError> {
     if principal.is_anonymous() {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            format!(
-                "building {app} needs credentials: a token with build on it, or your user name and registry password"
-            ),
-        )
-        .with_header(header::WWW_AUTHENTICATE.as_str(), BASIC_CHALLENGE));
+        return Err(unauthorized(format!(
+            "building {app} needs credentials: a token with build on it, or your user name and registry password"
+        )));
     }
     let access = builder.access.clone();
     let (checked, target) = (principal.clone(), app.clone());
@@ -71,33 +77,22 @@ pub(crate) async fn require_build(
             ),
         ));
     }
-    Ok(principal)
+    Ok(())
 }
 
-/// The principal, when it may read builds of namespace `namespace`.
-pub(crate) async fn require_read(
+/// Whether `principal` may read builds of namespace `namespace`.
+pub(crate) async fn may_read(
     builder: &Builder,
-    request: &HttpRequest,
+    principal: &Principal,
     namespace: &str,
-) -> Result<Principal, ApiError> {
-    let principal = principal(builder, request).await?;
+) -> Result<bool, ApiError> {
     let access = builder.access.clone();
-    let (checked, ns) = (principal.clone(), namespace.to_owned());
-    if blocking(move || access.may_pull_namespace(&checked, &ns)).await? {
-        return Ok(principal);
-    }
-    if principal.is_anonymous() {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            format!("builds of namespace {namespace} are private: send credentials"),
-        )
-        .with_header(header::WWW_AUTHENTICATE.as_str(), BASIC_CHALLENGE));
-    }
-    Err(ApiError::new(
-        StatusCode::FORBIDDEN,
-        format!(
-            "{} may not read builds of namespace {namespace}",
-            principal.actor()
-        ),
-    ))
+    let (checked, namespace) = (principal.clone(), namespace.to_owned());
+    blocking(move || access.may_pull_namespace(&checked, &namespace)).await
+}
+
+/// 401 with the challenge that makes clients send credentials.
+pub(crate) fn unauthorized(message: String) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, message)
+        .with_header(header::WWW_AUTHENTICATE.as_str(), BASIC_CHALLENGE)
 }

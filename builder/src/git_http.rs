@@ -13,6 +13,8 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use crate::routes::{ApiError, blocking};
 use crate::{Builder, auth, fetch, hooks};
 
+const SMART_PATHS: [&str; 3] = ["info/refs", "git-upload-pack", "git-receive-pack"];
+
 pub(crate) async fn handle(
     request: HttpRequest,
     mut payload: web::Payload,
@@ -20,6 +22,13 @@ pub(crate) async fn handle(
     builder: web::Data<Arc<Builder>>,
 ) -> Result<HttpResponse, ApiError> {
     let (namespace, repo, tail) = path.into_inner();
+    // Only the smart protocol's three paths: git's backend answers anything else it refuses
+    // (`..`, `//`, a NUL) with 500, and the dumb protocol's files are not served.
+    if !SMART_PATHS.contains(&tail.as_str()) {
+        return Err(ApiError::not_found(
+            "git repositories serve git's smart HTTP protocol only: <repo>.git/info/refs, git-upload-pack and git-receive-pack",
+        ));
+    }
     let Some(app_name) = repo.strip_suffix(".git") else {
         return Err(ApiError::not_found("git repositories end in .git"));
     };
@@ -81,6 +90,16 @@ pub(crate) async fn handle(
                 .unwrap_or_default(),
         )
         .env("BUILDGRID_PUBLIC_URL", &builder.settings.public_url)
+        // A push larger than this is refused by git ("pack exceeds maximum allowed size"),
+        // and every object pushed is checked before it is stored.
+        .env("GIT_CONFIG_COUNT", "2")
+        .env("GIT_CONFIG_KEY_0", "receive.maxInputSize")
+        .env(
+            "GIT_CONFIG_VALUE_0",
+            builder.settings.max_push_size.to_string(),
+        )
+        .env("GIT_CONFIG_KEY_1", "receive.fsckObjects")
+        .env("GIT_CONFIG_VALUE_1", "true")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

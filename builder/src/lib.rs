@@ -39,6 +39,9 @@ pub struct Settings {
     pub public_url: String,
     /// The `buildgrid` executable, which git hooks call.
     pub exe: PathBuf,
+    /// A `git push` whose pack is larger than this many bytes is refused (git's
+    /// `receive.maxInputSize`).
+    pub max_push_size: u64,
 }
 
 /// Called with each build that succeeded (the CLI wires deploys to it).

@@ -1,19 +1,28 @@
 //! HTTP entry points of the builder: git smart HTTP, webhooks and the build API.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use actix_web::http::StatusCode;
+use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use buildgrid_access::Principal;
 use buildgrid_core::AppRef;
 use buildgrid_store::{Build, BuildState, NewBuild, Queued, StoreError};
+use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::webhook::{self, Provider, Verdict};
 use crate::{Builder, auth, git_http};
 
-/// Webhook bodies above this size are refused.
-const WEBHOOK_LIMIT: usize = 25 << 20;
+/// Webhook bodies above this size are refused with 413. GitHub sends up to 25 MB, but a push
+/// event is far smaller: GitHub lists at most 2,048 commits in one (about 1 KiB each), GitLab
+/// at most 20. 4 MiB holds any push event; a larger body is buffered for nothing.
+const WEBHOOK_LIMIT: usize = 4 << 20;
+
+/// The whole webhook body must arrive within this, or the request ends with 408: the forges
+/// send a few KiB at once, and a slow body would hold its buffer (and connection) for nothing.
+const WEBHOOK_READ_TIME: Duration = Duration::from_secs(10);
 
 /// Mounts `/git`, `/hooks` and `/api` routes.
 pub fn configure(cfg: &mut web::ServiceConfig, builder: Arc<Builder>) {
@@ -22,10 +31,9 @@ pub fn configure(cfg: &mut web::ServiceConfig, builder: Arc<Builder>) {
             "/git/{namespace}/{repo}/{tail:.*}",
             web::route().to(git_http::handle),
         )
-        .service(
-            web::resource("/hooks/{provider}/{namespace}/{app}")
-                .app_data(web::PayloadConfig::new(WEBHOOK_LIMIT))
-                .route(web::post().to(webhook_delivery)),
+        .route(
+            "/hooks/{provider}/{namespace}/{app}",
+            web::post().to(webhook_delivery),
         )
         .route(
             "/api/apps/{namespace}/{app}/builds",
@@ -107,21 +115,37 @@ pub(crate) async fn blocking<T: Send + 'static, E: Into<ApiError> + Send + 'stat
         .map_err(Into::into)
 }
 
-/// The app a build belongs to.
-async fn build_app(builder: &Builder, id: i64) -> Result<(Build, AppRef), ApiError> {
+/// The build `id` and its app, when the request may read builds of the app's namespace. A
+/// build that does not exist and one the request may not read get the same answer (401 with a
+/// challenge without credentials, 404 with them), so that the answer never tells which builds,
+/// apps or private namespaces exist.
+async fn readable_build(
+    builder: &Builder,
+    principal: &Principal,
+    id: i64,
+) -> Result<(Build, AppRef), ApiError> {
     let store = builder.store.clone();
-    blocking(move || -> Result<_, ApiError> {
-        let build = store
-            .db
-            .build(id)?
-            .ok_or_else(|| ApiError::not_found(format!("no build {id}")))?;
-        let app = store
+    let found = blocking(move || -> Result<_, StoreError> {
+        let Some(build) = store.db.build(id)? else {
+            return Ok(None);
+        };
+        Ok(store
             .db
             .app_by_id(build.app_id)?
-            .ok_or_else(|| ApiError::not_found(format!("no build {id}")))?;
-        Ok((build, app.app))
+            .map(|app| (build, app.app)))
     })
-    .await
+    .await?;
+    if let Some((build, app)) = found
+        && auth::may_read(builder, principal, app.namespace()).await?
+    {
+        return Ok((build, app));
+    }
+    if principal.is_anonymous() {
+        return Err(auth::unauthorized(format!(
+            "no build {id}, or it is private: send credentials"
+        )));
+    }
+    Err(ApiError::not_found(format!("no build {id}")))
 }
 
 fn build_json(build: &Build, builder: &Builder) -> serde_json::Value {
@@ -141,10 +165,72 @@ fn build_json(build: &Build, builder: &Builder) -> serde_json::Value {
     })
 }
 
+/// The answer to a delivery that does not prove it knows the app's secret, and (so that the
+/// answers do not tell apps apart) to a delivery for an app that does not exist.
+fn refused(error: &webhook::WebhookError) -> ApiError {
+    match error {
+        webhook::WebhookError::Payload(_) => {
+            ApiError::new(StatusCode::BAD_REQUEST, error.to_string())
+        }
+        webhook::WebhookError::MissingSignature(_) => {
+            ApiError::new(StatusCode::UNAUTHORIZED, error.to_string())
+        }
+        webhook::WebhookError::BadSignature | webhook::WebhookError::WeakSecret(_) => {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                webhook::WebhookError::BadSignature.to_string(),
+            )
+        }
+    }
+}
+
+/// Reads a webhook body of at most [`WEBHOOK_LIMIT`] bytes within [`WEBHOOK_READ_TIME`].
+async fn read_webhook_body(payload: &mut web::Payload) -> Result<web::Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "webhook bodies are limited to {} MiB: build this push with `buildgrid build` or the build API",
+                WEBHOOK_LIMIT >> 20
+            ),
+        )
+    };
+    let read = async {
+        let mut body = web::BytesMut::new();
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("cannot read the webhook body: {e}"),
+                )
+            })?;
+            if body.len() + chunk.len() > WEBHOOK_LIMIT {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body.freeze())
+    };
+    tokio::time::timeout(WEBHOOK_READ_TIME, read)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the webhook body did not arrive within {} seconds",
+                    WEBHOOK_READ_TIME.as_secs()
+                ),
+            )
+        })?
+}
+
+/// A delivery is checked in the order that costs least to refuse: the provider and app name
+/// from the path, the signature header and the declared length, the app and its secret, and
+/// only then is the body read (capped and timed), its signature checked and its push queued.
 async fn webhook_delivery(
     request: HttpRequest,
     path: web::Path<(String, String, String)>,
-    body: web::Bytes,
+    mut payload: web::Payload,
     builder: web::Data<Arc<Builder>>,
 ) -> Result<HttpResponse, ApiError> {
     let (provider, namespace, app_name) = path.into_inner();
@@ -153,19 +239,38 @@ async fn webhook_delivery(
     })?;
     let app = AppRef::parse(&format!("{namespace}/{app_name}"))
         .map_err(|e| ApiError::not_found(e.to_string()))?;
+    webhook::require_signature(provider, request.headers()).map_err(|e| refused(&e))?;
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > WEBHOOK_LIMIT as u64) {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "webhook bodies are limited to {} MiB: build this push with `buildgrid build` or the build API",
+                WEBHOOK_LIMIT >> 20
+            ),
+        ));
+    }
     let store = builder.store.clone();
     let app = {
         let store = store.clone();
         blocking(move || store.db.app(&app)).await?
     }
-    .ok_or_else(|| ApiError::not_found("no such app"))?;
+    .ok_or_else(|| refused(&webhook::WebhookError::BadSignature))?;
+    if let Err(error) = buildgrid_core::app::check_webhook_secret(&app.webhook_secret) {
+        tracing::warn!(
+            app = %app.app,
+            %error,
+            "webhook delivery refused: the app's webhook secret is too short to check a signature"
+        );
+        return Err(refused(&webhook::WebhookError::BadSignature));
+    }
+    let body = read_webhook_body(&mut payload).await?;
     let verdict = webhook::verify(provider, request.headers(), &body, &app.webhook_secret)
-        .map_err(|e| match e {
-            webhook::WebhookError::Payload(_) => {
-                ApiError::new(StatusCode::BAD_REQUEST, e.to_string())
-            }
-            _ => ApiError::new(StatusCode::UNAUTHORIZED, e.to_string()),
-        })?;
+        .map_err(|e| refused(&e))?;
     let (git_ref, commit, delivery, repository) = match verdict {
         Verdict::Ignore(why) => {
             return Ok(HttpResponse::Ok().json(json!({ "ignored": why })));
@@ -285,8 +390,8 @@ async fn build_status(
     path: web::Path<i64>,
     builder: web::Data<Arc<Builder>>,
 ) -> Result<HttpResponse, ApiError> {
-    let (build, app) = build_app(&builder, path.into_inner()).await?;
-    auth::require_read(&builder, &request, app.namespace()).await?;
+    let principal = auth::principal(&builder, &request).await?;
+    let (build, _) = readable_build(&builder, &principal, path.into_inner()).await?;
     Ok(HttpResponse::Ok().json(build_json(&build, &builder)))
 }
 
@@ -296,8 +401,14 @@ async fn cancel_build(
     builder: web::Data<Arc<Builder>>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
-    let (_, app) = build_app(&builder, id).await?;
-    auth::require_build(&builder, &request, &app).await?;
+    let principal = auth::principal(&builder, &request).await?;
+    if principal.is_anonymous() {
+        return Err(auth::unauthorized(format!(
+            "cancelling build {id} needs credentials: a token with build on its app, or your user name and registry password"
+        )));
+    }
+    let (_, app) = readable_build(&builder, &principal, id).await?;
+    auth::check_build(&builder, &principal, &app).await?;
     let store = builder.store.clone();
     let state = blocking(move || -> Result<_, StoreError> {
         match store.db.build(id)? {
@@ -329,6 +440,17 @@ struct LogQuery {
     after: Option<i64>,
 }
 
+/// A log page ends after this many lines,
+const LOG_PAGE_LINES: usize = 5000;
+/// or before the line that would take its text past this many bytes (a page has at least one
+/// line). Lines are up to 32 KiB, so a page by lines alone could be 160 MB of JSON, built in
+/// memory for each reader.
+const LOG_PAGE_BYTES: usize = 1 << 20;
+/// Lines read from the store at a time while filling a page: at most 2 MiB of text.
+const LOG_BATCH_LINES: usize = 64;
+
+/// One page of a build's log: the lines after `after`, and in `next` the `after` of the page
+/// that follows; `more` says the page stopped at its size and more lines are stored already.
 async fn build_log(
     request: HttpRequest,
     path: web::Path<i64>,
@@ -336,14 +458,40 @@ async fn build_log(
     builder: web::Data<Arc<Builder>>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
-    let (_, app) = build_app(&builder, id).await?;
-    auth::require_read(&builder, &request, app.namespace()).await?;
+    let principal = auth::principal(&builder, &request).await?;
+    readable_build(&builder, &principal, id).await?;
     let after = query.after.unwrap_or(0);
     let store = builder.store.clone();
-    let lines = blocking(move || store.db.log_lines(id, after, 5000)).await?;
+    let (lines, more) = blocking(move || -> Result<_, StoreError> {
+        let mut page = Vec::new();
+        let mut bytes = 0;
+        let mut cursor = after;
+        loop {
+            let wanted = LOG_BATCH_LINES.min(LOG_PAGE_LINES - page.len());
+            let batch = store.db.log_lines(id, cursor, wanted)?;
+            let complete = batch.len() < wanted;
+            for line in batch {
+                if !page.is_empty() && bytes + line.line.len() > LOG_PAGE_BYTES {
+                    return Ok((page, true));
+                }
+                bytes += line.line.len();
+                cursor = line.seq;
+                page.push(line);
+            }
+            if complete {
+                return Ok((page, false));
+            }
+            if page.len() == LOG_PAGE_LINES {
+                let more = !store.db.log_lines(id, cursor, 1)?.is_empty();
+                return Ok((page, more));
+            }
+        }
+    })
+    .await?;
+    let next = lines.last().map_or(after, |l| l.seq);
     let lines: Vec<_> = lines
         .into_iter()
         .map(|l| json!({ "seq": l.seq, "at_ms": l.at_ms, "step": l.step, "line": l.line }))
         .collect();
-    Ok(HttpResponse::Ok().json(json!({ "lines": lines })))
+    Ok(HttpResponse::Ok().json(json!({ "lines": lines, "next": next, "more": more })))
 }

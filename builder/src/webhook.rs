@@ -1,6 +1,7 @@
 //! Webhooks from GitHub, Gitea and GitLab: signature checks and push payloads, as pure
 //! functions.
 
+use buildgrid_core::app::MIN_WEBHOOK_SECRET;
 use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
@@ -65,6 +66,12 @@ pub enum WebhookError {
     BadSignature,
     #[error("the webhook payload is not a push event this builder understands: {0}")]
     Payload(String),
+    /// The app's stored secret is too short to prove anything (an app created before secrets
+    /// had a minimum length). Shown to the sender as [`WebhookError::BadSignature`].
+    #[error(
+        "the app's webhook secret is {0} bytes long, under the {MIN_WEBHOOK_SECRET} a delivery needs"
+    )]
+    WeakSecret(usize),
 }
 
 #[derive(Deserialize)]
@@ -111,22 +118,44 @@ impl RepositoryUrls {
 
 const ZERO_COMMIT: &str = "0000000000000000000000000000000000000000";
 
-/// Checks a delivery's signature with `secret` and reads its push, if it is one.
+/// Checks that a delivery carries the header its provider signs it with, before its body is
+/// read: a request without one is refused without reading (or buffering) a byte of it.
+pub fn require_signature(provider: Provider, headers: &dyn Headers) -> Result<(), WebhookError> {
+    match provider {
+        Provider::GitHub | Provider::Gitea => signature(provider, headers).map(drop),
+        Provider::GitLab => gitlab_token(headers).map(drop),
+    }
+}
+
+fn signature(provider: Provider, headers: &dyn Headers) -> Result<Vec<u8>, WebhookError> {
+    let signature = headers
+        .get("x-hub-signature-256")
+        .map(|s| s.strip_prefix("sha256=").unwrap_or(s))
+        .or_else(|| headers.get("x-gitea-signature"))
+        .ok_or(WebhookError::MissingSignature(provider.as_str()))?;
+    hex::decode(signature.trim()).map_err(|_| WebhookError::BadSignature)
+}
+
+fn gitlab_token(headers: &dyn Headers) -> Result<&str, WebhookError> {
+    headers
+        .get("x-gitlab-token")
+        .ok_or(WebhookError::MissingSignature("gitlab"))
+}
+
+/// Checks a delivery's signature with `secret` and reads its push, if it is one. A secret
+/// shorter than [`MIN_WEBHOOK_SECRET`] bytes verifies nothing: anyone could sign with it.
 pub fn verify(
     provider: Provider,
     headers: &dyn Headers,
     body: &[u8],
     secret: &str,
 ) -> Result<Verdict, WebhookError> {
+    if secret.len() < MIN_WEBHOOK_SECRET {
+        return Err(WebhookError::WeakSecret(secret.len()));
+    }
     match provider {
         Provider::GitHub | Provider::Gitea => {
-            let signature = headers
-                .get("x-hub-signature-256")
-                .map(|s| s.strip_prefix("sha256=").unwrap_or(s))
-                .or_else(|| headers.get("x-gitea-signature"))
-                .ok_or(WebhookError::MissingSignature(provider.as_str()))?;
-            let signature =
-                hex::decode(signature.trim()).map_err(|_| WebhookError::BadSignature)?;
+            let signature = signature(provider, headers)?;
             let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
                 .expect("HMAC takes keys of any length");
             mac.update(body);
@@ -135,9 +164,7 @@ pub fn verify(
                 .map_err(|_| WebhookError::BadSignature)?;
         }
         Provider::GitLab => {
-            let token = headers
-                .get("x-gitlab-token")
-                .ok_or(WebhookError::MissingSignature("gitlab"))?;
+            let token = gitlab_token(headers)?;
             if !constant_time_eq(token.as_bytes(), secret.as_bytes()) {
                 return Err(WebhookError::BadSignature);
             }
@@ -214,6 +241,8 @@ mod tests {
         hex::encode(mac.finalize().into_bytes())
     }
 
+    const SECRET: &str = "a-long-enough-s3cret";
+
     const BODY: &[u8] = br#"{"ref":"refs/heads/main","after":"0123456789012345678901234567890123456789","deleted":false}"#;
 
     #[track_caller]
@@ -224,7 +253,7 @@ mod tests {
         expected: Result<Verdict, WebhookError>,
     ) {
         let map = Map(headers.iter().cloned().collect());
-        assert_eq!(verify(provider, &map, body, "s3cret"), expected);
+        assert_eq!(verify(provider, &map, body, SECRET), expected);
     }
 
     fn push(delivery: Option<&str>) -> Verdict {
@@ -244,12 +273,12 @@ mod tests {
         let headers = [
             (
                 "x-hub-signature-256",
-                format!("sha256={}", sign("s3cret", body)),
+                format!("sha256={}", sign(SECRET, body)),
             ),
             ("x-github-event", "push".to_owned()),
         ];
         let map = Map(headers.iter().cloned().collect());
-        match verify(Provider::GitHub, &map, body, "s3cret") {
+        match verify(Provider::GitHub, &map, body, SECRET) {
             Ok(Verdict::Push { repository, .. }) => assert_eq!(
                 repository,
                 [
@@ -263,7 +292,7 @@ mod tests {
 
     #[test]
     fn github() {
-        let good = format!("sha256={}", sign("s3cret", BODY));
+        let good = format!("sha256={}", sign(SECRET, BODY));
         check(
             Provider::GitHub,
             &[
@@ -274,7 +303,7 @@ mod tests {
             BODY,
             Ok(push(Some("d1"))),
         );
-        let wrong = format!("sha256={}", sign("other", BODY));
+        let wrong = format!("sha256={}", sign("another-long-enough-secret", BODY));
         check(
             Provider::GitHub,
             &[
@@ -318,11 +347,54 @@ mod tests {
     }
 
     #[test]
+    fn empty_and_short_secrets_verify_nothing() {
+        for secret in ["", "fifteen-bytes!!"] {
+            let headers = [
+                (
+                    "x-hub-signature-256",
+                    format!("sha256={}", sign(secret, BODY)),
+                ),
+                ("x-github-event", "push".to_owned()),
+                ("x-gitlab-token", secret.to_owned()),
+                ("x-gitlab-event", "Push Hook".to_owned()),
+            ];
+            let map = Map(headers.iter().cloned().collect());
+            for provider in [Provider::GitHub, Provider::Gitea, Provider::GitLab] {
+                assert_eq!(
+                    verify(provider, &map, BODY, secret),
+                    Err(WebhookError::WeakSecret(secret.len())),
+                    "{provider:?} {secret:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_signature_header_is_required_before_the_body() {
+        let none = Map(HashMap::new());
+        for provider in [Provider::GitHub, Provider::Gitea, Provider::GitLab] {
+            assert_eq!(
+                require_signature(provider, &none),
+                Err(WebhookError::MissingSignature(provider.as_str()))
+            );
+        }
+        let signed = Map([("x-hub-signature-256", "sha256=00ff".to_owned())].into());
+        assert_eq!(require_signature(Provider::GitHub, &signed), Ok(()));
+        let garbled = Map([("x-gitea-signature", "zz".to_owned())].into());
+        assert_eq!(
+            require_signature(Provider::Gitea, &garbled),
+            Err(WebhookError::BadSignature)
+        );
+        let token = Map([("x-gitlab-token", "t".to_owned())].into());
+        assert_eq!(require_signature(Provider::GitLab, &token), Ok(()));
+    }
+
+    #[test]
     fn gitea_and_gitlab() {
         check(
             Provider::Gitea,
             &[
-                ("x-gitea-signature", sign("s3cret", BODY)),
+                ("x-gitea-signature", sign(SECRET, BODY)),
                 ("x-gitea-event", "push".into()),
                 ("x-gitea-delivery", "g1".into()),
             ],
@@ -333,7 +405,7 @@ mod tests {
         check(
             Provider::GitLab,
             &[
-                ("x-gitlab-token", "s3cret".into()),
+                ("x-gitlab-token", SECRET.into()),
                 ("x-gitlab-event", "Push Hook".into()),
             ],
             gitlab,
@@ -342,7 +414,7 @@ mod tests {
         check(
             Provider::GitLab,
             &[
-                ("x-gitlab-token", "s3cret!".into()),
+                ("x-gitlab-token", "a-long-enough-s3cret!".into()),
                 ("x-gitlab-event", "Push Hook".into()),
             ],
             gitlab,
@@ -354,7 +426,7 @@ mod tests {
             &[
                 (
                     "x-hub-signature-256",
-                    format!("sha256={}", sign("s3cret", deleted)),
+                    format!("sha256={}", sign(SECRET, deleted)),
                 ),
                 ("x-github-event", "push".into()),
             ],

@@ -134,7 +134,8 @@ fn a_service_runs_the_image_of_its_own_repository_beside_the_apps() {
         "repository": { "clone_url": api_git },
     });
     let body = serde_json::to_vec(&push).unwrap();
-    let mut mac = Hmac::<Sha256>::new_from_slice(b"s3cret").unwrap();
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(crate::fixtures::WEBHOOK_SECRET.as_bytes()).unwrap();
     mac.update(&body);
     let response = reqwest::blocking::Client::new()
         .post(buildgrid.url("/hooks/github/acme/multi"))

@@ -132,9 +132,12 @@ pub fn create_app(buildgrid: &Buildgrid, app: &str, git: &str) {
         "--build-arg",
         &format!("BASE={BASE}"),
         "--webhook-secret",
-        "s3cret",
+        WEBHOOK_SECRET,
     ]);
 }
+
+/// The webhook secret of the apps `create_app` makes (secrets have at least 16 bytes).
+pub const WEBHOOK_SECRET: &str = "e2e-webhook-s3cret";
 
 /// Waits until the build ends and returns its JSON.
 pub fn wait_for_build(buildgrid: &Buildgrid, id: i64) -> Value {

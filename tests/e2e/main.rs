@@ -15,6 +15,7 @@ mod deploy_web;
 mod engines;
 mod fixtures;
 mod full_disk;
+mod hardening;
 mod import;
 mod isolation;
 mod private_data;

@@ -147,7 +147,7 @@ impl TestStore {
                 context: String::new(),
                 build_args: BTreeMap::new(),
                 image_repo,
-                webhook_secret: "s3cret".into(),
+                webhook_secret: "it-webhook-s3cret".into(),
             })
             .unwrap()
     }

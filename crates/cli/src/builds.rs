@@ -31,7 +31,8 @@ pub enum AppCommand {
         /// A build argument, `KEY=VALUE`; repeat for more.
         #[arg(long = "build-arg", value_name = "KEY=VALUE")]
         build_args: Vec<String>,
-        /// The secret webhooks are signed with (default: a new random one, printed once).
+        /// The secret webhooks are signed with, at least 16 bytes (default: a new random one,
+        /// printed once).
         #[arg(long, env = "BUILDGRID_WEBHOOK_SECRET")]
         webhook_secret: Option<String>,
     },
@@ -104,6 +105,9 @@ pub fn app(store: &Store, command: AppCommand) -> anyhow::Result<()> {
             }
             if !buildgrid_builder::fetch::is_valid_branch(&branch) {
                 bail!("--branch {branch:?} is not a valid branch name");
+            }
+            if let Some(secret) = &webhook_secret {
+                buildgrid_core::app::check_webhook_secret(secret)?;
             }
             let generated = webhook_secret.is_none();
             let secret = webhook_secret.unwrap_or_else(buildgrid_access::secret::random_hex::<32>);

@@ -31,6 +31,22 @@ pub enum AppError {
     Name(#[from] NameError),
     #[error("commit {0:?} is not a full 40-character hex commit id")]
     Commit(String),
+    #[error(
+        "the webhook secret is {0} bytes long; it needs at least {MIN_WEBHOOK_SECRET} (leave it out to get a random one)"
+    )]
+    WebhookSecret(usize),
+}
+
+/// The shortest webhook secret an app may have, in bytes. Anyone who knows (or guesses) the
+/// secret can sign deliveries, so an empty or short one would let anyone queue builds.
+pub const MIN_WEBHOOK_SECRET: usize = 16;
+
+/// Refuses a webhook secret shorter than [`MIN_WEBHOOK_SECRET`] bytes (an empty one too).
+pub fn check_webhook_secret(secret: &str) -> Result<(), AppError> {
+    if secret.len() < MIN_WEBHOOK_SECRET {
+        return Err(AppError::WebhookSecret(secret.len()));
+    }
+    Ok(())
 }
 
 impl AppRef {
@@ -292,6 +308,18 @@ mod tests {
             "git@github.com:a/b.git"
         );
         assert_eq!(redact_url("ssh://git@host/a.git"), "ssh://***@host/a.git");
+    }
+
+    #[test]
+    fn webhook_secrets() {
+        assert_eq!(check_webhook_secret(""), Err(AppError::WebhookSecret(0)));
+        assert_eq!(
+            check_webhook_secret("fifteen-bytes!!"),
+            Err(AppError::WebhookSecret(15))
+        );
+        assert_eq!(check_webhook_secret("sixteen-bytes!!!"), Ok(()));
+        let message = check_webhook_secret("s3cret").unwrap_err().to_string();
+        assert!(message.contains("at least 16"), "{message}");
     }
 
     #[test]
