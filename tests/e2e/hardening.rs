@@ -522,6 +522,11 @@ fn pushes_over_the_size_limit_or_with_broken_objects_are_refused() {
         .to_owned();
     let output = push(&source, &url, &format!("{broken}:refs/heads/main"));
     assert!(!output.status.success(), "{}", text(&output));
+    assert!(
+        text(&output).contains("fsck error in packed object"),
+        "{}",
+        text(&output)
+    );
 
     // Neither queued a build nor moved the branch.
     assert!(!buildgrid.cli(&["build-log", "2"]).status.success());
