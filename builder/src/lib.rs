@@ -5,6 +5,7 @@
 mod auth;
 mod build_log;
 pub mod context;
+mod delivery;
 pub mod dockerfile;
 mod export;
 pub mod fetch;

@@ -1,28 +1,16 @@
 //! HTTP entry points of the builder: git smart HTTP, webhooks and the build API.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use actix_web::http::{StatusCode, header};
+use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use buildgrid_access::Principal;
 use buildgrid_core::AppRef;
 use buildgrid_store::{Build, BuildState, NewBuild, Queued, StoreError};
-use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::webhook::{self, Provider, Verdict};
-use crate::{Builder, auth, git_http};
-
-/// Webhook bodies above this size are refused with 413. GitHub sends up to 25 MB, but a push
-/// event is far smaller: GitHub lists at most 2,048 commits in one (about 1 KiB each), GitLab
-/// at most 20. 4 MiB holds any push event; a larger body is buffered for nothing.
-const WEBHOOK_LIMIT: usize = 4 << 20;
-
-/// The whole webhook body must arrive within this, or the request ends with 408: the forges
-/// send a few KiB at once, and a slow body would hold its buffer (and connection) for nothing.
-const WEBHOOK_READ_TIME: Duration = Duration::from_secs(10);
+use crate::{Builder, auth, delivery, git_http};
 
 /// Mounts `/git`, `/hooks` and `/api` routes.
 pub fn configure(cfg: &mut web::ServiceConfig, builder: Arc<Builder>) {
@@ -33,7 +21,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, builder: Arc<Builder>) {
         )
         .route(
             "/hooks/{provider}/{namespace}/{app}",
-            web::post().to(webhook_delivery),
+            web::post().to(delivery::webhook_delivery),
         )
         .route(
             "/api/apps/{namespace}/{app}/builds",
@@ -163,181 +151,6 @@ fn build_json(build: &Build, builder: &Builder) -> serde_json::Value {
         "finished_at": build.finished_at,
         "url": format!("{}/builds/{}", builder.settings.public_url, build.id),
     })
-}
-
-/// The answer to a delivery that does not prove it knows the app's secret, and (so that the
-/// answers do not tell apps apart) to a delivery for an app that does not exist.
-fn refused(error: &webhook::WebhookError) -> ApiError {
-    match error {
-        webhook::WebhookError::Payload(_) => {
-            ApiError::new(StatusCode::BAD_REQUEST, error.to_string())
-        }
-        webhook::WebhookError::MissingSignature(_) => {
-            ApiError::new(StatusCode::UNAUTHORIZED, error.to_string())
-        }
-        webhook::WebhookError::BadSignature | webhook::WebhookError::WeakSecret(_) => {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                webhook::WebhookError::BadSignature.to_string(),
-            )
-        }
-    }
-}
-
-/// Reads a webhook body of at most [`WEBHOOK_LIMIT`] bytes within [`WEBHOOK_READ_TIME`].
-async fn read_webhook_body(payload: &mut web::Payload) -> Result<web::Bytes, ApiError> {
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "webhook bodies are limited to {} MiB: build this push with `buildgrid build` or the build API",
-                WEBHOOK_LIMIT >> 20
-            ),
-        )
-    };
-    let read = async {
-        let mut body = web::BytesMut::new();
-        while let Some(chunk) = payload.next().await {
-            let chunk = chunk.map_err(|e| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    format!("cannot read the webhook body: {e}"),
-                )
-            })?;
-            if body.len() + chunk.len() > WEBHOOK_LIMIT {
-                return Err(too_large());
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(body.freeze())
-    };
-    tokio::time::timeout(WEBHOOK_READ_TIME, read)
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                format!(
-                    "the webhook body did not arrive within {} seconds",
-                    WEBHOOK_READ_TIME.as_secs()
-                ),
-            )
-        })?
-}
-
-/// A delivery is checked in the order that costs least to refuse: the provider and app name
-/// from the path, the signature header and the declared length, the app and its secret, and
-/// only then is the body read (capped and timed), its signature checked and its push queued.
-async fn webhook_delivery(
-    request: HttpRequest,
-    path: web::Path<(String, String, String)>,
-    mut payload: web::Payload,
-    builder: web::Data<Arc<Builder>>,
-) -> Result<HttpResponse, ApiError> {
-    let (provider, namespace, app_name) = path.into_inner();
-    let provider = Provider::parse(&provider).ok_or_else(|| {
-        ApiError::not_found("webhooks are /hooks/github|gitea|gitlab/<namespace>/<app>")
-    })?;
-    let app = AppRef::parse(&format!("{namespace}/{app_name}"))
-        .map_err(|e| ApiError::not_found(e.to_string()))?;
-    webhook::require_signature(provider, request.headers()).map_err(|e| refused(&e))?;
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > WEBHOOK_LIMIT as u64) {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "webhook bodies are limited to {} MiB: build this push with `buildgrid build` or the build API",
-                WEBHOOK_LIMIT >> 20
-            ),
-        ));
-    }
-    let store = builder.store.clone();
-    let app = {
-        let store = store.clone();
-        blocking(move || store.db.app(&app)).await?
-    }
-    .ok_or_else(|| refused(&webhook::WebhookError::BadSignature))?;
-    if let Err(error) = buildgrid_core::app::check_webhook_secret(&app.webhook_secret) {
-        tracing::warn!(
-            app = %app.app,
-            %error,
-            "webhook delivery refused: the app's webhook secret is too short to check a signature"
-        );
-        return Err(refused(&webhook::WebhookError::BadSignature));
-    }
-    let body = read_webhook_body(&mut payload).await?;
-    let verdict = webhook::verify(provider, request.headers(), &body, &app.webhook_secret)
-        .map_err(|e| refused(&e))?;
-    let (git_ref, commit, delivery, repository) = match verdict {
-        Verdict::Ignore(why) => {
-            return Ok(HttpResponse::Ok().json(json!({ "ignored": why })));
-        }
-        Verdict::Push {
-            git_ref,
-            commit,
-            delivery,
-            repository,
-        } => (git_ref, commit, delivery, repository),
-    };
-    // A push to the repository of one of the app's services builds that repository.
-    let source = {
-        let store = store.clone();
-        let slugs: Vec<String> = repository
-            .iter()
-            .filter_map(|url| app.app.image_repo(url).ok())
-            .map(|repo| repo.to_string())
-            .collect();
-        let app_id = app.id;
-        blocking(
-            move || -> Result<Option<buildgrid_store::Source>, StoreError> {
-                for repo in &slugs {
-                    if let Some(source) = store.db.source_by_repo(app_id, repo)? {
-                        return Ok(Some(source));
-                    }
-                }
-                Ok(None)
-            },
-        )
-        .await?
-    };
-    let branch = source.as_ref().map_or(&app.branch, |s| &s.branch).clone();
-    let branch_ref = format!("refs/heads/{branch}");
-    if git_ref != branch_ref {
-        return Ok(HttpResponse::Ok().json(json!({
-            "ignored": format!("{git_ref} is not {branch_ref}, the branch this app builds")
-        })));
-    }
-    let queued = {
-        let store = store.clone();
-        let source = source.map(|s| s.id);
-        let trigger = provider.as_str().to_owned();
-        blocking(move || -> Result<Option<Queued>, StoreError> {
-            store.db.enqueue_delivered_build(
-                delivery.as_deref(),
-                &NewBuild {
-                    app_id: app.id,
-                    git_ref: branch,
-                    commit_id: Some(commit),
-                    trigger,
-                    force: false,
-                },
-                source,
-            )
-        })
-        .await?
-    };
-    let Some(queued) = queued else {
-        return Ok(HttpResponse::Ok().json(json!({ "ignored": "this delivery was seen before" })));
-    };
-    builder.wake();
-    Ok(HttpResponse::Accepted().json(json!({
-        "build": queued.id(),
-        "new": matches!(queued, Queued::New(_)),
-        "url": format!("{}/builds/{}", builder.settings.public_url, queued.id()),
-    })))
 }
 
 #[derive(Deserialize, Default)]
