@@ -76,7 +76,7 @@ probe & PROBER=$!
 
 before_kib=$(awk '/VmRSS/{print $2}' /proc/"$PID"/status)
 started=$(date +%s.%N)
-curl -s --parallel --parallel-immediate --parallel-max "$COUNT" -K "$WORK/flood.cfg" >"$WORK/codes" || true
+curl -s --parallel --parallel-immediate --parallel-max "$COUNT" -K "$WORK/flood.cfg" >"$WORK/codes" 2>/dev/null || true
 ended=$(date +%s.%N)
 touch "$WORK/done"
 wait "$PROBER"
