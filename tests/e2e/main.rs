@@ -21,6 +21,7 @@ mod isolation;
 mod private_data;
 mod pull;
 mod push;
+mod registry_protocol;
 mod remote_engines;
 mod support;
 mod web;
