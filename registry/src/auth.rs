@@ -178,7 +178,9 @@ pub(crate) fn refuse(
         .with_detail(json!({ "repository": name })));
     };
     let mut challenge = challenge(&registry.auth, Some(&scope));
-    if principal.claims.is_some() {
+    // Only where a new token helps: docker prints its own "access denied" for this error, where
+    // an anonymous caller is better served by the message saying to sign in.
+    if grant_too_narrow {
         challenge.push_str(",error=\"insufficient_scope\"");
     }
     Ok(RegistryError::new(ErrorCode::Unauthorized, message)
