@@ -1,11 +1,13 @@
 //! Rights on the builder's endpoints: pushing code and starting or cancelling builds needs
 //! `build` on the app; reading a build needs pull on its namespace. Webhooks carry their own
-//! per-app secrets instead. A build the request may not read is answered as a missing one.
+//! per-app secrets instead. A build's log needs membership too, unless its namespace publishes
+//! its logs. A build the request may not read is answered as a missing one.
 
 use actix_web::HttpRequest;
 use actix_web::http::{StatusCode, header};
 use buildgrid_access::{AuthError, Principal};
 use buildgrid_core::AppRef;
+use buildgrid_store::StoreError;
 
 use crate::Builder;
 use crate::routes::{ApiError, blocking};
@@ -89,6 +91,33 @@ pub(crate) async fn may_read(
     let access = builder.access.clone();
     let (checked, namespace) = (principal.clone(), namespace.to_owned());
     blocking(move || access.may_pull_namespace(&checked, &namespace)).await
+}
+
+/// Whether `principal` may read the build logs of `namespace`, the web pages' rule
+/// (`Viewer::may_read_logs`): those who may read the namespace, when they are its members or
+/// admins, or when the namespace publishes its logs (`buildgrid namespace publish-logs`).
+pub(crate) async fn may_read_logs(
+    builder: &Builder,
+    principal: &Principal,
+    namespace: &str,
+) -> Result<bool, ApiError> {
+    let access = builder.access.clone();
+    let (checked, namespace) = (principal.clone(), namespace.to_owned());
+    blocking(move || -> Result<bool, StoreError> {
+        if !access.may_pull_namespace(&checked, &namespace)? {
+            return Ok(false);
+        }
+        if access.is_admin(&checked) {
+            return Ok(true);
+        }
+        if let Some(user) = &checked.user
+            && access.store().db.is_member(&namespace, user.id)?
+        {
+            return Ok(true);
+        }
+        access.store().db.namespace_logs_public(&namespace)
+    })
+    .await
 }
 
 /// 401 with the challenge that makes clients send credentials.

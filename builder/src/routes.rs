@@ -103,14 +103,24 @@ pub(crate) async fn blocking<T: Send + 'static, E: Into<ApiError> + Send + 'stat
         .map_err(Into::into)
 }
 
-/// The build `id` and its app, when the request may read builds of the app's namespace. A
-/// build that does not exist and one the request may not read get the same answer (401 with a
-/// challenge without credentials, 404 with them), so that the answer never tells which builds,
-/// apps or private namespaces exist.
+/// What of a build a request reads.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reading {
+    /// Its state, commit and image: pull on its namespace.
+    Build,
+    /// Its log: membership too, unless the namespace publishes its logs.
+    Log,
+}
+
+/// The build `id` and its app, when the request may read what `reading` names. A build that
+/// does not exist and one the request may not read get the same answer (401 with a challenge
+/// without credentials, 404 with them), so that the answer never tells which builds, apps or
+/// private namespaces exist.
 async fn readable_build(
     builder: &Builder,
     principal: &Principal,
     id: i64,
+    reading: Reading,
 ) -> Result<(Build, AppRef), ApiError> {
     let store = builder.store.clone();
     let found = blocking(move || -> Result<_, StoreError> {
@@ -123,17 +133,26 @@ async fn readable_build(
             .map(|app| (build, app.app)))
     })
     .await?;
-    if let Some((build, app)) = found
-        && auth::may_read(builder, principal, app.namespace()).await?
-    {
-        return Ok((build, app));
+    if let Some((build, app)) = found {
+        let allowed = match reading {
+            Reading::Build => auth::may_read(builder, principal, app.namespace()).await?,
+            Reading::Log => auth::may_read_logs(builder, principal, app.namespace()).await?,
+        };
+        if allowed {
+            return Ok((build, app));
+        }
     }
     if principal.is_anonymous() {
         return Err(auth::unauthorized(format!(
             "no build {id}, or it is private: send credentials"
         )));
     }
-    Err(ApiError::not_found(format!("no build {id}")))
+    Err(ApiError::not_found(match reading {
+        Reading::Build => format!("no build {id}"),
+        Reading::Log => format!(
+            "no build {id}, or its log is for members of its namespace (unless the namespace publishes its logs)"
+        ),
+    }))
 }
 
 fn build_json(build: &Build, builder: &Builder) -> serde_json::Value {
@@ -204,7 +223,8 @@ async fn build_status(
     builder: web::Data<Arc<Builder>>,
 ) -> Result<HttpResponse, ApiError> {
     let principal = auth::principal(&builder, &request).await?;
-    let (build, _) = readable_build(&builder, &principal, path.into_inner()).await?;
+    let (build, _) =
+        readable_build(&builder, &principal, path.into_inner(), Reading::Build).await?;
     Ok(HttpResponse::Ok().json(build_json(&build, &builder)))
 }
 
@@ -220,7 +240,7 @@ async fn cancel_build(
             "cancelling build {id} needs credentials: a token with build on its app, or your user name and registry password"
         )));
     }
-    let (_, app) = readable_build(&builder, &principal, id).await?;
+    let (_, app) = readable_build(&builder, &principal, id, Reading::Build).await?;
     auth::check_build(&builder, &principal, &app).await?;
     let store = builder.store.clone();
     let state = blocking(move || -> Result<_, StoreError> {
@@ -272,7 +292,7 @@ async fn build_log(
 ) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
     let principal = auth::principal(&builder, &request).await?;
-    readable_build(&builder, &principal, id).await?;
+    readable_build(&builder, &principal, id, Reading::Log).await?;
     let after = query.after.unwrap_or(0);
     let store = builder.store.clone();
     let (lines, more) = blocking(move || -> Result<_, StoreError> {

@@ -26,6 +26,7 @@ fn twenty_triggers_at_once_run_two_builds_at_a_time() {
     ensure_base_image();
     let buildgrid = Buildgrid::spawn();
     buildgrid.make_public("acme");
+    buildgrid.cli_ok(&["namespace", "publish-logs", "acme", "on"]);
     let source = Source::example();
     source.write("index.html", "<p>hello from the burst test</p>\n");
     source.commit("a page of its own");

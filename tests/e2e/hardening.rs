@@ -267,6 +267,7 @@ fn finished_build(buildgrid: &Buildgrid, app: &str) -> i64 {
 fn build_logs_come_in_pages_of_about_a_mebibyte() {
     let buildgrid = Buildgrid::spawn();
     buildgrid.make_public("acme");
+    buildgrid.cli_ok(&["namespace", "publish-logs", "acme", "on"]);
     create_app(&buildgrid, "acme/chatty", NOWHERE);
     let id = finished_build(&buildgrid, "acme/chatty");
     // 320 lines of 16 KiB: 5 MiB, which one answer of up to 5,000 lines would hold whole.
@@ -415,6 +416,51 @@ fn a_build_one_may_not_see_is_answered_as_a_missing_one() {
         Some(&ann),
     );
     assert_eq!(status, 409, "{body}");
+    // A public namespace shows its builds to anyone, and their logs to members only until it
+    // publishes them; a hidden log answers as a missing build's.
+    buildgrid.make_public("acme");
+    let (status, body) = call(&buildgrid, "GET", &format!("/api/builds/{id}"), None);
+    assert_eq!(status, 200, "{body}");
+    for (who, credentials, status) in [("anonymous", None, 401), ("bob", Some(&bob), 404)] {
+        let hidden = call(
+            &buildgrid,
+            "GET",
+            &format!("/api/builds/{id}/log"),
+            credentials,
+        );
+        let absent = call(
+            &buildgrid,
+            "GET",
+            &format!("/api/builds/{missing}/log"),
+            credentials,
+        );
+        assert_eq!(hidden.0, status, "{who}: {hidden:?}");
+        assert_eq!(
+            hidden,
+            (
+                absent.0,
+                absent.1.replace(&missing.to_string(), &id.to_string())
+            ),
+            "{who}"
+        );
+    }
+    let (status, body) = call(
+        &buildgrid,
+        "GET",
+        &format!("/api/builds/{id}/log"),
+        Some(&ann),
+    );
+    assert_eq!(status, 200, "{body}");
+    buildgrid.cli_ok(&["namespace", "publish-logs", "acme", "on"]);
+    for credentials in [None, Some(&bob)] {
+        let (status, body) = call(
+            &buildgrid,
+            "GET",
+            &format!("/api/builds/{id}/log"),
+            credentials,
+        );
+        assert_eq!(status, 200, "{body}");
+    }
 }
 
 #[test]
