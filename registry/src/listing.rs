@@ -10,7 +10,7 @@ use buildgrid_core::{Digest, ErrorCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::manifests::{parse_name, unknown};
+use crate::manifests::{parse_name, unknown, unstorable_digest};
 use crate::{Registry, RegistryError};
 
 /// The most entries one page lists, whatever `n` asks.
@@ -143,8 +143,17 @@ pub(crate) fn referrers(
     digest: &str,
 ) -> Result<HttpResponse, RegistryError> {
     let name = parse_name(name)?;
-    let digest = Digest::parse(digest)
-        .map_err(|e| RegistryError::new(ErrorCode::DigestInvalid, e.to_string()))?;
+    // A well-formed digest of an algorithm never stored here has no referrers: an empty index.
+    let digest = match Digest::parse(digest) {
+        Ok(digest) => Some(digest),
+        Err(_) if unstorable_digest(digest) => None,
+        Err(error) => {
+            return Err(RegistryError::new(
+                ErrorCode::DigestInvalid,
+                error.to_string(),
+            ));
+        }
+    };
     let query = web::Query::<ReferrersQuery>::from_query(request.query_string())
         .map(web::Query::into_inner)
         .unwrap_or(ReferrersQuery {
@@ -159,10 +168,13 @@ pub(crate) fn referrers(
             String::new(),
         ));
     }
-    let rows = registry
-        .store
-        .db
-        .referrers(&name, &digest, filter.as_deref())?;
+    let rows = match &digest {
+        Some(digest) => registry
+            .store
+            .db
+            .referrers(&name, digest, filter.as_deref())?,
+        None => Vec::new(),
+    };
     let manifests: Vec<Value> = rows
         .into_iter()
         .map(|row| {

@@ -96,6 +96,9 @@ fn ctr_push_is_refused_at_once_and_logs_no_error() {
         );
     }
     assert_eq!(before, stored(), "a refused push changed the store");
+    // An ordinary pull (Docker probes the plain port with a TLS handshake first) logs no error.
+    run_ok("docker", &["pull", &pulled]);
+    let _ = run("docker", &["rmi", &pulled]);
     let log = std::fs::read_to_string(buildgrid.data.path().join("serve.log")).unwrap();
     assert!(!log.contains("ERROR"), "the server logged an error:\n{log}");
 }

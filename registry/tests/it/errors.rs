@@ -94,12 +94,15 @@ fn malformed_digests() {
             "is not supported",
         );
         // A well-formed digest of a registered algorithm is valid; nothing is stored under it.
+        // (Referrers of such a digest are an empty list: `referrers.rs` checks it.)
         let unknown = match kind {
-            "blobs" => error(404, "BLOB_UNKNOWN"),
-            "manifests" => error(404, "MANIFEST_UNKNOWN"),
-            _ => error(400, "DIGEST_INVALID"),
+            "blobs" => Some(error(404, "BLOB_UNKNOWN")),
+            "manifests" => Some(error(404, "MANIFEST_UNKNOWN")),
+            _ => None,
         };
-        check(&app, &uri(&sha512), unknown, "sha256");
+        if let Some(unknown) = unknown {
+            check(&app, &uri(&sha512), unknown, "sha256");
+        }
         let traversal = format!("sha256:..%2f..%2f{}", "a".repeat(58));
         check(
             &app,

@@ -74,6 +74,12 @@ fn referrers_list_the_artifacts_of_a_subject() {
             index(vec![], false),
         );
     }
+    // A digest of another registered algorithm is valid, and nothing here refers to it.
+    check(
+        &app,
+        &format!("/v2/acme/sbom/referrers/sha512:{}", "ab".repeat(64)),
+        index(vec![], false),
+    );
     check(
         &app,
         &format!("/v2/library/app/referrers/{}", app.seed.app_manifest),
