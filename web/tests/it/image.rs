@@ -155,3 +155,52 @@ async fn private_images_and_their_archives_are_hidden() {
         assert_eq!(app.get(uri).await.status, 404, "{uri}");
     }
 }
+
+#[actix_web::test]
+async fn archive_writers_are_bounded_and_a_client_that_reads_nothing_is_let_go() {
+    let mut app = spawn_app();
+    app.shared = buildgrid_web::Shared::new(buildgrid_web::Limits {
+        archive_writers: 2,
+        archive_write_timeout: std::time::Duration::from_secs(1),
+        ..buildgrid_web::Limits::default()
+    });
+    let repo = RepoName::parse("library/noise").unwrap();
+    // Larger than what the channel between writer and response holds.
+    crate::seed::import_incompressible(&app.store, app.dir.path(), &repo, "v1", 6 << 20);
+    let uri = "/archives/library/noise/v1";
+    let request = || actix_web::test::TestRequest::get().uri(uri);
+    // Two downloads held open, never read.
+    let held = [app.send(request()).await, app.send(request()).await];
+    for response in &held {
+        assert_eq!(response.status(), 200);
+    }
+    let refused = crate::support::read(app.send(request()).await).await;
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert_eq!(
+        crate::support::header(&refused.headers, "retry-after"),
+        "10"
+    );
+    assert!(
+        refused.body.contains("try again shortly"),
+        "{}",
+        refused.body
+    );
+    assert_eq!(app.get("/").await.status, 200, "pages answer meanwhile");
+    assert_eq!(app.get("/images/library/noise/v1").await.status, 200);
+
+    // The writers give up on clients that read nothing, and their places come back.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let again = app.send(request()).await;
+    assert_eq!(
+        again.status(),
+        200,
+        "a place is free after the write timeout"
+    );
+    let whole = actix_web::test::read_body(again).await;
+    assert!(whole.len() > 6 << 20);
+    // A download cut short ends with an error, never like a whole archive.
+    for response in held {
+        let body = actix_web::body::to_bytes(response.into_body()).await;
+        assert!(body.is_err(), "a stopped download ended cleanly");
+    }
+}

@@ -129,6 +129,26 @@ pub fn import_image(store: &Store, dir: &Path, repo: &RepoName, tag: &str) -> Di
     import_layer(store, dir, repo, tag, &layer, config)
 }
 
+/// Stores an image whose one layer holds `size` bytes that do not compress, as `repo:tag`.
+pub fn import_incompressible(
+    store: &Store,
+    dir: &Path,
+    repo: &RepoName,
+    tag: &str,
+    size: usize,
+) -> Digest {
+    use sha2::Digest as _;
+    let mut bytes = Vec::with_capacity(size + 32);
+    let mut block = sha2::Sha256::digest(tag.as_bytes());
+    while bytes.len() < size {
+        bytes.extend_from_slice(&block);
+        block = sha2::Sha256::digest(block);
+    }
+    bytes.truncate(size);
+    let layer = tar(&[("noise.bin", bytes.as_slice())]);
+    import_layer(store, dir, repo, tag, &layer, serde_json::json!({}))
+}
+
 /// Stores a one-layer image as `repo:tag` from a `docker save` archive written in `dir`.
 fn import_layer(
     store: &Store,

@@ -32,6 +32,8 @@ pub struct TestApp {
 pub struct RecordingDeployer {
     pub asked: std::sync::Mutex<Vec<(i64, i64, String)>>,
     pub running: std::sync::Mutex<Vec<buildgrid_web::ServerRunning>>,
+    /// How often the pages asked what runs.
+    pub asked_running: AtomicUsize,
 }
 
 impl buildgrid_web::Deployer for RecordingDeployer {
@@ -43,6 +45,7 @@ impl buildgrid_web::Deployer for RecordingDeployer {
         &self,
         _app: buildgrid_core::AppRef,
     ) -> buildgrid_web::BoxFuture<Vec<buildgrid_web::ServerRunning>> {
+        self.asked_running.fetch_add(1, Ordering::SeqCst);
         let running = self.running.lock().unwrap().clone();
         Box::pin(async move { running })
     }
