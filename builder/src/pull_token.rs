@@ -28,10 +28,7 @@ impl<'a> PullToken<'a> {
         build: i64,
         limit: Duration,
     ) -> Result<PullToken<'a>, Stop> {
-        let user = match store.db.user_by_name(BUILD_USER)? {
-            Some(user) => user,
-            None => buildgrid_access::create_user(store, BUILD_USER, false)?.0,
-        };
+        let user = buildgrid_access::system_user(store, BUILD_USER)?;
         store.db.add_member(namespace, user.id)?;
         let scope = buildgrid_access::Scope::parse(&format!("pull:{namespace}"))?;
         let expires = SystemTime::now()

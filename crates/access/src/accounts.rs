@@ -20,6 +20,19 @@ pub fn create_user(store: &Store, name: &str, admin: bool) -> Result<(User, Stri
     Ok((user, password))
 }
 
+/// The non-admin user buildgrid's own work pulls as (`buildgrid-builder`, `buildgrid-deployer`),
+/// made on first use. Builds and deploys run at once, so two may make it together: the second
+/// finds the first one's.
+pub fn system_user(store: &Store, name: &str) -> Result<User, AccessError> {
+    if let Some(user) = store.db.user_by_name(name)? {
+        return Ok(user);
+    }
+    match create_user(store, name, false) {
+        Ok((user, _)) => Ok(user),
+        Err(error) => store.db.user_by_name(name)?.ok_or(error),
+    }
+}
+
 pub fn user(store: &Store, name: &str) -> Result<User, AccessError> {
     store
         .db

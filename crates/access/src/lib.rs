@@ -22,7 +22,7 @@ use buildgrid_store::{AuditEntry, Store, StoreError, User};
 
 pub use accounts::{
     SESSION_TTL, Session, audit_now, bootstrap, create_session, create_token, create_user,
-    end_session, regenerate_registry_password, reset_password, session, user,
+    end_session, regenerate_registry_password, reset_password, session, system_user, user,
 };
 pub use bearer::{BEARER_PREFIX, Claims, Grant};
 pub use limiter::{Attempt, Hashing, LoginLimiter};

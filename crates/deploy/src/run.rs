@@ -310,14 +310,8 @@ fn pull_reference(view: &App, build: &Build, registry_host: &str) -> (String, St
 /// A pull-only token for this deploy, of a non-admin user that is a member of the app's
 /// namespace, valid for 15 minutes and revoked when the deploy ends.
 fn pull_token(store: &Store, app: &AppRef, deploy: i64) -> Result<(i64, String), DeployError> {
-    let user = match store.db.user_by_name(DEPLOY_USER)? {
-        Some(user) => user,
-        None => {
-            buildgrid_access::create_user(store, DEPLOY_USER, false)
-                .map_err(|e| DeployError::Refused(e.to_string()))?
-                .0
-        }
-    };
+    let user = buildgrid_access::system_user(store, DEPLOY_USER)
+        .map_err(|e| DeployError::Refused(e.to_string()))?;
     store.db.add_member(app.namespace(), user.id)?;
     let scope = buildgrid_access::Scope::parse(&format!("pull:{}", app.namespace()))
         .map_err(|e| DeployError::Refused(e.to_string()))?;
