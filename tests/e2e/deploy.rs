@@ -150,7 +150,9 @@ fn two_services_roll_out_a_failure_leaves_the_old_serving_and_a_rollback_works()
     assert!(names.iter().all(|n| n.contains(".d3.")), "{names:?}");
     assert_eq!(answering(base).len(), 2);
     // The deploy log page in a browser: the server, service and container filters combine.
+    // Read anonymously: the namespace publishes its logs as well as its images.
     buildgrid.make_public("acme");
+    buildgrid.cli_ok(&["namespace", "publish-logs", "acme", "on"]);
     let driver = crate::web::Driver::start();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

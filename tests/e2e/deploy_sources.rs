@@ -125,6 +125,8 @@ fn a_service_runs_the_image_of_its_own_repository_beside_the_apps() {
 
     // The app's webhook, told of a push to the api's repository, builds that repository.
     buildgrid.make_public("acme");
+    // The timeline's deploy cards are read anonymously below: the namespace publishes its logs.
+    buildgrid.cli_ok(&["namespace", "publish-logs", "acme", "on"]);
     api_source.write("index.html", "api, second version\n");
     let second = api_source.commit("api v2");
     api_source.git(&["push", "-q", &api_git, "main"]);
