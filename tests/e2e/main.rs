@@ -5,8 +5,10 @@
 
 mod access;
 mod audit_text;
+mod backup;
 mod build;
 mod burst;
+mod config;
 mod deploy;
 mod deploy_faults;
 mod deploy_logs;

@@ -2,7 +2,9 @@
 
 mod access;
 mod auto_deploy;
+mod backup;
 mod builds;
+mod config;
 mod deploys;
 mod serve;
 mod telemetry;
@@ -18,16 +20,16 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "buildgrid", version)]
 struct Cli {
-    /// The data directory: blobs, git repositories and the metadata database.
-    #[arg(
-        long,
-        global = true,
-        env = "BUILDGRID_DATA",
-        default_value = "buildgrid-data"
-    )]
-    data: PathBuf,
-    /// Log as JSON lines instead of text.
-    #[arg(long, global = true, env = "BUILDGRID_LOG_JSON")]
+    /// The settings file (TOML): every setting of `serve`, and `data`; a variable or flag
+    /// overrides it. `buildgrid config check` prints the effective settings.
+    #[arg(long, global = true, env = "BUILDGRID_CONFIG")]
+    config: Option<PathBuf>,
+    /// The data directory: blobs, git repositories and the metadata database [default:
+    /// buildgrid-data; env: BUILDGRID_DATA; config: data].
+    #[arg(long, global = true)]
+    data: Option<PathBuf>,
+    /// Log as JSON lines instead of text [env: BUILDGRID_LOG_JSON; config: log.json].
+    #[arg(long, global = true)]
     log_json: bool,
     #[command(subcommand)]
     command: Command,
@@ -86,22 +88,47 @@ enum Command {
     Deploy(deploys::DeployArgs),
     /// Print a deploy's log, filtered by server, service and container.
     Logs(deploys::LogsArgs),
+    /// Copy the data directory consistently while it serves: the database (an online
+    /// snapshot), the blobs it lists, git repositories, servers' keys and the key of secrets.
+    Backup(backup::BackupArgs),
+    /// Bring a backup back into a new or empty data directory (`--data`).
+    Restore(backup::RestoreArgs),
+    /// Check the store both ways: every blob row's file is there with its size and digest,
+    /// every blob file has a row, every manifest's blobs are stored; exits 1 on any problem.
+    Fsck,
+    /// Check the settings file and print the effective settings (secrets masked).
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Called by git hooks of the apps' repositories.
     #[command(subcommand, hide = true)]
     Hook(builds::HookCommand),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print `serve`'s effective settings and where each comes from; fails on an unknown key.
+    Check(serve::ServeArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     // Everything this process and its subprocesses (git) create is private to its user.
     buildgrid_store::keep_new_files_private();
     let cli = Cli::parse();
-    telemetry::init(cli.log_json);
+    let config = config::Config::load(cli.config.as_deref())?;
+    let mut shown = Vec::new();
+    let data = config.data(cli.data, &mut shown)?;
+    telemetry::init(config.log_json(cli.log_json, &mut shown)?);
     let open = || {
-        Store::open(&cli.data)
-            .with_context(|| format!("cannot open the data directory {}", cli.data.display()))
+        Store::open(&data)
+            .with_context(|| format!("cannot open the data directory {}", data.display()))
     };
     match cli.command {
-        Command::Serve(args) => serve::run(&cli.data, args),
+        Command::Serve(args) => serve::run(&data, config.serve(args, &mut shown)?),
+        Command::Config(ConfigCommand::Check(args)) => {
+            config.serve(args, &mut shown)?;
+            print!("{}", config::render(&config, &shown));
+            Ok(())
+        }
         Command::Import { archive, repo, tag } => {
             let repo = RepoName::parse(&repo)?;
             let tag = Tag::parse(&tag)?;
@@ -131,5 +158,8 @@ fn main() -> anyhow::Result<()> {
         Command::Deploy(args) => deploys::deploy(&open()?, args),
         Command::Logs(args) => deploys::logs(&open()?, args),
         Command::Hook(command) => builds::hook(&open()?, command),
+        Command::Backup(args) => backup::backup(&open()?, args),
+        Command::Restore(args) => backup::restore(&data, args),
+        Command::Fsck => backup::fsck(&data),
     }
 }

@@ -19,29 +19,46 @@ type Parts = (Arc<Builder>, web::Data<Registry>, Deployer);
 /// How often counted downloads are written to the store.
 const DOWNLOAD_FLUSH_INTERVAL: Duration = Duration::from_secs(2);
 
+/// `serve`'s flags. Each setting may also come from a `BUILDGRID_*` variable or the config file
+/// (`config`): a flag wins over a variable, a variable over the file.
 #[derive(Args)]
 pub struct ServeArgs {
-    /// Address to listen on; port 0 picks a free port.
-    #[arg(long, env = "BUILDGRID_LISTEN", default_value = "127.0.0.1:5000")]
-    listen: SocketAddr,
-    /// The URL users reach buildgrid at, when it differs from the listen address (a proxy).
-    #[arg(long, env = "BUILDGRID_PUBLIC_URL")]
-    public_url: Option<String>,
-    /// HTTP worker threads (default: one per core).
-    #[arg(long, env = "BUILDGRID_WORKERS")]
-    workers: Option<usize>,
-    /// Builds running at once.
-    #[arg(long, env = "BUILDGRID_BUILD_CONCURRENCY", default_value_t = 2)]
-    build_concurrency: usize,
-    /// Minutes after which a running build fails.
-    #[arg(long, env = "BUILDGRID_BUILD_TIMEOUT", default_value_t = 30)]
-    build_timeout: u64,
-    /// Bytes a `git push` may send (its pack); a larger push is refused. Default 2 GiB.
-    #[arg(long, env = "BUILDGRID_MAX_PUSH_SIZE", default_value_t = 2 << 30)]
-    max_push_size: u64,
+    /// Address to listen on; port 0 picks a free port [default: 127.0.0.1:5000; env:
+    /// BUILDGRID_LISTEN; config: server.listen].
+    #[arg(long)]
+    pub(crate) listen: Option<SocketAddr>,
+    /// The URL users reach buildgrid at, when it differs from the listen address (a proxy)
+    /// [env: BUILDGRID_PUBLIC_URL; config: server.public_url].
+    #[arg(long)]
+    pub(crate) public_url: Option<String>,
+    /// HTTP worker threads [default: one per core; env: BUILDGRID_WORKERS; config:
+    /// server.workers].
+    #[arg(long)]
+    pub(crate) workers: Option<usize>,
+    /// Builds running at once [default: 2; env: BUILDGRID_BUILD_CONCURRENCY; config:
+    /// builds.concurrency].
+    #[arg(long)]
+    pub(crate) build_concurrency: Option<usize>,
+    /// Minutes after which a running build fails [default: 30; env: BUILDGRID_BUILD_TIMEOUT;
+    /// config: builds.timeout_minutes].
+    #[arg(long)]
+    pub(crate) build_timeout: Option<u64>,
+    /// Bytes a `git push` may send (its pack); a larger push is refused [default: 2 GiB; env:
+    /// BUILDGRID_MAX_PUSH_SIZE; config: server.max_push_size].
+    #[arg(long)]
+    pub(crate) max_push_size: Option<u64>,
+    /// A second address that serves only `/metrics`, `/healthz` and `/readyz`, without
+    /// credentials; unset, `/metrics` is on the main address for admins only [env:
+    /// BUILDGRID_METRICS_LISTEN; config: server.metrics_listen].
+    #[arg(long)]
+    pub(crate) metrics_listen: Option<SocketAddr>,
+    /// Seconds requests in flight may take to finish after SIGTERM or SIGINT [default: 10;
+    /// env: BUILDGRID_SHUTDOWN_GRACE; config: server.shutdown_grace].
+    #[arg(long)]
+    pub(crate) shutdown_grace: Option<u64>,
 }
 
-pub fn run(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
+pub fn run(data: &Path, args: crate::config::Serve) -> anyhow::Result<()> {
     std::fs::create_dir_all(data)
         .with_context(|| format!("cannot create the data directory {}", data.display()))?;
     let data = data

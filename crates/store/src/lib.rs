@@ -12,9 +12,11 @@
 //!
 //! The directory is private to the user buildgrid runs as (0700, files 0600: `private_dir`).
 
+pub mod backup;
 mod blobs;
 mod db;
 mod error;
+pub mod fsck;
 pub mod image;
 pub mod ingest;
 mod private_dir;

@@ -19,6 +19,7 @@ mod logs;
 mod schema;
 mod sources;
 mod timeline;
+mod whole;
 
 pub use access::{AuditEntry, Namespace, NewToken, TokenRow, User};
 pub use apps::{App, NewApp};
@@ -34,6 +35,7 @@ pub use log_view::{LogFilter, LogStep};
 pub use logs::LogLine;
 pub use sources::{NewSource, Source, Undeployable};
 pub use timeline::{AppSummary, BuildFilter, Page};
+pub(crate) use whole::blobs_in_file;
 
 /// The SQLite database, with a small pool of connections (WAL: readers never wait for a writer).
 pub struct Db {
