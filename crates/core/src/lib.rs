@@ -1,4 +1,4 @@
-//! Names, references, digests and OCI models shared by every buildgrid crate.
+//! Names, references, digests and media types shared by every buildgrid crate.
 //!
 //! Everything here is pure: no I/O, no async runtime, no HTTP server, no Docker engine.
 
@@ -14,6 +14,3 @@ pub use digest::{Digest, DigestError, Sha256Writer};
 pub use error_code::ErrorCode;
 pub use name::{NameError, Reference, RepoName, Tag};
 pub use text::escape_control;
-
-/// OCI image and distribution models (manifests, indexes, descriptors, configurations).
-pub use oci_spec::image as oci;
