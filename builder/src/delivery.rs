@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::http::{StatusCode, header};
-use actix_web::{HttpRequest, HttpResponse, web};
-use buildgrid_core::AppRef;
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
+use buildgrid_core::{AppRef, RequestId};
 use buildgrid_store::{NewBuild, Queued, StoreError};
 use futures_util::StreamExt;
 use serde_json::json;
@@ -168,6 +168,7 @@ pub(crate) async fn webhook_delivery(
         let store = store.clone();
         let source = source.map(|s| s.id);
         let trigger = provider.as_str().to_owned();
+        let requested = request.extensions().get::<RequestId>().cloned();
         blocking(move || -> Result<Option<Queued>, StoreError> {
             store.db.enqueue_delivered_build(
                 delivery.as_deref(),
@@ -179,6 +180,7 @@ pub(crate) async fn webhook_delivery(
                     force: false,
                 },
                 source,
+                requested.as_ref(),
             )
         })
         .await?

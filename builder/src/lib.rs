@@ -57,6 +57,10 @@ pub struct Builder {
     /// One lock per git repository of the data directory: creating, fetching into and setting
     /// up a repository take turns (libgit2 refuses a second writer with a lock-file error).
     git_locks: Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>,
+    /// Set to the reason when the process stops: workers claim nothing more and end the build
+    /// they run with it.
+    stopping: tokio::sync::watch::Sender<Option<String>>,
+    workers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl Builder {
@@ -68,6 +72,8 @@ impl Builder {
             wake: Notify::new(),
             after_success: std::sync::OnceLock::new(),
             git_locks: Mutex::new(HashMap::new()),
+            stopping: tokio::sync::watch::Sender::new(None),
+            workers: Mutex::new(Vec::new()),
         })
     }
 
@@ -103,8 +109,38 @@ impl Builder {
 
     /// Starts the workers on the current tokio runtime.
     pub fn start(self: &Arc<Self>) {
+        let mut workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
         for _ in 0..self.settings.concurrency.max(1) {
-            tokio::spawn(worker::worker(self.clone()));
+            workers.push(tokio::spawn(worker::worker(self.clone())));
         }
+    }
+
+    /// Stops the workers and waits for them: a running build ends failed, `build failed:
+    /// <reason>` its last log line, and its engine build is stopped; queued builds stay queued
+    /// for the next start.
+    pub async fn stop(&self, reason: &str) {
+        self.stopping.send_replace(Some(reason.to_owned()));
+        let workers = std::mem::take(&mut *self.workers.lock().unwrap_or_else(|p| p.into_inner()));
+        for worker in workers {
+            let _ = worker.await;
+        }
+    }
+
+    /// Resolves with the reason once the process is stopping.
+    pub(crate) async fn stopped(&self) -> String {
+        let mut stopping = self.stopping.subscribe();
+        let reason = match stopping.wait_for(Option::is_some).await {
+            Ok(reason) => reason.clone(),
+            Err(_) => None,
+        };
+        match reason {
+            Some(reason) => reason,
+            // The sender lives as long as `self`: this is never reached.
+            None => std::future::pending().await,
+        }
+    }
+
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stopping.borrow().is_some()
     }
 }

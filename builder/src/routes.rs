@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use actix_web::http::StatusCode;
-use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, ResponseError, web};
 use buildgrid_access::Principal;
-use buildgrid_core::AppRef;
+use buildgrid_core::{AppRef, RequestId};
 use buildgrid_store::{Build, BuildState, NewBuild, Queued, StoreError};
 use serde::Deserialize;
 use serde_json::json;
@@ -192,6 +192,7 @@ async fn trigger_build(
     auth::require_build(&builder, &request, &app).await?;
     let body = body.map(web::Json::into_inner).unwrap_or_default();
     let store = builder.store.clone();
+    let requested = request.extensions().get::<RequestId>().cloned();
     let (queued, build) = blocking(move || -> Result<_, ApiError> {
         let app = store
             .db
@@ -199,13 +200,16 @@ async fn trigger_build(
             .ok_or_else(|| ApiError::not_found(format!("no app {app}")))?;
         let git_ref = body.git_ref.unwrap_or_else(|| app.branch.clone());
         let is_commit = git_ref.len() == 40 && git_ref.bytes().all(|b| b.is_ascii_hexdigit());
-        let queued = store.db.enqueue_build(&NewBuild {
+        let new = NewBuild {
             app_id: app.id,
             commit_id: is_commit.then(|| git_ref.to_ascii_lowercase()),
             git_ref,
             trigger: "api".into(),
             force: body.force,
-        })?;
+        };
+        let queued = store
+            .db
+            .enqueue_requested_build(&new, None, requested.as_ref())?;
         let build = store.db.build(queued.id())?;
         Ok((queued, build))
     })

@@ -43,6 +43,9 @@ impl<E: std::fmt::Display> From<E> for Stop {
 
 pub(crate) async fn worker(builder: Arc<Builder>) {
     loop {
+        if builder.is_stopping() {
+            return;
+        }
         // Registered before looking at the queue, so a build queued meanwhile wakes us.
         let notified = builder.wake.notified();
         tokio::pin!(notified);
@@ -53,7 +56,10 @@ pub(crate) async fn worker(builder: Arc<Builder>) {
             Ok(Ok(Some(build))) => run(&builder, build).await,
             Ok(Ok(None)) => {
                 // Builds queued by another process (the CLI) wake nobody: look again soon.
-                let _ = tokio::time::timeout(Duration::from_millis(500), notified).await;
+                tokio::select! {
+                    _ = tokio::time::timeout(Duration::from_millis(500), notified) => {}
+                    _ = builder.stopped() => return,
+                }
             }
             Ok(Err(error)) => {
                 tracing::error!(%error, "cannot read the build queue");
@@ -72,10 +78,26 @@ async fn run(builder: &Builder, build: Build) {
     let store = builder.store.clone();
     let last_seq = store.db.last_log_seq(build.id).unwrap_or(0);
     let mut log = Log::start(store.clone(), build.id, last_seq);
-    let result = match pipeline(builder, &build, &mut log).await {
+    let started = std::time::Instant::now();
+    // A stopping process ends the build here: dropping the pipeline drops the engine's build
+    // stream, which stops the engine's build.
+    let result = tokio::select! {
+        result = pipeline(builder, &build, &mut log) => result,
+        reason = builder.stopped() => Err(Stop::Failed(reason)),
+    };
+    let result = match result {
         Err(Stop::Failed(reason)) => Err(Stop::Failed(with_disk_hint(reason, store.root()))),
         other => other,
     };
+    let outcome = match &result {
+        Ok(Outcome::Succeeded { .. }) => "succeeded",
+        Ok(Outcome::Skipped(_)) => "skipped",
+        Err(Stop::Cancelled) => "cancelled",
+        Err(Stop::Failed(_)) => "failed",
+    };
+    metrics::counter!("buildgrid_builds_total", "outcome" => outcome).increment(1);
+    metrics::histogram!("buildgrid_build_duration_seconds", "outcome" => outcome)
+        .record(started.elapsed().as_secs_f64());
     let ending = match &result {
         Ok(Outcome::Succeeded { image_ref, digest }) => {
             vec![format!("image: {image_ref}"), format!("digest: {digest}")]
@@ -201,6 +223,7 @@ async fn pipeline(builder: &Builder, build: &Build, log: &mut Log) -> Result<Out
         .commit_id
         .clone()
         .unwrap_or_else(|| build.git_ref.clone());
+    let stage = std::time::Instant::now();
     let (commit, fetch_note) = {
         let wanted = wanted.clone();
         let known = build.commit_id.clone();
@@ -232,6 +255,7 @@ async fn pipeline(builder: &Builder, build: &Build, log: &mut Log) -> Result<Out
         )
         .await?
     };
+    stage_done("fetch", stage);
     log.line(None, &fetch_note);
     let commit_id = commit.id.to_string();
     store
@@ -252,6 +276,7 @@ async fn pipeline(builder: &Builder, build: &Build, log: &mut Log) -> Result<Out
     // The build context, from git objects into a temporary file.
     let staging = store.blobs.staging()?;
     let context_path = staging.path().join("context.tar");
+    let stage = std::time::Instant::now();
     let context = {
         let git_dir = store.build_git_dir(&app.app, build.source_id);
         let context_path = context_path.clone();
@@ -268,6 +293,7 @@ async fn pipeline(builder: &Builder, build: &Build, log: &mut Log) -> Result<Out
         )
         .await?
     };
+    stage_done("context", stage);
     for submodule in &context.skipped_submodules {
         log.line(
             None,
@@ -277,6 +303,7 @@ async fn pipeline(builder: &Builder, build: &Build, log: &mut Log) -> Result<Out
     log.line(None, &format!("build context: {} files", context.files));
 
     // Build.
+    let stage = std::time::Instant::now();
     store.db.set_build_state(build.id, BuildState::Building)?;
     let docker = connect().await?;
     // Only images the build's namespace may use reach the engine.
@@ -342,9 +369,11 @@ async fn pipeline(builder: &Builder, build: &Build, log: &mut Log) -> Result<Out
     // Dropping the stream above closes the connection, which stops the engine's build.
     drop(stream);
     drop(token);
+    stage_done("build", stage);
     check_cancel(&store, build.id)?;
 
     // Store a copy of the image.
+    let stage = std::time::Instant::now();
     store.db.set_build_state(build.id, BuildState::Storing)?;
     log.line(None, &format!("storing {public_name}"));
     let archive_path = staging.path().join("image.tar");
@@ -401,6 +430,7 @@ async fn pipeline(builder: &Builder, build: &Build, log: &mut Log) -> Result<Out
             started.elapsed().as_secs_f64()
         ),
     );
+    stage_done("store", stage);
     let bases = dockerfile::base_images(&context.dockerfile_text, &app.build_args);
     store.db.add_image_bases(&repo, &report.digest, &bases)?;
     // Removing hundreds of megabytes of spooled files can take a while: not on the build's time.
@@ -427,6 +457,12 @@ async fn pipeline(builder: &Builder, build: &Build, log: &mut Log) -> Result<Out
         image_ref,
         digest: report.digest,
     })
+}
+
+/// Records how long a stage of a build took (fetch, context, build, store).
+fn stage_done(stage: &'static str, started: std::time::Instant) {
+    metrics::histogram!("buildgrid_build_stage_duration_seconds", "stage" => stage)
+        .record(started.elapsed().as_secs_f64());
 }
 
 /// `host[:port]` of a URL.

@@ -9,7 +9,7 @@ use std::hash::{BuildHasher as _, RandomState};
 use std::sync::{Arc, Mutex};
 
 use actix_web::http::header;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use buildgrid_access::{AuthError, Principal};
 use buildgrid_core::{ErrorCode, RepoName};
 use buildgrid_store::StoreError;
@@ -108,7 +108,14 @@ pub(crate) async fn principal(
             result.map_err(|e| RegistryError::internal(&e))?
         }
     };
-    result.map_err(|error| auth_error(registry, error, None))
+    let principal = result.map_err(|error| auth_error(registry, error, None))?;
+    // For the request log.
+    if !principal.is_anonymous() {
+        request
+            .extensions_mut()
+            .insert(buildgrid_core::RequestUser(principal.actor()));
+    }
+    Ok(principal)
 }
 
 pub(crate) fn auth_error(
@@ -117,12 +124,15 @@ pub(crate) fn auth_error(
     scope: Option<&str>,
 ) -> RegistryError {
     match error {
-        AuthError::Unauthorized(message) => RegistryError::new(ErrorCode::Unauthorized, message)
-            .with_header(
+        AuthError::Unauthorized(message) => {
+            crate::metrics::auth_failed();
+            RegistryError::new(ErrorCode::Unauthorized, message).with_header(
                 header::WWW_AUTHENTICATE.as_str(),
                 challenge(&registry.auth, scope),
-            ),
+            )
+        }
         AuthError::TooManyAttempts { retry_after } => {
+            crate::metrics::rate_limited();
             RegistryError::new(ErrorCode::TooManyRequests, error.to_string())
                 .with_header(header::RETRY_AFTER.as_str(), retry_after.to_string())
         }

@@ -11,6 +11,7 @@ mod downloads;
 mod error;
 mod listing;
 mod manifests;
+mod metrics;
 mod route;
 mod writes;
 
@@ -60,10 +61,15 @@ impl Registry {
 /// Mounts the registry under `/v2`, and its token endpoint at `/auth/token`.
 pub fn configure(cfg: &mut web::ServiceConfig, registry: web::Data<Registry>) {
     cfg.app_data(registry)
-        .route("/auth/token", web::get().to(auth::token_endpoint))
-        .route("/auth/token", web::post().to(auth::token_endpoint))
+        .service(
+            web::resource("/auth/token")
+                .wrap_fn(metrics::observe)
+                .route(web::get().to(auth::token_endpoint))
+                .route(web::post().to(auth::token_endpoint)),
+        )
         .service(
             web::scope("/v2")
+                .wrap_fn(metrics::observe)
                 .wrap(
                     actix_web::middleware::DefaultHeaders::new()
                         .add(("Docker-Distribution-API-Version", "registry/2.0")),

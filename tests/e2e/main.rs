@@ -20,6 +20,7 @@ mod full_disk;
 mod hardening;
 mod import;
 mod isolation;
+mod operations;
 mod private_data;
 mod pull;
 mod push;

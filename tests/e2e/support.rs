@@ -24,14 +24,41 @@ impl Buildgrid {
     }
 
     pub fn spawn_in(data: tempfile::TempDir) -> Buildgrid {
-        let (child, addr) = start(data.path(), &[]);
+        let (child, addr) = start(data.path(), &[], &[]);
         Buildgrid { data, addr, child }
+    }
+
+    /// A server started with extra `serve` arguments (e.g. `--metrics-listen`).
+    pub fn spawn_with_args(args: &[&str]) -> Buildgrid {
+        let data = tempfile::tempdir().unwrap();
+        let (child, addr) = start(data.path(), &[], args);
+        Buildgrid { data, addr, child }
+    }
+
+    /// The server's process id (to send it signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits up to `within` for the server to exit by itself; its status, or `None` if it
+    /// still runs.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// A server with extra environment variables (e.g. another `DOCKER_HOST`).
     pub fn spawn_with_env(env: &[(&str, &str)]) -> Buildgrid {
         let data = tempfile::tempdir().unwrap();
-        let (child, addr) = start(data.path(), env);
+        let (child, addr) = start(data.path(), env, &[]);
         Buildgrid { data, addr, child }
     }
 
@@ -100,7 +127,7 @@ impl Buildgrid {
     /// Starts the server again on the same data directory (on a new port).
     pub fn restart(&mut self) {
         self.kill();
-        let (child, addr) = start(self.data.path(), &[]);
+        let (child, addr) = start(self.data.path(), &[], &[]);
         self.child = child;
         self.addr = addr;
     }
@@ -155,7 +182,7 @@ impl Buildgrid {
 }
 
 /// Starts `buildgrid serve` on a free port with its data in `<dir>/data`.
-fn start(dir: &Path, env: &[(&str, &str)]) -> (Child, SocketAddr) {
+fn start(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> (Child, SocketAddr) {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -164,6 +191,7 @@ fn start(dir: &Path, env: &[(&str, &str)]) -> (Child, SocketAddr) {
     let mut child = Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0", "--data"])
         .arg(dir.join("data"))
+        .args(args)
         .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(log)

@@ -2,7 +2,8 @@
 //! API does, and wakes the builder. The pages never talk to the Docker engine or git.
 
 use actix_web::http::header::LOCATION;
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
+use buildgrid_core::RequestId;
 use buildgrid_store::{App, NewBuild};
 use maud::{Markup, html};
 use serde::Deserialize;
@@ -50,6 +51,7 @@ pub struct BuildForm {
 
 /// Queues the build and sends the browser to its page.
 pub async fn submit(
+    request: HttpRequest,
     viewer: Viewer,
     path: web::Path<(String, String)>,
     form: web::Form<BuildForm>,
@@ -79,7 +81,13 @@ pub async fn submit(
         force: form.force.is_some(),
     };
     let store = state.store.clone();
-    let queued = blocking(move || Ok(store.db.enqueue_build(&new)?)).await?;
+    let requested = request.extensions().get::<RequestId>().cloned();
+    let queued = blocking(move || {
+        Ok(store
+            .db
+            .enqueue_requested_build(&new, None, requested.as_ref())?)
+    })
+    .await?;
     (state.settings.wake)();
     Ok(HttpResponse::SeeOther()
         .insert_header((LOCATION, format!("/builds/{}", queued.id())))

@@ -73,6 +73,7 @@ pub fn open(web: &Web, request: &HttpRequest) -> Result<Opened, PageError> {
     Ok(Opened {
         permit: shared.open_stream(request.peer_addr().map(|a| a.ip()))?,
         idle: shared.limits().stream_idle,
+        counted: Counted::new(),
     })
 }
 
@@ -80,6 +81,23 @@ pub fn open(web: &Web, request: &HttpRequest) -> Result<Opened, PageError> {
 pub struct Opened {
     permit: StreamPermit,
     idle: Duration,
+    counted: Counted,
+}
+
+/// Counts an open stream in `buildgrid_web_event_streams_open` while it lives.
+struct Counted;
+
+impl Counted {
+    fn new() -> Counted {
+        metrics::gauge!("buildgrid_web_event_streams_open").increment(1.0);
+        Counted
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        metrics::gauge!("buildgrid_web_event_streams_open").decrement(1.0);
+    }
 }
 
 /// An event stream that calls `poll` every `interval` until it ends, the client goes away, or
@@ -97,14 +115,20 @@ where
         wait: bool,
         last_event: Instant,
         _permit: StreamPermit,
+        _counted: Counted,
     }
-    let Opened { permit, idle } = opened;
+    let Opened {
+        permit,
+        idle,
+        counted,
+    } = opened;
     let start = Looking {
         state: Some(state),
         poll,
         wait: false,
         last_event: Instant::now(),
         _permit: permit,
+        _counted: counted,
     };
     let body = futures_util::stream::unfold(start, move |mut looking| async move {
         let mut quiet = Duration::ZERO;

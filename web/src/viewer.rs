@@ -8,7 +8,7 @@ use std::future::{Ready, ready};
 use std::sync::Arc;
 
 use actix_web::dev::Payload;
-use actix_web::{FromRequest, HttpRequest, web};
+use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
 use buildgrid_access::{Access, Principal, secret};
 use buildgrid_core::AppRef;
 use buildgrid_store::User;
@@ -141,6 +141,12 @@ fn viewer(request: &HttpRequest) -> Result<Viewer, PageError> {
         Some((user, csrf)) => (Some(user), csrf),
         None => (None, String::new()),
     };
+    if let Some(user) = &user {
+        // For the request log.
+        request
+            .extensions_mut()
+            .insert(buildgrid_core::RequestUser(user.name.clone()));
+    }
     Ok(Viewer {
         principal: Principal {
             user,

@@ -6,6 +6,8 @@ mod backup;
 mod builds;
 mod config;
 mod deploys;
+mod metrics;
+mod request_log;
 mod serve;
 mod telemetry;
 

@@ -70,16 +70,22 @@ pub fn run(data: &Path, args: crate::config::Serve) -> anyhow::Result<()> {
     );
     let access = Arc::new(Access::new(store.clone()).context("cannot set up access control")?);
     raise_open_file_limit();
+    let operations = web::Data::new(crate::metrics::Operations {
+        handle: crate::metrics::install()?,
+        store: store.clone(),
+        access: access.clone(),
+    });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         let slot: Arc<std::sync::OnceLock<Parts>> = Arc::default();
         let app_store = store.clone();
         let app_builder = slot.clone();
         // One for all workers: the caps on open streams and archive writers hold per process.
         let shared = buildgrid_web::Shared::default();
+        let app_operations = operations.clone();
         let mut server = HttpServer::new(move || {
             let (builder, registry, deployer) = app_builder
                 .get()
@@ -87,6 +93,8 @@ pub fn run(data: &Path, args: crate::config::Serve) -> anyhow::Result<()> {
                 .clone();
             let pages = web_settings(&builder, deployer, shared.clone());
             App::new()
+                .wrap_fn(crate::request_log::observe)
+                .configure(|cfg| crate::metrics::configure(cfg, app_operations.clone(), false))
                 .configure(|cfg| buildgrid_registry::configure(cfg, registry))
                 .configure(|cfg| buildgrid_builder::configure(cfg, builder))
                 .configure(|cfg| buildgrid_web::configure(cfg, app_store.clone(), pages))
@@ -94,10 +102,30 @@ pub fn run(data: &Path, args: crate::config::Serve) -> anyhow::Result<()> {
         if let Some(workers) = args.workers {
             server = server.workers(workers);
         }
+        // Signals are handled below: SIGTERM and SIGINT alike stop gracefully.
         let server = server
+            .disable_signals()
+            .shutdown_timeout(args.shutdown_grace)
             .bind(args.listen)
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         let address = server.addrs()[0];
+        let metrics_server = match args.metrics_listen {
+            None => None,
+            Some(listen) => {
+                let operations = operations.clone();
+                let server = HttpServer::new(move || {
+                    App::new()
+                        .wrap_fn(crate::request_log::observe)
+                        .configure(|cfg| crate::metrics::configure(cfg, operations.clone(), true))
+                })
+                .workers(1)
+                .disable_signals()
+                .shutdown_timeout(args.shutdown_grace)
+                .bind(listen)
+                .with_context(|| format!("cannot listen on {listen} for metrics"))?;
+                Some(server)
+            }
+        };
         let public_url = args
             .public_url
             .clone()
@@ -166,6 +194,9 @@ pub fn run(data: &Path, args: crate::config::Serve) -> anyhow::Result<()> {
         // later on, so failures to print are ignored rather than fatal.
         let mut out = std::io::stdout();
         let _ = writeln!(out, "buildgrid listening on http://{address}");
+        if let Some(server) = &metrics_server {
+            let _ = writeln!(out, "metrics listening on http://{}", server.addrs()[0]);
+        }
         if let Some((name, password)) = made.user {
             let _ = writeln!(
                 out,
@@ -189,11 +220,94 @@ pub fn run(data: &Path, args: crate::config::Serve) -> anyhow::Result<()> {
                 let _ = tokio::task::spawn_blocking(move || registry.flush_downloads()).await;
             }
         });
-        let result = server.run().await;
+        let upkeep = operations.clone();
+        let upkeeping = tokio::spawn(async move {
+            // Histograms gather samples until they are drained: drained here when nobody scrapes.
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                upkeep.handle.run_upkeep();
+            }
+        });
+        let server = server.run();
+        let metrics_server = metrics_server.map(|server| server.run());
+        let handles: Vec<_> = std::iter::once(server.handle())
+            .chain(metrics_server.as_ref().map(|s| s.handle()))
+            .collect();
+        let metrics_serving = metrics_server.map(tokio::spawn);
+        let signal: Arc<std::sync::OnceLock<&'static str>> = Arc::default();
+        let received = signal.clone();
+        tokio::spawn(async move {
+            let name = stop_signal().await;
+            let _ = received.set(name);
+            tracing::info!(
+                signal = name,
+                grace_seconds = args.shutdown_grace,
+                "stopping: no new connections; requests in flight may finish"
+            );
+            futures_util::future::join_all(handles.iter().map(|h| h.stop(true))).await;
+        });
+        let result = server.await;
+        if let Some(serving) = metrics_serving {
+            let _ = serving.await;
+        }
+        let reason = match signal.get() {
+            Some(name) => format!("interrupted: buildgrid stopped ({name})"),
+            None => "interrupted: buildgrid stopped".to_owned(),
+        };
+        stop_work(&store, &builder, &reason).await;
+        upkeeping.abort();
         flushing.abort();
         registry.flush_downloads();
+        tracing::info!("stopped");
         result.context("the HTTP server failed")
-    })
+    });
+    // Blocking tasks still running (an ingest the stop interrupted) are not waited for: what
+    // they leave half done, the next start finds and removes.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
+/// Waits for SIGTERM or SIGINT; returns its name.
+async fn stop_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut terminate), Ok(mut interrupt)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot listen for SIGTERM and SIGINT: stop buildgrid with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = terminate.recv() => "SIGTERM",
+        _ = interrupt.recv() => "SIGINT",
+    }
+}
+
+/// Settles the work in progress when the server has stopped: running builds end failed with
+/// `reason` (their workers stop them; any a worker did not end is marked as a restart would),
+/// and deploys this process runs are marked interrupted, as the next start's recovery would.
+async fn stop_work(store: &Arc<Store>, builder: &Arc<Builder>, reason: &str) {
+    if tokio::time::timeout(Duration::from_secs(5), builder.stop(reason))
+        .await
+        .is_err()
+    {
+        tracing::warn!("build workers did not stop within 5 s");
+    }
+    match store.db.interrupt_running_builds(reason) {
+        Ok(ids) if !ids.is_empty() => tracing::warn!(?ids, "builds still running marked failed"),
+        Ok(_) => {}
+        Err(error) => tracing::error!(%error, "cannot mark running builds failed"),
+    }
+    let me = std::process::id();
+    match store.db.interrupt_dead_deploys(|pid| pid != me) {
+        Ok(deploys) if !deploys.is_empty() => {
+            let ids: Vec<i64> = deploys.iter().map(|d| d.id).collect();
+            tracing::warn!(?ids, "deploys in progress marked interrupted");
+        }
+        Ok(_) => {}
+        Err(error) => tracing::error!(%error, "cannot mark deploys in progress interrupted"),
+    }
 }
 
 /// The web pages' settings: the builder's public URL, its wake-up, its access rules and deploys.

@@ -7,10 +7,12 @@ mod digest;
 mod error_code;
 pub mod media_type;
 mod name;
+mod request;
 mod text;
 
 pub use app::{AppError, AppRef};
 pub use digest::{Digest, DigestError, Sha256Writer};
 pub use error_code::ErrorCode;
 pub use name::{NameError, Reference, RepoName, Tag};
+pub use request::{RequestId, RequestUser};
 pub use text::escape_control;

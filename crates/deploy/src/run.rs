@@ -110,6 +110,7 @@ pub async fn deploy(
         .into_iter()
         .map(|s| (s.name.clone(), s))
         .collect();
+    let deploy_started = std::time::Instant::now();
     let deploy = store
         .db
         .start_deploy(app.id, build.id, trigger, std::process::id(), process_alive)
@@ -223,6 +224,9 @@ pub async fn deploy(
     store
         .db
         .finish_deploy(deploy.id, state, reason.as_deref())?;
+    metrics::counter!("buildgrid_deploys_total", "outcome" => state).increment(1);
+    metrics::histogram!("buildgrid_deploy_duration_seconds", "outcome" => state)
+        .record(deploy_started.elapsed().as_secs_f64());
     Ok(store
         .db
         .deploy(deploy.id)?

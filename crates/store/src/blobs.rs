@@ -28,6 +28,17 @@ impl BlobStore {
         Ok(BlobStore { blobs_dir, tmp_dir })
     }
 
+    /// Whether the blob directory answers: it can be listed (a readiness probe; a hung
+    /// network mount makes this wait, so callers time it).
+    pub fn answering(&self) -> Result<(), StoreError> {
+        let mut entries =
+            fs::read_dir(&self.blobs_dir).map_err(|e| StoreError::io(&self.blobs_dir, e))?;
+        if let Some(Err(error)) = entries.next() {
+            return Err(StoreError::io(&self.blobs_dir, error));
+        }
+        Ok(())
+    }
+
     pub fn path(&self, digest: &Digest) -> PathBuf {
         let hex = digest.hex();
         self.blobs_dir.join(&hex[..2]).join(hex)

@@ -27,11 +27,11 @@ use std::sync::Arc;
 
 pub use blobs::{BlobStore, BlobWriter, StagedBlob};
 pub use db::{
-    App, AppSummary, ArchiveChecksums, AuditEntry, BlobRow, Build, BuildFilter, BuildState, Db,
-    Deploy, DeployImage, DeployLine, DeployLogFilter, DownloadCount, ImageFilesRow, ImageRecord,
-    LayerFilesRow, LayerRow, LogFilter, LogLine, LogStep, ManifestRecord, ManifestRow, Namespace,
-    NewApp, NewBuild, NewSource, NewToken, Page, Queued, ReferrerRow, Server, ServerAccess,
-    ServiceRow, Source, TokenRow, Undeployable, User,
+    App, AppSummary, ArchiveChecksums, AuditEntry, BlobRow, BlobTotals, Build, BuildFilter,
+    BuildState, Db, Deploy, DeployImage, DeployLine, DeployLogFilter, DownloadCount, ImageFilesRow,
+    ImageRecord, LayerFilesRow, LayerRow, LogFilter, LogLine, LogStep, ManifestRecord, ManifestRow,
+    Namespace, NewApp, NewBuild, NewSource, NewToken, Page, Queued, ReferrerRow, Server,
+    ServerAccess, ServiceRow, Source, TokenRow, Undeployable, User,
 };
 pub use error::StoreError;
 pub use private_dir::keep_new_files_private;

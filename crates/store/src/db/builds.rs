@@ -1,6 +1,6 @@
 //! Builds, their queue and their logs, and webhook deliveries.
 
-use buildgrid_core::Digest;
+use buildgrid_core::{Digest, RequestId};
 use rusqlite::{OptionalExtension, Row, params};
 
 use super::Db;
@@ -160,9 +160,21 @@ impl Db {
         new: &NewBuild,
         source: Option<i64>,
     ) -> Result<Queued, StoreError> {
+        self.enqueue_requested_build(new, source, None)
+    }
+
+    /// Queues a build as `enqueue_source_build` does; a new build's first log line names the
+    /// HTTP request that queued it (`requested by request <id>`), written in the same
+    /// transaction so the worker's lines follow it.
+    pub fn enqueue_requested_build(
+        &self,
+        new: &NewBuild,
+        source: Option<i64>,
+        request: Option<&RequestId>,
+    ) -> Result<Queued, StoreError> {
         self.with(|conn| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let queued = enqueue(&tx, new, source)?;
+            let queued = enqueue(&tx, new, source, request)?;
             tx.commit()?;
             Ok(queued)
         })
@@ -175,6 +187,7 @@ impl Db {
         delivery: Option<&str>,
         new: &NewBuild,
         source: Option<i64>,
+        request: Option<&RequestId>,
     ) -> Result<Option<Queued>, StoreError> {
         self.with(|conn| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -189,7 +202,7 @@ impl Db {
                     return Ok(None);
                 }
             }
-            let queued = enqueue(&tx, new, source)?;
+            let queued = enqueue(&tx, new, source, request)?;
             tx.commit()?;
             Ok(Some(queued))
         })
@@ -420,6 +433,7 @@ fn enqueue(
     tx: &rusqlite::Transaction<'_>,
     new: &NewBuild,
     source: Option<i64>,
+    request: Option<&RequestId>,
 ) -> Result<Queued, StoreError> {
     if let (Some(commit), false) = (&new.commit_id, new.force) {
         let existing = tx
@@ -448,5 +462,13 @@ fn enqueue(
             source
         ],
     )?;
-    Ok(Queued::New(tx.last_insert_rowid()))
+    let id = tx.last_insert_rowid();
+    if let Some(request) = request {
+        tx.execute(
+            "INSERT INTO build_log (build_id, seq, at_ms, step, line)
+             VALUES (?1, 1, ?2, NULL, ?3)",
+            params![id, now_ms(), format!("requested by request {request}")],
+        )?;
+    }
+    Ok(Queued::New(id))
 }

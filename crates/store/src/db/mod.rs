@@ -16,6 +16,7 @@ mod files;
 mod images;
 mod log_view;
 mod logs;
+mod operations;
 mod schema;
 mod sources;
 mod timeline;
@@ -33,6 +34,7 @@ pub use images::{
 };
 pub use log_view::{LogFilter, LogStep};
 pub use logs::LogLine;
+pub use operations::BlobTotals;
 pub use sources::{NewSource, Source, Undeployable};
 pub use timeline::{AppSummary, BuildFilter, Page};
 pub(crate) use whole::blobs_in_file;
