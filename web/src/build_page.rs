@@ -5,7 +5,7 @@
 use actix_web::http::StatusCode;
 use actix_web::http::header::LOCATION;
 use actix_web::{HttpResponse, web};
-use buildgrid_store::{App, Build, BuildState, LogLine, LogStep};
+use buildgrid_store::{App, Build, BuildState, Deploy, LogLine, LogStep};
 use maud::{Markup, html};
 
 use crate::error::{PageError, blocking};
@@ -55,6 +55,8 @@ struct LogView {
     lines: Vec<LogLine>,
     steps: Vec<LogStep>,
     total: i64,
+    /// Whether a line looks like an error, so that "First error" leads somewhere.
+    has_error: bool,
 }
 
 pub async fn page(
@@ -72,7 +74,7 @@ pub async fn page(
     };
     let filter = query.filter();
     let store = state.store.clone();
-    let id = build.id;
+    let (id, state_now) = (build.id, build.state);
     let read = match window {
         Window::Tail => (true, i64::MAX),
         Window::Before(before) => (true, before),
@@ -86,29 +88,63 @@ pub async fn page(
             (true, before) => store.db.log_before(id, before, &filter, WINDOW)?,
             (false, after) => store.db.log_after(id, after, &filter, WINDOW)?,
         };
+        // A failed build's error is mostly in its last lines: the whole log is searched only
+        // when the window shows none.
+        let has_error = state_now != BuildState::Succeeded
+            && (lines.iter().any(|l| log_lines::is_error(&l.line))
+                || store.db.first_log_match(id, ERROR_PATTERNS)?.is_some());
         Ok(Some(LogView {
             lines,
             steps: store.db.log_steps(id)?,
             total: store.db.last_log_seq(id)?,
+            has_error,
         }))
     })
     .await?;
+    let deploy = newest_deploy(&state, &viewer, &build, &app).await?;
+    let shown = Shown {
+        build: &build,
+        app: &app,
+        deploy: deploy.as_ref(),
+    };
     let markup = match view {
-        Some(view) => render(&viewer, &build, &app, &view, &window, &query, &state),
-        None => render_without_log(&viewer, &build, &app, &state),
+        Some(view) => render(&viewer, &shown, &view, &window, &query, &state),
+        None => render_without_log(&viewer, &shown, &state),
     };
     Ok(layout::html_response(StatusCode::OK, &markup))
 }
 
-fn render(
+/// The newest deploy of a build, for viewers who may see deploys.
+pub async fn newest_deploy(
+    web: &Web,
     viewer: &Viewer,
     build: &Build,
     app: &App,
+) -> Result<Option<Deploy>, PageError> {
+    if build.state != BuildState::Succeeded || !viewer.may_read_logs(app.app.namespace()) {
+        return Ok(None);
+    }
+    let store = web.store.clone();
+    let (app_id, id) = (app.id, build.id);
+    blocking(move || Ok(store.db.newest_deploys_of_builds(app_id, &[id])?.pop())).await
+}
+
+/// The build a page is about, its app and its newest deploy (when the viewer may see it).
+struct Shown<'a> {
+    build: &'a Build,
+    app: &'a App,
+    deploy: Option<&'a Deploy>,
+}
+
+fn render(
+    viewer: &Viewer,
+    shown: &Shown<'_>,
     view: &LogView,
     window: &Window,
     query: &LogQuery,
     state: &Web,
 ) -> Markup {
+    let (build, app) = (shown.build, shown.app);
     let host = state.settings.registry_host();
     let filter = query.filter();
     let base = query.base();
@@ -136,8 +172,9 @@ fn render(
         )
     });
     let id = build.id;
+    let filtered = filter != Default::default();
     let content = html! {
-        p { (status(build)) }
+        p { (status(build)) " " (crate::deploys::build_badge(shown.deploy)) }
         (facts(build, app, host, format::now()))
         form.bar method="get" action={ "/builds/" (id) } role="search" {
             label { "Text"
@@ -155,25 +192,19 @@ fn render(
             @if filter != Default::default() {
                 a href={ "/builds/" (id) } { "Clear" }
             }
-            @if build.state != BuildState::Succeeded {
-                a href={ "/builds/" (id) "/first-error" } { "First error" }
+            @if view.has_error {
+                a #first-error href={ "/builds/" (id) "/first-error" } { "First error" }
             }
             a href={ "/builds/" (id) "/log.txt" } download { "Download raw" }
         }
-        @if !view.steps.is_empty() {
-            nav aria-label="Build steps" {
-                ul.steps {
-                    @for step in &view.steps {
-                        li { a href={ "/builds/" (id) "?after=" (step.first_seq - 1) "#L" (step.first_seq) } title=(step.first_line) { "Step " (step.step) } }
-                    }
-                }
-            }
-        }
+        (steps(id, &view.steps))
         div.window {
-            @if let (Some(first), Some(last)) = (first, last) {
-                span { "Lines " (first) "–" (last) " of " (view.total) @if filter != Default::default() { ", filtered" } }
-            } @else {
-                span { @if filter != Default::default() { "No line matches." } @else { "No lines yet." } }
+            span #log-count data-filtered[filtered] {
+                @if let (Some(first), Some(last)) = (first, last) {
+                    "Lines " (first) "–" (last) " of " (view.total) @if filtered { ", filtered" }
+                } @else {
+                    @if filtered { "No line matches." } @else { "No lines yet." }
+                }
             }
             a #earlier href={ (base) "before=" (earlier_from) } hidden[!earlier]
                 data-fragment={ "/builds/" (id) "/lines" (base) "before=" (earlier_from) }
@@ -185,7 +216,8 @@ fn render(
                 a href=(if base == "?" { format!("/builds/{id}") } else { base.trim_end_matches('&').to_owned() }) { "Newest lines" }
             }
         }
-        div #log.log role="log" aria-label="Build log" data-events=[live] {
+        // The newest lines open at the log's end (unless the address names a line).
+        div #log.log role="log" aria-label="Build log" data-events=[live] data-tail[at_tail && matches!(window, Window::Tail)] {
             (log_lines::lines(&view.lines, &filter))
         }
         (end_note(build, app, host))
@@ -200,11 +232,26 @@ fn render(
     )
 }
 
+/// The build's steps, each a link to its first line; the event stream replaces them as steps
+/// start.
+pub fn steps(id: i64, steps: &[LogStep]) -> Markup {
+    html! {
+        nav #build-steps aria-label="Build steps" hidden[steps.is_empty()] {
+            ul.steps {
+                @for step in steps {
+                    li { a href={ "/builds/" (id) "?after=" (step.first_seq - 1) "#L" (step.first_seq) } title=(step.first_line) { "Step " (step.step) } }
+                }
+            }
+        }
+    }
+}
+
 /// The page of a build whose log the viewer may not read: what was built and how it ended.
-fn render_without_log(viewer: &Viewer, build: &Build, app: &App, state: &Web) -> Markup {
+fn render_without_log(viewer: &Viewer, shown: &Shown<'_>, state: &Web) -> Markup {
+    let (build, app) = (shown.build, shown.app);
     let host = state.settings.registry_host();
     let content = html! {
-        p { (status(build)) }
+        p { (status(build)) " " (crate::deploys::build_badge(shown.deploy)) }
         (facts(build, app, host, format::now()))
         p #log-hidden.notice { (viewer.logs_hidden(app.app.namespace())) }
         (end_note(build, app, host))

@@ -185,12 +185,12 @@ pub async fn page(
         }
     };
     let content = html! {
+        (reason(&deploy))
         div.meta.intro {
             (status(&deploy))
             span { "of " a href={ "/builds/" (deploy.build_id) } { "build #" (deploy.build_id) } }
             span { "by " (deploy.trigger) }
             span { "started " (layout::ago(now, deploy.started_at)) }
-            (reason(&deploy))
         }
         form.bar method="get" action={ "/deploys/" (deploy.id) } {
             (select("server", "Server", &servers, &query.server))
@@ -245,8 +245,31 @@ fn status(deploy: &Deploy) -> Markup {
     html! { span #deploy-status class={ "status " (state_class(&deploy.state)) } data-state=(deploy.state) { (deploy.state) } }
 }
 
+/// Why a deploy did not succeed, at the top of its page.
 fn reason(deploy: &Deploy) -> Markup {
-    html! { span #deploy-reason { @if let Some(reason) = &deploy.reason { (reason) } } }
+    html! {
+        div #deploy-reason {
+            @if let Some(reason) = &deploy.reason {
+                p.notice.bad[deploy.state != "succeeded"] role="alert" {
+                    strong { "Deploy " (deploy.state) ": " } (reason)
+                }
+            }
+        }
+    }
+}
+
+/// Next to a succeeded build: that its newest deploy did not succeed (or still runs), with a
+/// link to it. Nothing when it succeeded or there is none.
+pub fn build_badge(deploy: Option<&Deploy>) -> Markup {
+    html! {
+        @if let Some(deploy) = deploy.filter(|d| d.state != "succeeded") {
+            a.deploy-state href={ "/deploys/" (deploy.id) } title=[deploy.reason.as_deref()] {
+                span class={ "status " (state_class(&deploy.state)) } data-state=(deploy.state) {
+                    "deploy #" (deploy.id) " " (deploy.state)
+                }
+            }
+        }
+    }
 }
 
 fn lines_markup(lines: &[DeployLine]) -> Markup {

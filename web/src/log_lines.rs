@@ -138,10 +138,9 @@ pub async fn events(
     let (build, app) = load_build_log(&state, &viewer, path.into_inner()).await?;
     let after = events::last_event_id(&request).or(query.after).unwrap_or(0);
     let filter = query.filter();
-    let following = Following {
-        after,
-        state: Some(build.state),
-    };
+    // No state is known yet: the first look sends the build as it is now, so a page that
+    // connects after the build moved on is brought up to date.
+    let following = Following { after, state: None };
     Ok(events::stream(opened, following, POLL, move |following| {
         let state = state.clone();
         let filter = filter.clone();
@@ -151,13 +150,20 @@ pub async fn events(
             let id = build.id;
             let after = following.after;
             let wanted = filter.clone();
-            let (build, new, scanned) = blocking(move || {
+            let first_look = following.state.is_none();
+            let (build, new, scanned, steps) = blocking(move || {
                 // The state first: a build is seen ended only after all its lines are stored.
                 let build = store.db.build(id)?;
                 // With a filter, every line up to here is looked at, matching or not.
                 let scanned = store.db.last_log_seq(id)?;
                 let new = store.db.log_after(id, after, &wanted, BATCH)?;
-                Ok((build, new, scanned))
+                // Steps start with new lines (of any step, so not only the filtered ones).
+                let steps = if first_look || scanned > after {
+                    Some(store.db.log_steps(id)?)
+                } else {
+                    None
+                };
+                Ok((build, new, scanned, steps))
             })
             .await?;
             let build: Build =
@@ -183,15 +189,25 @@ pub async fn events(
                         "status": build_page::status(&build).0,
                         "end": build_page::end_note(&build, &app, host).0,
                         "facts": build_page::facts(&build, &app, host, format::now()).0,
+                        "steps": steps.map(|steps| build_page::steps(id, &steps).0),
+                        "total": scanned,
                     }),
                 });
                 return Ok(Poll::End(events));
             }
-            if following.state != Some(build.state) {
+            // The page's header follows: state, duration, steps and the number of lines.
+            if following.state != Some(build.state) || steps.is_some() {
+                let host = state.settings.registry_host();
                 events.push(Event {
                     id: Some(after),
                     name: "state",
-                    data: json!({ "state": build.state.as_str(), "status": build_page::status(&build).0 }),
+                    data: json!({
+                        "state": build.state.as_str(),
+                        "status": build_page::status(&build).0,
+                        "facts": build_page::facts(&build, &app, host, format::now()).0,
+                        "steps": steps.map(|steps| build_page::steps(id, &steps).0),
+                        "total": scanned,
+                    }),
                 });
             }
             Ok(Poll::Continue {

@@ -2,12 +2,14 @@
 //! status, paged by build id, and kept live by an event stream while builds run.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use buildgrid_core::AppRef;
-use buildgrid_store::{App, Build, BuildFilter, BuildState, Page};
+use buildgrid_store::{
+    App, Build, BuildFilter, BuildState, Deploy, DeployImage, Page, Store, StoreError,
+};
 use maud::{Markup, html};
 use serde::Deserialize;
 use serde_json::json;
@@ -130,36 +132,35 @@ pub async fn page(
     // who may read a namespace that publishes its logs. Others cost no server a connection.
     let operations = viewer.may_read_logs(app.app.namespace());
     let newest = page == Page::Newest && operations;
-    let (builds, branches, (deploys, deployed, images)) = blocking(move || {
+    let (builds, branches, recent, badges) = blocking(move || {
         let builds = store.db.timeline(app_id, &filter, page, PAGE_SIZE)?;
         let branches = store.db.build_branches(app_id)?;
-        let deploys = if newest {
-            store.db.deploys_of_app(app_id, 10)?
+        let recent = if newest {
+            Some(recent_deploys(&store, app_id)?)
+        } else {
+            None
+        };
+        let badges = if operations {
+            let ids: Vec<i64> = builds.iter().map(|b| b.id).collect();
+            store.db.newest_deploys_of_builds(app_id, &ids)?
         } else {
             Vec::new()
         };
-        let ids: Vec<i64> = deploys.iter().map(|d| d.build_id).collect();
-        let deployed = store.db.app_builds_by_id(app_id, &ids)?;
-        let deploy_ids: Vec<i64> = deploys.iter().map(|d| d.id).collect();
-        let images = store.db.deploy_images(&deploy_ids)?;
-        Ok((builds, branches, (deploys, deployed, images)))
+        Ok((builds, branches, recent, badges))
     })
     .await?;
     let buttons = deploy_actions::buttons(&state, &viewer, &app).await?;
-    let running = if newest && !deploys.is_empty() {
-        deploy_actions::running(&state, &app).await
-    } else {
-        None
+    let operations = match recent {
+        Some(recent) => operations_markup(&state, &app, &recent, format::now()).await,
+        None => html! {},
     };
     let view = View {
         app: &app,
         buttons: buttons.as_ref(),
-        running: running.as_deref().unwrap_or_default(),
+        operations,
         builds: &builds,
+        badges: &badges,
         branches: &branches,
-        deploys: &deploys,
-        deployed: &deployed,
-        images: &images,
         query: &query,
         page,
         host: state.settings.registry_host(),
@@ -171,17 +172,55 @@ pub async fn page(
     ))
 }
 
+/// Deploys an app's timeline shows.
+const DEPLOYS: usize = 10;
+
+/// The recent deploys of an app, the builds they installed and what each service runs.
+struct Recent {
+    deploys: Vec<Deploy>,
+    deployed: Vec<Build>,
+    images: Vec<DeployImage>,
+}
+
+fn recent_deploys(store: &Store, app_id: i64) -> Result<Recent, StoreError> {
+    let deploys = store.db.deploys_of_app(app_id, DEPLOYS)?;
+    let ids: Vec<i64> = deploys.iter().map(|d| d.build_id).collect();
+    let deployed = store.db.app_builds_by_id(app_id, &ids)?;
+    let deploy_ids: Vec<i64> = deploys.iter().map(|d| d.id).collect();
+    let images = store.db.deploy_images(&deploy_ids)?;
+    Ok(Recent {
+        deploys,
+        deployed,
+        images,
+    })
+}
+
+/// What runs of the app on its servers and its recent deploys (nothing before its first
+/// deploy), as the page shows them and the event stream replaces them.
+async fn operations_markup(web: &Web, app: &App, recent: &Recent, now: i64) -> Markup {
+    let running = if recent.deploys.is_empty() {
+        None
+    } else {
+        deploy_actions::running(web, app).await
+    };
+    html! {
+        div #operations {
+            (deploy_actions::running_section(running.as_deref().unwrap_or_default()))
+            (crate::deploys::recent(&recent.deploys, &recent.deployed, &recent.images, now))
+        }
+    }
+}
+
 struct View<'a> {
     app: &'a App,
     buttons: Option<&'a deploy_actions::Buttons>,
-    running: &'a [deploy_actions::ServerRunning],
+    /// What runs and the recent deploys: empty for viewers who may not see them, and on
+    /// older pages.
+    operations: Markup,
     builds: &'a [Build],
+    /// The newest deploy of each build shown that was deployed.
+    badges: &'a [Deploy],
     branches: &'a [String],
-    deploys: &'a [buildgrid_store::Deploy],
-    /// The builds the deploys installed.
-    deployed: &'a [Build],
-    /// What each service of those deploys runs.
-    images: &'a [buildgrid_store::DeployImage],
     query: &'a TimelineQuery,
     page: Page,
     host: &'a str,
@@ -212,8 +251,7 @@ fn render(view: &View<'_>, viewer: &Viewer) -> Markup {
             span { "Image " code { (view.host) "/" (app.image_repo) } }
         }
         (build_now::form(app, viewer))
-        (deploy_actions::running_section(view.running))
-        (crate::deploys::recent(view.deploys, view.deployed, view.images, view.now))
+        (view.operations)
         form.bar method="get" action={ "/apps/" (app.app) } {
             label { "Branch"
                 select name="branch" {
@@ -241,7 +279,7 @@ fn render(view: &View<'_>, viewer: &Viewer) -> Markup {
         }
         ol #timeline.cards aria-label="Builds" aria-live="polite" data-events=[live] {
             @for build in view.builds {
-                (build_row(build, app, view.host, view.now, view.buttons))
+                (build_row(build, app, view.host, view.now, view.buttons, badge(view.badges, build)))
             }
         }
         nav.pager aria-label="Pages" {
@@ -259,6 +297,11 @@ fn render(view: &View<'_>, viewer: &Viewer) -> Markup {
     layout::page_for(viewer, &app.app.to_string(), &[], content)
 }
 
+/// The newest deploy of `build` among `deploys`.
+fn badge<'a>(deploys: &'a [Deploy], build: &Build) -> Option<&'a Deploy> {
+    deploys.iter().rfind(|d| d.build_id == build.id)
+}
+
 /// One build of the timeline; the event stream sends the same markup.
 pub fn build_row(
     build: &Build,
@@ -266,6 +309,7 @@ pub fn build_row(
     host: &str,
     now: i64,
     buttons: Option<&deploy_actions::Buttons>,
+    deploy: Option<&Deploy>,
 ) -> Markup {
     // A build of one of the app's sources made an image of another repository.
     let repo = build
@@ -278,6 +322,7 @@ pub fn build_row(
         li #{ "b" (build.id) } {
             div.row {
                 (layout::status(build.state))
+                (crate::deploys::build_badge(deploy))
                 a.title href={ "/builds/" (build.id) } { "#" (build.id) }
                 span.branch { (build.git_ref) }
                 @if let Some(commit) = &build.commit_id {
@@ -326,15 +371,31 @@ pub struct EventsQuery {
 }
 
 struct Watching {
+    viewer: Viewer,
     filter: BuildFilter,
     buttons: Option<deploy_actions::Buttons>,
     after: i64,
     watch: Vec<i64>,
     known: HashMap<i64, BuildState>,
+    /// Whether the viewer sees deploys and what runs (the page shows them).
+    operations: bool,
+    /// The recent deploys' ids and states last sent; `None` before the first look.
+    deploys_sent: Option<Vec<(i64, String)>>,
+    /// The markup of the deploys and what runs last sent.
+    operations_sent: String,
+    /// Until when what runs is asked again each look (the servers' answer is shared and kept
+    /// a few seconds, so this costs them at most one question per few seconds).
+    running_until: Option<Instant>,
 }
 
+/// How long after a deploy changed the stream keeps asking what runs: containers start and stop
+/// a while after the deploy's row says so.
+const RUNNING_FOLLOW: Duration = Duration::from_secs(20);
+
 /// New builds and state changes of the builds a timeline page shows, as `build` events whose
-/// data is the row's markup.
+/// data is the row's markup; for viewers who see deploys also the deploys and what runs
+/// (`operations`) and, when a deploy changes which build runs, the rows of the builds shown
+/// (`row`). The first look sends the current state of all of these.
 pub async fn events(
     viewer: Viewer,
     request: HttpRequest,
@@ -366,12 +427,18 @@ pub async fn events(
         ..TimelineQuery::default()
     };
     let buttons = deploy_actions::buttons(&state, &viewer, &app).await?;
+    let operations = viewer.may_read_logs(app.app.namespace());
     let watching = Watching {
+        viewer,
         filter: filter.filter()?,
         buttons,
         after,
         watch,
         known: HashMap::new(),
+        operations,
+        deploys_sent: None,
+        operations_sent: String::new(),
+        running_until: None,
     };
     Ok(events::stream(opened, watching, POLL, move |watching| {
         let state = state.clone();
@@ -380,53 +447,168 @@ pub async fn events(
     }))
 }
 
+/// What one look at the store found for a timeline.
+struct Found {
+    new: Vec<Build>,
+    watched: Vec<Build>,
+    /// The recent deploys, for viewers who see them.
+    recent: Option<Recent>,
+}
+
 async fn poll(web: &Web, app: &App, mut watching: Watching) -> Result<Poll<Watching>, PageError> {
     let store = web.store.clone();
-    let (app_id, filter, after, watch) = (
+    let (app_id, filter, after, watch, operations) = (
         app.id,
         watching.filter.clone(),
         watching.after,
         watching.watch.clone(),
+        watching.operations,
     );
-    let (new, watched) = blocking(move || {
+    let found = blocking(move || {
         let new = store
             .db
             .timeline(app_id, &filter, Page::After(after), PAGE_SIZE)?;
         let watched = store.db.app_builds_by_id(app_id, &watch)?;
-        Ok((new, watched))
+        let recent = if operations {
+            Some(recent_deploys(&store, app_id)?)
+        } else {
+            None
+        };
+        Ok(Found {
+            new,
+            watched,
+            recent,
+        })
     })
     .await?;
     let now = format::now();
     let host = web.settings.registry_host();
     let mut events = Vec::new();
-    let again = new.len() == PAGE_SIZE;
-    for build in watched.iter().chain(new.iter().rev()) {
-        if watching.known.get(&build.id) == Some(&build.state) {
-            continue;
-        }
+    let again = found.new.len() == PAGE_SIZE;
+    let deploys: Vec<(i64, String)> = found.recent.as_ref().map_or_else(Vec::new, |r| {
+        r.deploys.iter().map(|d| (d.id, d.state.clone())).collect()
+    });
+    let deploys_changed = watching.operations && watching.deploys_sent.as_ref() != Some(&deploys);
+    if deploys_changed {
+        // Which build runs may have changed, and with it every row's button.
+        watching.buttons = deploy_actions::buttons(web, &watching.viewer, app).await?;
+    }
+    let changed: Vec<&Build> = found
+        .watched
+        .iter()
+        .chain(found.new.iter().rev())
+        .filter(|b| watching.known.get(&b.id) != Some(&b.state))
+        .collect();
+    let badges = if watching.operations && !changed.is_empty() {
+        let ids: Vec<i64> = changed.iter().map(|b| b.id).collect();
+        let store = web.store.clone();
+        blocking(move || Ok(store.db.newest_deploys_of_builds(app_id, &ids)?)).await?
+    } else {
+        Vec::new()
+    };
+    for build in changed {
         watching.known.insert(build.id, build.state);
         watching.after = watching.after.max(build.id);
         if !build.state.is_finished() && !watching.watch.contains(&build.id) {
             watching.watch.push(build.id);
         }
+        let row = build_row(
+            build,
+            app,
+            host,
+            now,
+            watching.buttons.as_ref(),
+            badge(&badges, build),
+        );
         events.push(Event {
             id: Some(watching.after),
             name: "build",
-            data: json!({ "id": build.id, "html": build_row(build, app, host, now, watching.buttons.as_ref()).0 }),
+            data: json!({ "id": build.id, "html": row.0 }),
         });
     }
     // Finished builds change no more; new ones are watched until they finish.
-    let finished: Vec<i64> = watched
+    let finished: Vec<i64> = found
+        .watched
         .iter()
-        .chain(new.iter())
+        .chain(found.new.iter())
         .filter(|b| b.state.is_finished())
         .map(|b| b.id)
         .collect();
     watching.watch.retain(|id| !finished.contains(id));
     watching.known.retain(|id, _| !finished.contains(id));
+    if let Some(recent) = found.recent {
+        events.extend(operations_events(web, app, &mut watching, recent, deploys_changed).await?);
+        watching.deploys_sent = Some(deploys);
+    }
     Ok(Poll::Continue {
         events,
         state: watching,
         again,
     })
+}
+
+/// The deploys and what runs, when they changed, and when a deploy changed, the rows of the
+/// builds the page shows (their buttons and deploy badges).
+async fn operations_events(
+    web: &Web,
+    app: &App,
+    watching: &mut Watching,
+    recent: Recent,
+    deploys_changed: bool,
+) -> Result<Vec<Event>, PageError> {
+    let mut events = Vec::new();
+    let running = recent.deploys.iter().any(|d| d.state == "running");
+    if deploys_changed || running {
+        watching.running_until = Some(Instant::now() + RUNNING_FOLLOW);
+    }
+    let follow = watching
+        .running_until
+        .is_some_and(|until| Instant::now() < until);
+    if !(deploys_changed || follow) {
+        return Ok(events);
+    }
+    let markup = operations_markup(web, app, &recent, format::now()).await.0;
+    if markup != watching.operations_sent {
+        events.push(Event {
+            id: None,
+            name: "operations",
+            data: json!({ "html": markup }),
+        });
+        watching.operations_sent = markup;
+    }
+    if !deploys_changed || watching.deploys_sent.is_none() && recent.deploys.is_empty() {
+        return Ok(events);
+    }
+    // The rows the page shows: the newest page of its filter, up to the builds already sent.
+    let store = web.store.clone();
+    let (app_id, filter, after) = (app.id, watching.filter.clone(), watching.after);
+    let (shown, badges) = blocking(move || {
+        let shown: Vec<Build> = store
+            .db
+            .timeline(app_id, &filter, Page::Newest, PAGE_SIZE)?
+            .into_iter()
+            .filter(|b| b.id <= after)
+            .collect();
+        let ids: Vec<i64> = shown.iter().map(|b| b.id).collect();
+        let badges = store.db.newest_deploys_of_builds(app_id, &ids)?;
+        Ok((shown, badges))
+    })
+    .await?;
+    let (now, host) = (format::now(), web.settings.registry_host());
+    for build in shown.iter().filter(|b| b.state == BuildState::Succeeded) {
+        let row = build_row(
+            build,
+            app,
+            host,
+            now,
+            watching.buttons.as_ref(),
+            badge(&badges, build),
+        );
+        events.push(Event {
+            id: None,
+            name: "row",
+            data: json!({ "id": build.id, "html": row.0 }),
+        });
+    }
+    Ok(events)
 }

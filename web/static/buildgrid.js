@@ -67,9 +67,27 @@
     }
   });
 
+  // "Lines 4001–5000 of 5000" from the lines the page holds and the log's length.
+  function updateCount(total) {
+    var count = document.getElementById("log-count");
+    var log = document.getElementById("log");
+    if (!count || !log || typeof total !== "number" || !log.firstElementChild) return;
+    var text = "Lines " + log.firstElementChild.id.slice(1) + "\u2013" +
+      log.lastElementChild.id.slice(1) + " of " + total;
+    if (count.hasAttribute("data-filtered")) text += ", filtered";
+    count.textContent = text;
+  }
+
+  // The build's header as the stream says it is now: state, duration, steps, lines.
+  function updateHeader(data) {
+    replaceById("build-status", data.status);
+    replaceById("build-facts", data.facts);
+    replaceById("build-steps", data.steps);
+    updateCount(data.total);
+  }
+
   function followLog(log) {
     var source = new EventSource(log.getAttribute("data-events"));
-    window.scrollTo(0, document.documentElement.scrollHeight);
     source.addEventListener("lines", function (event) {
       var follow = nearBottom();
       log.insertAdjacentHTML("beforeend", JSON.parse(event.data).html);
@@ -87,14 +105,13 @@
       if (follow) window.scrollTo(0, document.documentElement.scrollHeight);
     });
     source.addEventListener("state", function (event) {
-      replaceById("build-status", JSON.parse(event.data).status);
+      updateHeader(JSON.parse(event.data));
     });
     source.addEventListener("end", function (event) {
       source.close();
       var data = JSON.parse(event.data);
-      replaceById("build-status", data.status);
+      updateHeader(data);
       replaceById("build-end", data.end);
-      replaceById("build-facts", data.facts);
       var live = document.getElementById("live");
       if (live) live.hidden = true;
     });
@@ -112,6 +129,14 @@
         var empty = document.getElementById("no-builds");
         if (empty) empty.hidden = true;
       }
+    });
+    // A deploy changed which build runs: the rows shown get their new buttons and badges.
+    source.addEventListener("row", function (event) {
+      var data = JSON.parse(event.data);
+      replaceById("b" + data.id, data.html);
+    });
+    source.addEventListener("operations", function (event) {
+      replaceById("operations", JSON.parse(event.data).html);
     });
   }
 
@@ -136,6 +161,10 @@
     var deployLog = document.getElementById("deploy-log");
     if (deployLog && deployLog.getAttribute("data-events")) followDeploy(deployLog);
     var log = document.getElementById("log");
+    // The newest lines open at the log's end, unless the address names a line.
+    if (log && log.hasAttribute("data-tail") && !window.location.hash) {
+      window.scrollTo(0, document.documentElement.scrollHeight);
+    }
     if (log && log.getAttribute("data-events")) followLog(log);
     var timeline = document.getElementById("timeline");
     if (timeline && timeline.getAttribute("data-events")) followTimeline(timeline);

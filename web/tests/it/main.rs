@@ -8,6 +8,7 @@ mod build_now;
 mod deploys;
 mod image;
 mod isolation;
+mod live;
 mod seed;
 mod support;
 mod timeline;

@@ -406,6 +406,47 @@ impl Db {
         })
     }
 
+    /// The newest deploy of each of these builds of app `app_id`, by deploy id; builds never
+    /// deployed, and other apps' builds, are left out.
+    pub fn newest_deploys_of_builds(
+        &self,
+        app_id: i64,
+        builds: &[i64],
+    ) -> Result<Vec<Deploy>, StoreError> {
+        if builds.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.with(|conn| {
+            let marks = vec!["?"; builds.len()].join(",");
+            let sql = format!(
+                "SELECT {DEPLOY_COLUMNS} FROM deploys WHERE id IN
+                    (SELECT MAX(id) FROM deploys WHERE app_id = ? AND build_id IN ({marks})
+                     GROUP BY build_id)
+                 ORDER BY id"
+            );
+            let mut stmt = conn.prepare(&sql)?;
+            let values = std::iter::once(app_id).chain(builds.iter().copied());
+            let rows = stmt.query_map(rusqlite::params_from_iter(values), deploy_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    /// Per deployed app, its newest succeeded deploy (what runs) and, when a later one has not
+    /// succeeded (running, failed, interrupted), that one too; by app, then by id.
+    pub fn deployed_per_app(&self) -> Result<Vec<Deploy>, StoreError> {
+        self.with(|conn| {
+            let sql = format!(
+                "SELECT {DEPLOY_COLUMNS} FROM deploys WHERE id IN
+                    (SELECT MAX(id) FROM deploys WHERE state = 'succeeded' GROUP BY app_id
+                     UNION SELECT MAX(id) FROM deploys GROUP BY app_id)
+                 ORDER BY app_id, id"
+            );
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map([], deploy_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
     /// Records what each service of a deploy runs.
     pub fn record_deploy_images(&self, images: &[DeployImage]) -> Result<(), StoreError> {
         self.with(|conn| {
