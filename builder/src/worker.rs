@@ -433,6 +433,7 @@ async fn pipeline(builder: &Builder, build: &Build, log: &mut Log) -> Result<Out
     stage_done("store", stage);
     let bases = dockerfile::base_images(&context.dockerfile_text, &app.build_args);
     store.db.add_image_bases(&repo, &report.digest, &bases)?;
+    move_branch_tag(&store, build, &app, &repo, &report.digest, log).await?;
     // Removing hundreds of megabytes of spooled files can take a while: not on the build's time.
     tokio::task::spawn_blocking(move || drop(staging));
     let image_ref = format!("{}/{}:{}", builder.settings.registry_host, repo, report.tag);
@@ -457,6 +458,93 @@ async fn pipeline(builder: &Builder, build: &Build, log: &mut Log) -> Result<Out
         image_ref,
         digest: report.digest,
     })
+}
+
+/// Moves the branch's tag (`:main`, `:feature-login` for `feature/login`) to the image this
+/// build stored, when the build built a branch and no newer build of it holds the tag already.
+/// A branch whose name makes no valid tag (see `branch_tag`) gets none, with a log line; a tag an
+/// import made, or another branch's, is left where it is.
+async fn move_branch_tag(
+    store: &Arc<Store>,
+    build: &Build,
+    app: &App,
+    repo: &buildgrid_core::RepoName,
+    digest: &buildgrid_core::Digest,
+    log: &mut Log,
+) -> Result<(), Stop> {
+    let branch = build
+        .git_ref
+        .strip_prefix("refs/heads/")
+        .unwrap_or(&build.git_ref)
+        .to_owned();
+    let is_commit_id = branch.len() == 40 && branch.bytes().all(|b| b.is_ascii_hexdigit());
+    if is_commit_id {
+        return Ok(());
+    }
+    // The ref is a branch when the repository has it as one (fetched or pushed); a git tag or
+    // other revision the build was asked for gets no moving tag.
+    let git_dir = store.build_git_dir(&app.app, build.source_id);
+    let name = branch.clone();
+    let is_branch = blocking(move || {
+        let repo = fetch::open_or_init(&git_dir)?;
+        Ok([
+            format!("refs/remotes/origin/{name}"),
+            format!("refs/heads/{name}"),
+        ]
+        .iter()
+        .any(|r| repo.find_reference(r).is_ok()))
+    })
+    .await?;
+    if !is_branch {
+        return Ok(());
+    }
+    let tag = match buildgrid_core::app::branch_tag(&branch) {
+        Ok(tag) => tag,
+        Err(error) => {
+            tracing::info!(%error, "no moving branch tag");
+            log.line(None, &error.to_string());
+            return Ok(());
+        }
+    };
+    let moved = {
+        let (store, repo, digest, tag, branch, id) = (
+            store.clone(),
+            repo.clone(),
+            digest.clone(),
+            tag.clone(),
+            branch.clone(),
+            build.id,
+        );
+        blocking(move || {
+            Ok(store
+                .db
+                .move_branch_tag(&repo, &tag, &branch, id, &digest)?)
+        })
+        .await?
+    };
+    let line = match moved {
+        buildgrid_store::TagMove::Moved => {
+            format!("tagged {repo}:{tag}, the newest successful build of branch {branch}")
+        }
+        buildgrid_store::TagMove::Newer(newer) => {
+            format!("{repo}:{tag} stays on build {newer}, a newer build of branch {branch}")
+        }
+        buildgrid_store::TagMove::Taken {
+            branch: Some(other),
+        } => {
+            tracing::warn!(%repo, %tag, %branch, %other, "a branch tag is another branch's");
+            format!(
+                "{repo}:{tag} is the moving tag of branch {other}: branch {branch} gets none \
+                 (`/` becomes `-` in tags, so both map to {tag}); rename one of them"
+            )
+        }
+        buildgrid_store::TagMove::Taken { branch: None } => {
+            tracing::warn!(%repo, %tag, %branch, "a branch tag is an imported tag");
+            format!("{repo}:{tag} is an imported tag: branch {branch} does not move it")
+        }
+    };
+    log.line(None, &line);
+    Ok(())
 }
 
 /// Records how long a stage of a build took (fetch, context, build, store).

@@ -139,7 +139,9 @@ pub(crate) fn get(
         .insert_header(("Docker-Content-Digest", row.digest.to_string()))
         .insert_header((header::ETAG, etag.as_str()));
     // Audited whether the client reads the manifest or only checks it (a pull of an image the
-    // engine has already is a HEAD), downloads only when the body is sent.
+    // engine has already is a HEAD), downloads only when the client GETs it: a pull. Docker 20.10
+    // and containerd resolve a tag with a HEAD and GET the manifest only when they lack it, so
+    // an engine that pulls an image again is not counted again.
     if !registry.store.db.namespace_is_public(name.namespace())? {
         registry.access.record(
             principal,
@@ -154,13 +156,14 @@ pub(crate) fn get(
     if head {
         return Ok(crate::head_response(&mut response, row.size));
     }
+    // A GET answered 304 is a client pulling from its cache of the manifest: still a pull.
+    registry.downloads.record(&name, &row.digest);
     if not_modified {
         return Ok(response.finish());
     }
     let bytes = registry.manifests.get_or_load(&row.digest, || {
         Ok(registry.store.blobs.read(&row.digest)?)
     })?;
-    registry.downloads.record(&name, &row.digest);
     Ok(response.body(bytes))
 }
 

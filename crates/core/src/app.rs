@@ -35,6 +35,14 @@ pub enum AppError {
         "the webhook secret is {0} bytes long; it needs at least {MIN_WEBHOOK_SECRET} (leave it out to get a random one)"
     )]
     WebhookSecret(usize),
+    #[error(
+        "branch {0:?} has no moving tag: after `/` becomes `-` a tag may hold only letters, digits, `_`, `.` and `-`, start with a letter, digit or `_`, and be at most 128 characters"
+    )]
+    BranchTag(String),
+    #[error(
+        "branch {0:?} has no moving tag: a tag of 40 hex digits is a commit's, and commit tags never move"
+    )]
+    BranchLikeCommit(String),
 }
 
 /// The shortest webhook secret an app may have, in bytes. Anyone who knows (or guesses) the
@@ -184,6 +192,18 @@ pub fn commit_tag(commit: &str) -> Result<Tag, AppError> {
     Ok(Tag::parse(&commit.to_ascii_lowercase())?)
 }
 
+/// The moving tag of a branch: the branch name with each `/` made a `-` (`feature/login` →
+/// `feature-login`), which must then be a valid OCI tag; any other character a tag may not hold
+/// refuses the branch (no moving tag), never a silent rewrite. A name of 40 hex digits is
+/// refused too, so a branch tag never takes a commit's tag.
+pub fn branch_tag(branch: &str) -> Result<Tag, AppError> {
+    let name = branch.replace('/', "-");
+    if name.len() == 40 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(AppError::BranchLikeCommit(branch.to_owned()));
+    }
+    Tag::parse(&name).map_err(|_| AppError::BranchTag(branch.to_owned()))
+}
+
 /// The base images of a Dockerfile: the `FROM` images that are not earlier stages or `scratch`.
 pub fn base_images(dockerfile: &str) -> Vec<String> {
     let mut stages: Vec<String> = Vec::new();
@@ -222,6 +242,28 @@ pub fn base_images(dockerfile: &str) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn branch_tags() {
+        let tag = |b: &str| super::branch_tag(b).map(|t| t.as_str().to_owned());
+        assert_eq!(tag("main").unwrap(), "main");
+        assert_eq!(tag("feature/login").unwrap(), "feature-login");
+        assert_eq!(tag("release/1.2_x").unwrap(), "release-1.2_x");
+        assert_eq!(tag("Dev").unwrap(), "Dev");
+        for refused in [
+            "fix+1",
+            "caf\u{e9}",
+            "/lead",
+            ".hidden",
+            "-x",
+            "a@b",
+            &"x".repeat(129),
+            "0123456789abcdef0123456789abcdef01234567",
+            "0123456789ABCDEF0123456789abcdef01234567",
+        ] {
+            assert!(tag(refused).is_err(), "{refused:?} has no moving tag");
+        }
+    }
+
     use super::*;
 
     #[track_caller]

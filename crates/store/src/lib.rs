@@ -31,7 +31,7 @@ pub use db::{
     BuildState, Db, Deploy, DeployImage, DeployLine, DeployLogFilter, DownloadCount, ImageFilesRow,
     ImageRecord, LayerFilesRow, LayerRow, LogFilter, LogLine, LogStep, ManifestRecord, ManifestRow,
     Namespace, NewApp, NewBuild, NewSource, NewToken, Page, Queued, ReferrerRow, Server,
-    ServerAccess, ServiceRow, Source, TokenRow, Undeployable, User,
+    ServerAccess, ServiceRow, Source, TagMove, TagRow, TokenRow, Undeployable, User,
 };
 pub use error::StoreError;
 pub use private_dir::keep_new_files_private;

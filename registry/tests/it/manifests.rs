@@ -156,11 +156,19 @@ fn manifest_gets_count_as_downloads_and_heads_do_not() {
         200
     );
     assert_eq!(app.head("/v2/library/app/manifests/latest").status, 200);
+    // A client that GETs it with the ETag it has pulls from its cache: a pull too.
+    let cached = request(Method::GET, "/v2/library/app/manifests/latest")
+        .insert_header(("If-None-Match", format!("\"{digest}\"")));
+    assert_eq!(app.send(cached).status, 304);
+    let checked = request(Method::HEAD, "/v2/library/app/manifests/latest")
+        .insert_header(("If-None-Match", format!("\"{digest}\"")));
+    assert_eq!(app.send(checked).status, 304);
     // Counted in memory until flushed.
     assert_eq!(app.store.db.downloads(&repo, digest).unwrap(), 0);
     app.registry.flush_downloads();
-    assert_eq!(app.store.db.downloads(&repo, digest).unwrap(), 2);
+    assert_eq!(app.store.db.downloads(&repo, digest).unwrap(), 3);
     // A second flush with nothing new adds nothing.
     app.registry.flush_downloads();
-    assert_eq!(app.store.db.downloads(&repo, digest).unwrap(), 2);
+    assert_eq!(app.store.db.downloads(&repo, digest).unwrap(), 3);
+    assert_eq!(app.store.db.archive_downloads(&repo, digest).unwrap(), 0);
 }

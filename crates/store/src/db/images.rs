@@ -68,6 +68,30 @@ pub struct ImageRecord {
     pub image_files: Vec<ImageFilesRow>,
 }
 
+/// A tag of a repository as its page lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagRow {
+    pub name: String,
+    pub digest: Digest,
+    /// When the tag was made or last moved (seconds since the epoch).
+    pub updated_at: i64,
+    /// For a branch's moving tag: the branch, and the build it points at.
+    pub branch: Option<String>,
+    pub build_id: Option<i64>,
+}
+
+/// What moving a branch's tag did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TagMove {
+    /// The tag now names the build's image.
+    Moved,
+    /// A newer build of the branch holds the tag already.
+    Newer(i64),
+    /// The tag is not this branch's: a tag an import made, or another branch's whose name maps
+    /// to the same tag. It is left as it is.
+    Taken { branch: Option<String> },
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct DownloadCount {
     pub repo: RepoName,
@@ -165,6 +189,111 @@ impl Db {
                 |row| row.get(0),
             )?;
             Ok(rows.collect::<Result<Vec<String>, _>>()?)
+        })
+    }
+
+    /// Up to `limit` tags of `repo`, newest first (made or moved last), starting after
+    /// `before` (`(updated_at, name)` of the last tag of the previous page).
+    pub fn tags_newest_first(
+        &self,
+        repo: &RepoName,
+        before: Option<(i64, &str)>,
+        limit: usize,
+    ) -> Result<Vec<TagRow>, StoreError> {
+        let (at, name) = before.unwrap_or((i64::MAX, ""));
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT t.name, t.digest, t.updated_at, t.branch, t.build_id
+                 FROM tags t JOIN repositories r ON r.id = t.repo_id
+                 WHERE r.name = ?1 AND (t.updated_at < ?2 OR (t.updated_at = ?2 AND t.name > ?3))
+                 ORDER BY t.updated_at DESC, t.name LIMIT ?4",
+            )?;
+            let rows = stmt.query_map(params![repo.as_str(), at, name, limit as i64], |row| {
+                Ok(TagRow {
+                    name: row.get(0)?,
+                    digest: digest_column(row, 1)?,
+                    updated_at: row.get(2)?,
+                    branch: row.get(3)?,
+                    build_id: row.get(4)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    /// The moving tags of `repo` (one per branch built), in tag order.
+    pub fn branch_tags(&self, repo: &RepoName) -> Result<Vec<TagRow>, StoreError> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT t.name, t.digest, t.updated_at, t.branch, t.build_id
+                 FROM tags t JOIN repositories r ON r.id = t.repo_id
+                 WHERE r.name = ?1 AND t.branch IS NOT NULL ORDER BY t.name",
+            )?;
+            let rows = stmt.query_map([repo.as_str()], |row| {
+                Ok(TagRow {
+                    name: row.get(0)?,
+                    digest: digest_column(row, 1)?,
+                    updated_at: row.get(2)?,
+                    branch: row.get(3)?,
+                    build_id: row.get(4)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    /// Points the moving tag `tag` of `branch` at the image `digest` that build `build_id`
+    /// stored in `repo`, unless a newer build of the branch holds it already or the tag is not
+    /// the branch's (an imported tag, another branch's). In one transaction; the manifest must
+    /// be stored.
+    pub fn move_branch_tag(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        branch: &str,
+        build_id: i64,
+        digest: &Digest,
+    ) -> Result<TagMove, StoreError> {
+        self.with(|conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let repo_id: i64 = tx.query_row(
+                "SELECT id FROM repositories WHERE name = ?1",
+                [repo.as_str()],
+                |row| row.get(0),
+            )?;
+            let held: Option<(Option<String>, Option<i64>)> = tx
+                .query_row(
+                    "SELECT branch, build_id FROM tags WHERE repo_id = ?1 AND name = ?2",
+                    params![repo_id, tag.as_str()],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
+                .optional()?;
+            let outcome = match held {
+                Some((Some(holder), _)) if holder != branch => TagMove::Taken {
+                    branch: Some(holder),
+                },
+                Some((None, _)) => TagMove::Taken { branch: None },
+                Some((_, Some(newer))) if newer > build_id => TagMove::Newer(newer),
+                _ => {
+                    tx.execute(
+                        "INSERT INTO tags (repo_id, name, digest, updated_at, branch, build_id)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                         ON CONFLICT (repo_id, name) DO UPDATE SET digest = ?3, updated_at = ?4,
+                            branch = ?5, build_id = ?6",
+                        params![
+                            repo_id,
+                            tag.as_str(),
+                            digest.to_string(),
+                            now(),
+                            branch,
+                            build_id
+                        ],
+                    )?;
+                    TagMove::Moved
+                }
+            };
+            tx.commit()?;
+            Ok(outcome)
         })
     }
 
@@ -321,7 +450,8 @@ impl Db {
             if let (Some(tag), Some(top)) = (&image.tag, image.manifests.last()) {
                 tx.execute(
                     "INSERT INTO tags (repo_id, name, digest, updated_at) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT (repo_id, name) DO UPDATE SET digest = ?3, updated_at = ?4",
+                     ON CONFLICT (repo_id, name)
+                     DO UPDATE SET digest = ?3, updated_at = ?4, branch = NULL, build_id = NULL",
                     params![repo_id, tag.as_str(), top.digest.to_string(), at],
                 )?;
             }
@@ -356,6 +486,38 @@ impl Db {
         })
     }
 
+    /// Counts one whole download of the image archive of `digest` (the web's `/archives/…`).
+    pub fn add_archive_download(&self, repo: &RepoName, digest: &Digest) -> Result<(), StoreError> {
+        self.with(|conn| {
+            conn.prepare_cached(
+                "INSERT INTO downloads (repo_id, digest, count, last_at, archives)
+                 SELECT m.repo_id, m.digest, 0, ?3, 1
+                 FROM manifests m JOIN repositories r ON r.id = m.repo_id
+                 WHERE r.name = ?1 AND m.digest = ?2
+                 ON CONFLICT (repo_id, digest)
+                 DO UPDATE SET archives = archives + 1, last_at = ?3",
+            )?
+            .execute(params![repo.as_str(), digest.to_string(), now()])?;
+            Ok(())
+        })
+    }
+
+    /// Whole downloads of the image archive of `digest` from `repo`.
+    pub fn archive_downloads(&self, repo: &RepoName, digest: &Digest) -> Result<u64, StoreError> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT d.archives FROM downloads d JOIN repositories r ON r.id = d.repo_id
+                 WHERE r.name = ?1 AND d.digest = ?2",
+            )?;
+            Ok(stmt
+                .query_row(params![repo.as_str(), digest.to_string()], |row| row.get(0))
+                .optional()?
+                .unwrap_or(0))
+        })
+    }
+
+    /// Pulls of `digest` from `repo`: the manifest GETs the registry answered (HEADs, which
+    /// only check a manifest, are not counted).
     pub fn downloads(&self, repo: &RepoName, digest: &Digest) -> Result<u64, StoreError> {
         self.with(|conn| {
             let mut stmt = conn.prepare_cached(

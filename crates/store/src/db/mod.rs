@@ -31,6 +31,7 @@ pub use deploys::{
 pub use files::{ArchiveChecksums, ImageFilesRow, LayerFilesRow};
 pub use images::{
     BlobRow, DownloadCount, ImageRecord, LayerRow, ManifestRecord, ManifestRow, ReferrerRow,
+    TagMove, TagRow,
 };
 pub use log_view::{LogFilter, LogStep};
 pub use logs::LogLine;

@@ -319,6 +319,14 @@ CREATE TABLE deploy_images (
 -- logs and running containers; by default only members and admins do.
 ALTER TABLE namespaces ADD COLUMN logs_public INTEGER NOT NULL DEFAULT 0;
 "#,
+    r#"
+-- moving branch tags: a tag a builder moves to the newest successful build of a branch names
+-- the branch and that build; tags of commits and imports have neither and never move with one.
+ALTER TABLE tags ADD COLUMN branch TEXT;
+ALTER TABLE tags ADD COLUMN build_id INTEGER;
+-- downloads.count counts pulls (manifest GETs); archives counts image archive downloads.
+ALTER TABLE downloads ADD COLUMN archives INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {

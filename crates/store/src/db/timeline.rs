@@ -38,7 +38,8 @@ pub struct AppSummary {
 }
 
 impl Db {
-    /// Every app, in name order, with its newest build and its newest succeeded build.
+    /// Every app, in name order, with its newest build and its newest succeeded build. A skipped
+    /// build never started (another build does its work), so it is never the app's newest.
     pub fn app_summaries(&self) -> Result<Vec<AppSummary>, StoreError> {
         let apps = self.apps()?;
         self.with(|conn| {
@@ -46,10 +47,21 @@ impl Db {
                 branch: None,
                 states: vec![BuildState::Succeeded],
             };
+            let not_skipped = BuildFilter {
+                branch: None,
+                states: vec![
+                    BuildState::Queued,
+                    BuildState::Fetching,
+                    BuildState::Building,
+                    BuildState::Storing,
+                    BuildState::Succeeded,
+                    BuildState::Failed,
+                    BuildState::Cancelled,
+                ],
+            };
             let mut summaries = Vec::with_capacity(apps.len());
             for app in apps {
-                let last_build =
-                    query_timeline(conn, app.id, &BuildFilter::default(), Page::Newest, 1)?.pop();
+                let last_build = query_timeline(conn, app.id, &not_skipped, Page::Newest, 1)?.pop();
                 let last_image = match &last_build {
                     Some(build) if build.state == BuildState::Succeeded => Some(build.clone()),
                     _ => query_timeline(conn, app.id, &succeeded, Page::Newest, 1)?.pop(),

@@ -21,8 +21,12 @@ pub struct ImageDetails {
     pub created: Option<String>,
     /// When buildgrid stored the manifest in this repository (seconds since the epoch).
     pub stored_at: i64,
-    /// Pulls of this manifest from this repository.
+    /// Pulls of this manifest from this repository (manifest GETs; HEADs only check).
     pub downloads: u64,
+    /// Whole downloads of this image's archive from the image page.
+    pub archive_downloads: u64,
+    /// The config's `ExposedPorts` (`8080/tcp`), in order.
+    pub exposed_ports: Vec<String>,
     /// The config's labels (`org.opencontainers.image.*` among them).
     pub labels: BTreeMap<String, String>,
     /// Lowest first.
@@ -125,6 +129,12 @@ pub fn image_details(
         created: text(&config, "/created"),
         stored_at: store.db.manifest_stored_at(repo, digest)?.unwrap_or(0),
         downloads: store.db.downloads(repo, digest)?,
+        archive_downloads: store.db.archive_downloads(repo, digest)?,
+        exposed_ports: config
+            .pointer("/config/ExposedPorts")
+            .and_then(Value::as_object)
+            .map(|ports| ports.keys().cloned().collect())
+            .unwrap_or_default(),
         labels,
         layers,
         compressed_size,

@@ -2,6 +2,7 @@
 //! layouts, multi-platform indexes) imported into a store in a temporary directory.
 
 mod bad_input;
+mod branch_tags;
 mod image_archive;
 mod image_details;
 mod image_files;
