@@ -1,12 +1,13 @@
-//! The apps page (`/`): every app with its last build and its newest image, then the imported
-//! repositories that no app builds.
+//! The apps page (`/`): every app with its last build, its newest image and what runs (the
+//! build its deploys installed, on which servers), then the imported repositories that no app
+//! builds.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use buildgrid_core::RepoName;
-use buildgrid_store::AppSummary;
+use buildgrid_store::{AppSummary, Build, Deploy, Store, StoreError};
 use maud::{Markup, html};
 
 use crate::error::{PageError, blocking};
@@ -23,8 +24,9 @@ struct Imported {
 
 pub async fn page(viewer: Viewer, state: web::Data<Web>) -> Result<HttpResponse, PageError> {
     let store = state.store.clone();
-    let (apps, imported) = blocking(move || {
+    let (apps, imported, runs) = blocking(move || {
         let apps = store.db.app_summaries()?;
+        let runs = what_runs(&store)?;
         let built: HashSet<&str> = apps.iter().map(|s| s.app.image_repo.as_str()).collect();
         let mut imported = Vec::new();
         for repo in store.db.repositories(None, REPOSITORIES)? {
@@ -37,7 +39,7 @@ pub async fn page(viewer: Viewer, state: web::Data<Web>) -> Result<HttpResponse,
             let tags = store.db.tags(&name, None, TAGS)?;
             imported.push(Imported { repo, tags });
         }
-        Ok((apps, imported))
+        Ok((apps, imported, runs))
     })
     .await?;
     let apps: Vec<AppSummary> = apps
@@ -48,9 +50,19 @@ pub async fn page(viewer: Viewer, state: web::Data<Web>) -> Result<HttpResponse,
         .into_iter()
         .filter(|i| viewer.may_read(i.repo.split('/').next().unwrap_or("")))
         .collect();
+    // What runs is shown like deploys: to members, or to all when the namespace publishes
+    // its logs.
+    let runs: HashMap<i64, Runs> = runs
+        .into_iter()
+        .filter(|(app_id, _)| {
+            apps.iter()
+                .any(|s| s.app.id == *app_id && viewer.may_read_logs(s.app.app.namespace()))
+        })
+        .collect();
     let markup = render(
         &viewer,
         &apps,
+        &runs,
         &imported,
         state.settings.registry_host(),
         format::now(),
@@ -58,25 +70,57 @@ pub async fn page(viewer: Viewer, state: web::Data<Web>) -> Result<HttpResponse,
     Ok(layout::html_response(StatusCode::OK, &markup))
 }
 
+/// What runs of an app: the build its newest succeeded deploy installed, a newer deploy that
+/// did not succeed, and the servers of its services.
+struct Runs {
+    deployed: Option<(Deploy, Option<Build>)>,
+    newer: Option<Deploy>,
+    services: Vec<(String, Vec<String>)>,
+}
+
+/// What runs of every deployed app, by app id.
+fn what_runs(store: &Store) -> Result<HashMap<i64, Runs>, StoreError> {
+    let mut runs: HashMap<i64, Runs> = HashMap::new();
+    for deploy in store.db.deployed_per_app()? {
+        let entry = runs.entry(deploy.app_id).or_insert_with(|| Runs {
+            deployed: None,
+            newer: None,
+            services: Vec::new(),
+        });
+        if deploy.state == "succeeded" {
+            let build = store
+                .db
+                .app_builds_by_id(deploy.app_id, &[deploy.build_id])?
+                .pop();
+            entry.deployed = Some((deploy, build));
+        } else {
+            entry.newer = Some(deploy);
+        }
+    }
+    for (app_id, service, servers) in store.db.service_servers()? {
+        if let Some(entry) = runs.get_mut(&app_id) {
+            entry.services.push((service, servers));
+        }
+    }
+    Ok(runs)
+}
+
 fn render(
     viewer: &Viewer,
     apps: &[AppSummary],
+    runs: &HashMap<i64, Runs>,
     imported: &[Imported],
     host: &str,
     now: i64,
 ) -> Markup {
     let content = html! {
         @if apps.is_empty() && imported.is_empty() {
-            p.notice {
-                "No apps yet. Register one with "
-                code { "buildgrid app create <namespace>/<app> --git <url>" }
-                ", then push to it."
-            }
+            (layout::no_apps(viewer))
         }
         @if !apps.is_empty() {
             ul.cards aria-label="Apps" {
                 @for (index, summary) in apps.iter().enumerate() {
-                    (app_card(index, summary, host, now))
+                    (app_card(index, summary, runs.get(&summary.app.id), host, now))
                 }
             }
         }
@@ -106,7 +150,13 @@ fn render(
     layout::page_for(viewer, "Apps", &[], content)
 }
 
-fn app_card(index: usize, summary: &AppSummary, host: &str, now: i64) -> Markup {
+fn app_card(
+    index: usize,
+    summary: &AppSummary,
+    runs: Option<&Runs>,
+    host: &str,
+    now: i64,
+) -> Markup {
     let app = &summary.app;
     let repo = app.image_repo.as_str();
     html! {
@@ -134,6 +184,37 @@ fn app_card(index: usize, summary: &AppSummary, host: &str, now: i64) -> Markup 
                     a href={ "/images/" (repo) "/" (commit) } { "Image page" }
                 }
             }
+            @if let Some(runs) = runs {
+                (runs_row(runs, now))
+            }
+        }
+    }
+}
+
+/// "Runs #12 main abc1234 · web on alpha, beta · deploy #7 5 min ago", and a newer deploy that
+/// did not succeed.
+fn runs_row(runs: &Runs, now: i64) -> Markup {
+    html! {
+        div.row.runs {
+            span.muted { "Runs" }
+            @match &runs.deployed {
+                Some((deploy, build)) => {
+                    a href={ "/builds/" (deploy.build_id) } { "#" (deploy.build_id) }
+                    @if let Some(build) = build {
+                        span.branch { (build.git_ref) }
+                        @if let Some(commit) = &build.commit_id {
+                            code title=(commit) { (format::short_commit(commit)) }
+                        }
+                    }
+                    @for (service, servers) in &runs.services {
+                        span.where { (service) " on " (servers.join(", ")) }
+                    }
+                    a href={ "/deploys/" (deploy.id) } { "deploy #" (deploy.id) }
+                    span.meta { (layout::ago(now, deploy.finished_at.unwrap_or(deploy.started_at))) }
+                }
+                None => { span.muted { "nothing deployed yet" } }
+            }
+            (crate::deploys::build_badge(runs.newer.as_ref()))
         }
     }
 }

@@ -347,3 +347,61 @@ async fn who_may_not_see_deploys_gets_none_from_the_timeline_stream() {
     assert_eq!(count(&received, "event: row"), 0, "{received}");
     assert!(!received.contains("/deploys/"), "{received}");
 }
+
+#[actix_web::test]
+async fn the_home_page_says_what_runs_where_to_who_may_see_deploys() {
+    let app = spawn_app();
+    let (hello, id) = built(&app);
+    app.store
+        .db
+        .add_service(hello.id, "web", r#"{"servers":["alpha","beta"]}"#)
+        .unwrap();
+    app.store
+        .db
+        .add_service(hello.id, "worker", r#"{"servers":["beta"]}"#)
+        .unwrap();
+    let newer = start_build(&app.store, &hello, "main", &commit(2), "Two");
+    finish_build(
+        &app.store,
+        &hello,
+        newer,
+        BuildState::Succeeded,
+        Some(&fake_digest(2)),
+    );
+    let body = app.ok("/").await;
+    assert!(
+        !body.contains(r#"class="row runs""#),
+        "never deployed: {body}"
+    );
+
+    let deploy = |build: i64, state: &str| {
+        let deploy = app
+            .store
+            .db
+            .start_deploy(hello.id, build, "cli", std::process::id(), |_| true)
+            .unwrap();
+        app.store.db.finish_deploy(deploy.id, state, None).unwrap();
+    };
+    deploy(id, "succeeded");
+    deploy(newer, "failed");
+    let body = app.ok("/").await;
+    let runs = body
+        .split(r#"class="row runs""#)
+        .nth(1)
+        .unwrap_or_else(|| panic!("no runs row: {body}"));
+    let runs = runs.split("</div>").next().unwrap();
+    assert!(runs.contains(&format!(r#"href="/builds/{id}""#)), "{runs}");
+    assert!(runs.contains(&commit(1)[..7]), "{runs}");
+    assert!(runs.contains("web on alpha, beta"), "{runs}");
+    assert!(runs.contains("worker on beta"), "{runs}");
+    assert!(runs.contains(r#"href="/deploys/1""#), "{runs}");
+    assert!(runs.contains("deploy #2 failed"), "{runs}");
+
+    app.store
+        .db
+        .set_namespace_logs_public("acme", false)
+        .unwrap();
+    let body = app.ok("/").await;
+    assert!(!body.contains(r#"class="row runs""#), "{body}");
+    assert!(!body.contains("/deploys/"), "{body}");
+}

@@ -447,6 +447,40 @@ impl Db {
         })
     }
 
+    /// Where services run: `(app id, service, servers)` for every service, by app and name,
+    /// read from the specs' `servers` without opening their secrets.
+    pub fn service_servers(&self) -> Result<Vec<(i64, String, Vec<String>)>, StoreError> {
+        self.with(|conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT app_id, name, spec FROM services ORDER BY app_id, name")?;
+            let rows = stmt.query_map([], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                ))
+            })?;
+            let mut services = Vec::new();
+            for row in rows {
+                let (app_id, name, spec) = row?;
+                let servers = serde_json::from_str::<serde_json::Value>(&spec)
+                    .ok()
+                    .and_then(|spec| {
+                        let names = spec.get("servers")?.as_array()?;
+                        Some(
+                            names
+                                .iter()
+                                .filter_map(|n| n.as_str().map(str::to_owned))
+                                .collect(),
+                        )
+                    })
+                    .unwrap_or_default();
+                services.push((app_id, name, servers));
+            }
+            Ok(services)
+        })
+    }
+
     /// Records what each service of a deploy runs.
     pub fn record_deploy_images(&self, images: &[DeployImage]) -> Result<(), StoreError> {
         self.with(|conn| {
