@@ -278,7 +278,8 @@ fn request_ids_are_echoed_logged_and_carried_into_the_build_log() {
 #[test]
 fn sigterm_when_idle_exits_at_once() {
     let mut buildgrid = Buildgrid::spawn();
-    // An idle keep-alive connection does not hold the stop up.
+    // Neither an idle keep-alive connection nor an open event stream (a browser's timeline)
+    // holds the stop up.
     let client = reqwest::blocking::Client::new();
     assert_eq!(
         client
@@ -288,6 +289,15 @@ fn sigterm_when_idle_exits_at_once() {
             .status(),
         200
     );
+    buildgrid.make_public("acme");
+    let source = Source::example();
+    let (_upstream, url) = source.bare_clone();
+    create_app(&buildgrid, "acme/idle", &url);
+    let stream = client
+        .get(buildgrid.url("/apps/acme/idle/events"))
+        .send()
+        .unwrap();
+    assert_eq!(stream.status(), 200);
     let started = Instant::now();
     sigterm(&buildgrid);
     let status = buildgrid
@@ -301,7 +311,7 @@ fn sigterm_when_idle_exits_at_once() {
     assert!(status.success(), "{status}");
     assert!(started.elapsed() < Duration::from_secs(1));
     assert!(serve_log(&buildgrid).contains("stopping"));
-    drop(client);
+    drop((client, stream));
 }
 
 /// Reads an HTTP/1.1 response's head; returns its status and `Content-Length`.

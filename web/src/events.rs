@@ -74,6 +74,7 @@ pub fn open(web: &Web, request: &HttpRequest) -> Result<Opened, PageError> {
         permit: shared.open_stream(request.peer_addr().map(|a| a.ip()))?,
         idle: shared.limits().stream_idle,
         counted: Counted::new(),
+        closing: shared.closing(),
     })
 }
 
@@ -82,6 +83,7 @@ pub struct Opened {
     permit: StreamPermit,
     idle: Duration,
     counted: Counted,
+    closing: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Counts an open stream in `buildgrid_web_event_streams_open` while it lives.
@@ -116,11 +118,13 @@ where
         last_event: Instant,
         _permit: StreamPermit,
         _counted: Counted,
+        closing: tokio::sync::watch::Receiver<bool>,
     }
     let Opened {
         permit,
         idle,
         counted,
+        closing,
     } = opened;
     let start = Looking {
         state: Some(state),
@@ -129,16 +133,20 @@ where
         last_event: Instant::now(),
         _permit: permit,
         _counted: counted,
+        closing,
     };
     let body = futures_util::stream::unfold(start, move |mut looking| async move {
         let mut quiet = Duration::ZERO;
         loop {
-            if looking.last_event.elapsed() >= idle {
+            if looking.last_event.elapsed() >= idle || *looking.closing.borrow() {
                 return None;
             }
             let state = looking.state.take()?;
             if looking.wait {
-                tokio::time::sleep(interval.min(idle)).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(interval.min(idle)) => {}
+                    _ = looking.closing.changed() => return None,
+                }
                 quiet += interval;
             }
             match (looking.poll)(state).await {

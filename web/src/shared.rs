@@ -53,6 +53,9 @@ struct Inner {
     archives: Arc<Semaphore>,
     /// Per app id: the last answer of its servers and when it came.
     running: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<Option<Answer>>>>>,
+    /// Set when the process stops: open event streams end (browsers reconnect elsewhere or
+    /// later) rather than hold the stop for its whole grace period.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 /// What an app's servers said runs there, and when.
@@ -81,11 +84,22 @@ impl Shared {
             streams: Mutex::default(),
             archives,
             running: Mutex::default(),
+            closing: tokio::sync::watch::Sender::new(false),
         }))
     }
 
     pub fn limits(&self) -> &Limits {
         &self.0.limits
+    }
+
+    /// Ends every open event stream now and every one opened later (the process is stopping).
+    pub fn close_streams(&self) {
+        self.0.closing.send_replace(true);
+    }
+
+    /// Changes to true when the streams close.
+    pub(crate) fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.0.closing.subscribe()
     }
 
     /// A place for one more event stream of `client`, or why there is none.

@@ -85,6 +85,7 @@ pub fn run(data: &Path, args: crate::config::Serve) -> anyhow::Result<()> {
         let app_builder = slot.clone();
         // One for all workers: the caps on open streams and archive writers hold per process.
         let shared = buildgrid_web::Shared::default();
+        let streams = shared.clone();
         let app_operations = operations.clone();
         let mut server = HttpServer::new(move || {
             let (builder, registry, deployer) = app_builder
@@ -245,6 +246,8 @@ pub fn run(data: &Path, args: crate::config::Serve) -> anyhow::Result<()> {
                 grace_seconds = args.shutdown_grace,
                 "stopping: no new connections; requests in flight may finish"
             );
+            // Event streams never finish by themselves; their browsers reconnect.
+            streams.close_streams();
             futures_util::future::join_all(handles.iter().map(|h| h.stop(true))).await;
         });
         let result = server.await;
