@@ -290,7 +290,7 @@ pub fn facts(build: &Build, app: &App, host: &str, now: i64) -> Markup {
                 dt { "Duration" } dd { (format::duration(seconds)) @if !build.state.is_finished() { " so far" } }
             }
             @if let Some(digest) = &build.image_digest {
-                dt { "Image ID" } dd { code title=(digest) { (format::short_digest(digest)) } }
+                dt { "Image digest" } dd { code title=(digest) { (format::short_digest(digest)) } }
             }
             @if build.state == BuildState::Succeeded && let Some(commit) = &build.commit_id {
                 dt { "Pull" } dd { code { (format::pull_reference(host, app.image_repo.as_str(), commit)) } }

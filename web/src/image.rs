@@ -50,6 +50,10 @@ struct Image {
     /// The build that made it, when a build did, and that build's app.
     build: Option<Build>,
     app: Option<String>,
+    /// Anyone may pull it: no sign-in steps.
+    public: bool,
+    /// The config's `ExposedPorts` (`8080/tcp`), for the Run tab.
+    ports: Vec<String>,
 }
 
 /// The repository and reference of an image path (`<repo>/<tag or digest>`) the viewer may
@@ -122,6 +126,13 @@ pub async fn page(
                 .map(|app| app.app.to_string()),
             None => None,
         };
+        let public = store.db.namespace_is_public(lookup.namespace())?;
+        let ports = match tab {
+            Tab::Run => buildgrid_store::image::image_details(&store, &lookup, &manifest.digest)?
+                .map(|details| details.exposed_ports)
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
         let data = match want {
             Some(want) => Some(image_tabs::load(
                 &store,
@@ -132,16 +143,18 @@ pub async fn page(
             )?),
             None => None,
         };
-        Ok(Some((manifest, build, app, data)))
+        Ok(Some((manifest, build, app, data, public, ports)))
     })
     .await?;
-    let (manifest, build, app, data) = found.ok_or_else(not_found)?;
+    let (manifest, build, app, data, public, ports) = found.ok_or_else(not_found)?;
     let image = Image {
         repo,
         reference: reference.to_owned(),
         manifest,
         build,
         app,
+        public,
+        ports,
     };
     let markup = render(
         &viewer,
@@ -176,8 +189,8 @@ fn render(viewer: &Viewer, image: &Image, tab: Tab, data: Option<&TabData>, host
         }
         section aria-label=(TABS.iter().find(|t| t.0 == tab).map_or("", |t| t.2)) {
             @match tab {
-                Tab::Installation => { (installation(host, &reference, &by_digest)) }
-                Tab::Run => { (run(host, repo, &reference)) }
+                Tab::Installation => { (installation(host, &reference, &by_digest, image.public)) }
+                Tab::Run => { (run(host, repo, &reference, image)) }
                 _ => {
                     @if let Some(data) = data {
                         (image_tabs::render(
@@ -204,11 +217,15 @@ fn render(viewer: &Viewer, image: &Image, tab: Tab, data: Option<&TabData>, host
     }
 }
 
-fn installation(host: &str, reference: &str, by_digest: &str) -> Markup {
+fn installation(host: &str, reference: &str, by_digest: &str, public: bool) -> Markup {
     html! {
-        h2 { "Log in" }
-        p.muted { "With your registry credentials or an API token (needed for private namespaces):" }
-        p { (layout::copyable("login-command", &format!("docker login {host}"))) }
+        @if public {
+            p.muted #public-note { "A public image: it pulls without signing in." }
+        } @else {
+            h2 { "Log in" }
+            p.muted { "With your registry credentials or an API token:" }
+            p { (layout::copyable("login-command", &format!("docker login {host}"))) }
+        }
         h2 { "Pull" }
         p { (layout::copyable("pull-command", &format!("docker pull {reference}"))) }
         p.muted { "Or by digest, which never moves:" }
@@ -216,11 +233,45 @@ fn installation(host: &str, reference: &str, by_digest: &str) -> Markup {
     }
 }
 
-fn run(host: &str, repo: &str, reference: &str) -> Markup {
+/// `-p 8080:8080 -p 53:53/udp`: each exposed port published on the same host port.
+fn publish_flags(ports: &[String]) -> String {
+    ports
+        .iter()
+        .map(|port| match port.split_once('/') {
+            Some((number, "tcp")) | Some((number, "")) => format!(" -p {number}:{number}"),
+            Some((number, protocol)) => format!(" -p {number}:{number}/{protocol}"),
+            None => format!(" -p {port}:{port}"),
+        })
+        .collect()
+}
+
+fn run(host: &str, repo: &str, reference: &str, image: &Image) -> Markup {
     let name = format::kubernetes_name(repo);
     let secret = format!(
         "kubectl create secret docker-registry {PULL_SECRET} \\\n  --docker-server={host} \\\n  --docker-username=<username> \\\n  --docker-password=<password or token>"
     );
+    let pull_secrets = if image.public {
+        String::new()
+    } else {
+        format!("      imagePullSecrets:\n        - name: {PULL_SECRET}\n")
+    };
+    let container_ports: String = image
+        .ports
+        .iter()
+        .map(|port| match port.split_once('/') {
+            Some((number, protocol)) if !protocol.is_empty() && protocol != "tcp" => format!(
+                "            - containerPort: {number}\n              protocol: {}\n",
+                protocol.to_ascii_uppercase()
+            ),
+            Some((number, _)) => format!("            - containerPort: {number}\n"),
+            None => format!("            - containerPort: {port}\n"),
+        })
+        .collect();
+    let ports_yaml = if container_ports.is_empty() {
+        String::new()
+    } else {
+        format!("          ports:\n{container_ports}")
+    };
     let deployment = format!(
         "apiVersion: apps/v1
 kind: Deployment
@@ -238,20 +289,37 @@ spec:
       labels:
         app: {name}
     spec:
-      imagePullSecrets:
-        - name: {PULL_SECRET}
-      containers:
+{pull_secrets}      containers:
         - name: {name}
           image: {reference}
-"
+{ports_yaml}"
     );
+    let first_port = image.ports.first().and_then(|p| {
+        let (number, protocol) = p.split_once('/').unwrap_or((p, "tcp"));
+        (protocol == "tcp").then_some(number)
+    });
     html! {
         h2 { "Docker" }
-        (layout::copyable_block("run-command", &format!("docker run --rm {reference}")))
+        @if !image.public {
+            p.muted { "Log in first: " code { "docker login " (host) } }
+        }
+        p.muted { "In the background, with each port the image exposes published on the same port of this machine:" }
+        (layout::copyable_block("run-command", &format!("docker run -d{} {reference}", publish_flags(&image.ports))))
+        @if let Some(port) = first_port {
+            p.muted { "Then open " code { "http://localhost:" (port) "/" } "." }
+        }
+        p.muted {
+            code { "docker run" } " prints the new container's id: "
+            code { "docker logs -f <id>" } " shows its output, " code { "docker stop <id>" } " stops it."
+        }
         h2 { "Kubernetes" }
-        p.muted { "The cluster pulls with a secret holding your registry credentials:" }
-        (layout::copyable_block("secret-command", &secret))
-        p.muted { "Then a Deployment of the image:" }
+        @if !image.public {
+            p.muted { "The cluster pulls with a secret holding your registry credentials:" }
+            (layout::copyable_block("secret-command", &secret))
+            p.muted { "Then a Deployment of the image:" }
+        } @else {
+            p.muted { "A Deployment of the image (public: the cluster pulls it without a secret):" }
+        }
         (layout::copyable_block("deployment-yaml", &deployment))
     }
 }

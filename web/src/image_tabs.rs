@@ -145,6 +145,15 @@ fn mode_text(kind: FileKind, mode: u32) -> String {
     text
 }
 
+/// `1 pull`, `2 pulls`.
+fn counted(count: u64, one: &str, many: &str) -> String {
+    if count == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{count} {many}")
+    }
+}
+
 fn size_text(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
     let mut value = bytes as f64;
@@ -226,7 +235,7 @@ fn contents(path: &str, dir: &ImageDir, from: usize) -> Markup {
             }
             ImageDir::Entries(entries) => {
                 @let shown = entries.iter().skip(from).take(DIR_PAGE);
-                p.muted { (entries.len()) " entries" }
+                p.muted { (counted(entries.len() as u64, "entry", "entries")) }
                 table.list #files {
                     thead { tr { th { "Name" } th { "Mode" } th { "Size" } } }
                     tbody {
@@ -270,7 +279,7 @@ fn entry_row(dir: &str, entry: &FileEntry) -> Markup {
             td { code { (mode_text(entry.kind, entry.mode)) } }
             td {
                 @match entry.kind {
-                    FileKind::Dir => { span.muted { (entry.children) " entries" } }
+                    FileKind::Dir => { span.muted { (counted(entry.children, "entry", "entries")) } }
                     FileKind::File | FileKind::Hardlink => { (size_text(entry.size)) }
                     _ => {}
                 }
@@ -310,7 +319,10 @@ fn details_tab(details: &ImageDetails, sums: Option<&ArchiveChecksums>) -> Marku
         dl.facts #details {
             (checksums(sums))
             dt { "Manifest digest" } dd { code { (details.digest) } }
-            dt { "Config digest" } dd { code { (details.config_digest) } }
+            dt { "Image ID" } dd {
+                code #image-id { (details.config_digest) }
+                span.muted { " the config digest, which " code { "docker images" } " shows as IMAGE ID" }
+            }
             dt { "Platform" } dd { (details.platform) }
             dt { "Size" } dd {
                 (size_text(details.compressed_size)) " compressed"
@@ -326,11 +338,20 @@ fn details_tab(details: &ImageDetails, sums: Option<&ArchiveChecksums>) -> Marku
                 }
             }
             dt { "Layers" } dd { (details.layers.len()) }
+            @if !details.exposed_ports.is_empty() {
+                dt { "Exposed ports" } dd { @for port in &details.exposed_ports { code { (port) } " " } }
+            }
             dt { "Base images" } dd {
                 @if details.bases.is_empty() { span.muted { "none recorded" } }
                 @for base in &details.bases { code { (base) } " " }
             }
-            dt { "Downloads" } dd { (details.downloads) }
+            dt { "Downloads" } dd #downloads {
+                span #pulls { (counted(details.downloads, "pull", "pulls")) }
+                ", "
+                span #archive-downloads { (counted(details.archive_downloads, "archive download", "archive downloads")) }
+                br;
+                span.muted { "A pull is a client reading the manifest; an engine that has the image already only checks it, which is not counted." }
+            }
             dt { "Pushed" } dd { (format::datetime(details.stored_at)) }
             @if let Some(created) = &details.created { dt { "Created" } dd { (created) } }
             @for (label, title) in NAMED_LABELS {
@@ -424,7 +445,13 @@ pub async fn archive(
                 .map_err(std::io::Error::other)
                 .and_then(|_| out.flush_chunk());
         match result {
-            Ok(()) => written.store(true, Ordering::Release),
+            Ok(()) => {
+                written.store(true, Ordering::Release);
+                // Counted once written whole: a download cut short is not a download.
+                if let Err(error) = store.db.add_archive_download(&writer_repo, &digest) {
+                    tracing::warn!(%error, "cannot count an image archive download");
+                }
+            }
             Err(error) => {
                 tracing::warn!(%error, "an image archive download stopped");
                 let _ = sender.try_send(Err(error));

@@ -20,6 +20,7 @@ mod image;
 mod image_tabs;
 mod layout;
 mod log_lines;
+mod repository;
 mod session;
 mod settings;
 mod shared;
@@ -93,7 +94,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, store: Arc<Store>, settings: Sett
             "/builds/{id}/first-error",
             web::get().to(build_page::first_error),
         )
-        .route("/images/{path:.+}", web::get().to(image::page))
+        .route("/images/{path:.+}", web::get().to(repository::page_or_image))
         .route("/archives/{path:.+}", web::get().to(image_tabs::archive))
         .route("/deploys/{id}", web::get().to(deploys::page))
         .route("/deploys/{id}/log.txt", web::get().to(deploys::raw))

@@ -154,6 +154,11 @@ pub async fn page(
         Some(recent) => operations_markup(&state, &app, &recent, format::now()).await,
         None => html! {},
     };
+    // The moving tags of the app's branches, pullable by anyone who may read the app.
+    let operations = html! {
+        (crate::repository::app_branch_tags(&state, &app).await?)
+        (operations)
+    };
     let view = View {
         app: &app,
         buttons: buttons.as_ref(),
@@ -248,7 +253,7 @@ fn render(view: &View<'_>, viewer: &Viewer) -> Markup {
         div.meta.intro {
             span { "Builds " span.branch { (app.branch) } }
             span { "from " code { (buildgrid_core::app::public_url(&app.git_url)) } }
-            span { "Image " code { (view.host) "/" (app.image_repo) } }
+            span { "Image " a href={ "/images/" (app.image_repo) } { code { (view.host) "/" (app.image_repo) } } }
         }
         (build_now::form(app, viewer))
         (view.operations)
@@ -349,6 +354,7 @@ pub fn build_row(
                 div.row {
                     span.muted { "Image" }
                     @if let Some(digest) = &build.image_digest {
+                        span.muted { "digest" }
                         code title=(digest) { (format::short_digest(digest)) }
                     }
                     (layout::copyable(&format!("pull-{}", build.id), &format::pull_reference(host, repo, commit)))

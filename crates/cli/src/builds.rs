@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use buildgrid_core::AppRef;
-use buildgrid_store::{BuildState, NewApp, NewBuild, Queued, Store};
+use buildgrid_store::{Build, BuildState, NewApp, NewBuild, Queued, Store};
 use clap::{Args, Subcommand};
 
 #[derive(Subcommand)]
@@ -216,8 +216,11 @@ pub fn build_log(store: &Store, args: BuildLogArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Prints the log as it grows until the build ends; fails unless it succeeded.
+/// Prints the log as it grows until the build ends; fails unless it succeeded. A build skipped
+/// because another build does its work (the same commit, or a newer build of the same branch)
+/// hands over to that build, which is followed in its place.
 fn follow(store: &Store, id: i64) -> anyhow::Result<()> {
+    let mut id = id;
     let mut after = 0;
     let mut waited = Duration::ZERO;
     loop {
@@ -233,6 +236,17 @@ fn follow(store: &Store, id: i64) -> anyhow::Result<()> {
         }
         out.flush()?;
         if !lines.is_empty() {
+            continue;
+        }
+        if build.state == BuildState::Skipped
+            && let Some(other) = doing_the_work(store, &build)?
+        {
+            eprintln!(
+                "build {id} skipped ({}): following build {other}",
+                build.reason.unwrap_or_default()
+            );
+            id = other;
+            after = 0;
             continue;
         }
         if build.state.is_finished() {
@@ -252,6 +266,30 @@ fn follow(store: &Store, id: i64) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(200));
         waited += Duration::from_millis(200);
     }
+}
+
+/// The build that does the work of skipped build `build`: the older running or succeeded build
+/// of its commit, or else the newest later build of its branch (which superseded it in the
+/// queue). `None` when there is none to follow.
+fn doing_the_work(store: &Store, build: &Build) -> anyhow::Result<Option<i64>> {
+    if let Some(commit) = &build.commit_id
+        && let Some(other) = store
+            .db
+            .other_build_of_commit(build.app_id, commit, build.id)?
+    {
+        return Ok(Some(other));
+    }
+    let newer = store
+        .db
+        .builds_of_app(build.app_id, 100)?
+        .into_iter()
+        .find(|other| {
+            other.id > build.id
+                && other.git_ref == build.git_ref
+                && other.source_id == build.source_id
+                && other.state != BuildState::Skipped
+        });
+    Ok(newer.map(|other| other.id))
 }
 
 pub fn cancel(store: &Store, id: i64) -> anyhow::Result<()> {

@@ -14,12 +14,8 @@ async fn installation_and_run_tabs_use_the_public_host() {
     let repo = hello.image_repo.as_str();
 
     let page = app.ok(&format!("/images/{repo}/{}", commit(7))).await;
-    assert!(
-        page.contains(&format!(
-            r#"<code id="login-command">docker login {HOST}</code>"#
-        )),
-        "{page}"
-    );
+    // acme is public: pulling needs no sign-in (the `image_pages` module has private ones).
+    assert!(!page.contains("login-command"), "{page}");
     let pull = format!(
         r#"<code id="pull-command">docker pull {HOST}/{repo}:{}</code>"#,
         commit(7)
@@ -42,18 +38,11 @@ async fn installation_and_run_tabs_use_the_public_host() {
         .ok(&format!("/images/{repo}/{}?tab=run", commit(7)))
         .await;
     let reference = format!("{HOST}/{repo}:{}", commit(7));
-    assert!(
-        run.contains(&format!("docker run --rm {reference}")),
-        "{run}"
-    );
+    assert!(run.contains(&format!("docker run -d {reference}")), "{run}");
     assert!(run.contains("kind: Deployment"), "{run}");
     assert!(run.contains("  name: hello\n"), "{run}");
-    assert!(
-        run.contains("imagePullSecrets:\n        - name: buildgrid-registry"),
-        "{run}"
-    );
+    assert!(!run.contains("imagePullSecrets"), "{run}");
     assert!(run.contains(&format!("image: {reference}\n")), "{run}");
-    assert!(run.contains(&format!("--docker-server={HOST}")), "{run}");
 
     let by_digest = app.ok(&format!("/images/{repo}/{digest}")).await;
     assert!(by_digest.contains(&format!(

@@ -129,6 +129,18 @@ pub fn import_image(store: &Store, dir: &Path, repo: &RepoName, tag: &str) -> Di
     import_layer(store, dir, repo, tag, &layer, config)
 }
 
+/// Stores a small image with this container config (`ExposedPorts`, `Cmd`) as `repo:tag`.
+pub fn import_configured(
+    store: &Store,
+    dir: &Path,
+    repo: &RepoName,
+    tag: &str,
+    container_config: serde_json::Value,
+) -> Digest {
+    let layer = tar(&[("served.txt", b"served by a seeded image\n".as_slice())]);
+    import_layer(store, dir, repo, tag, &layer, container_config)
+}
+
 /// Stores an image whose one layer holds `size` bytes that do not compress, as `repo:tag`.
 pub fn import_incompressible(
     store: &Store,
