@@ -13,7 +13,7 @@ use crate::worker::Stop;
 /// The non-admin user whose tokens builds pull with; a member of each namespace that builds.
 const BUILD_USER: &str = "buildgrid-builder";
 
-/// A build's token, revoked when dropped.
+/// A build's token, deleted when dropped.
 pub(crate) struct PullToken<'a> {
     store: &'a Store,
     id: i64,
@@ -66,8 +66,8 @@ impl<'a> PullToken<'a> {
 
 impl Drop for PullToken<'_> {
     fn drop(&mut self) {
-        if let Err(error) = self.store.db.revoke_token(self.id, None) {
-            tracing::warn!(%error, "cannot revoke a build's pull token");
+        if let Err(error) = self.store.db.delete_token(self.id) {
+            tracing::warn!(%error, "cannot delete a build's pull token");
         }
     }
 }

@@ -207,11 +207,15 @@ async fn pipeline(builder: &Builder, build: &Build, log: &mut Log) -> Result<Out
     log.line(
         None,
         &format!(
-            "build {} of {} ({} {}), triggered by {}",
+            "build {} of {} ({}{}), triggered by {}",
             build.id,
             app.app,
             build.git_ref,
-            build.commit_id.as_deref().unwrap_or(""),
+            build
+                .commit_id
+                .as_deref()
+                .map(|commit| format!(" {commit}"))
+                .unwrap_or_default(),
             build.trigger
         ),
     );

@@ -285,7 +285,7 @@ pub fn facts(build: &Build, app: &App, host: &str, now: i64) -> Markup {
                     @if let Some(author) = &build.commit_author { span.muted { " — " (author) } }
                 }
             }
-            dt { "Triggered" } dd { "by " (build.trigger) ", " (layout::ago(now, build.queued_at)) }
+            dt { "Triggered" } dd { "by " (format::build_trigger(&build.trigger)) ", " (layout::ago(now, build.queued_at)) }
             @if let Some(seconds) = format::build_duration(build, now) {
                 dt { "Duration" } dd { (format::duration(seconds)) @if !build.state.is_finished() { " so far" } }
             }
@@ -316,7 +316,7 @@ pub fn end_note(build: &Build, app: &App, host: &str) -> Markup {
                 }
             } @else {
                 p #live.muted {
-                    "Build " (build.state) ". "
+                    (format::build_progress(build.state)) " "
                     span.js-only { "New lines appear as the builder writes them." }
                     noscript { "Reload the page for new lines." }
                 }

@@ -4,8 +4,10 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
+use actix_web::http::StatusCode;
 use actix_web::http::header::LOCATION;
 use actix_web::{HttpResponse, web};
 use buildgrid_core::AppRef;
@@ -15,7 +17,7 @@ use serde::Deserialize;
 
 use crate::error::{PageError, blocking};
 use crate::timeline::load_app;
-use crate::{Viewer, Web};
+use crate::{Viewer, Web, format, layout};
 
 /// How long the app page waits for its servers to say what runs there.
 const RUNNING_WAIT: Duration = Duration::from_secs(2);
@@ -53,7 +55,6 @@ pub trait Deployer: Send + Sync {
 /// Whether and how a viewer may deploy the builds of a timeline.
 #[derive(Debug, Clone)]
 pub struct Buttons {
-    csrf: String,
     /// The build the newest successful deploy installed.
     current: Option<i64>,
 }
@@ -81,13 +82,19 @@ pub async fn buttons(web: &Web, viewer: &Viewer, app: &App) -> Result<Option<But
         Ok((services, deployed_build(&store, app_id)?))
     })
     .await?;
-    Ok((services > 0).then(|| Buttons {
-        csrf: viewer.csrf_token().to_owned(),
-        current,
-    }))
+    Ok((services > 0).then_some(Buttons { current }))
 }
 
-/// The deploy form of one build of the timeline.
+/// "Deploy" or "Roll back to this" for build `build`, given the deployed build.
+fn label(current: Option<i64>, build: i64) -> &'static str {
+    match current {
+        Some(current) if build < current => "Roll back to this",
+        _ => "Deploy",
+    }
+}
+
+/// The deploy button of one build of the timeline: a link to the confirm step
+/// ([`confirm`]), which works without JavaScript.
 pub fn button(buttons: &Buttons, app: &App, build: &Build) -> Markup {
     if build.state != BuildState::Succeeded {
         return html! {};
@@ -95,16 +102,8 @@ pub fn button(buttons: &Buttons, app: &App, build: &Build) -> Markup {
     if buttons.current == Some(build.id) {
         return html! { span.status.ok title="The newest successful deploy installed this build" { "deployed" } };
     }
-    let label = match buttons.current {
-        Some(current) if build.id < current => "Roll back to this",
-        _ => "Deploy",
-    };
     html! {
-        form.inline method="post" action={ "/apps/" (app.app) "/deploy" } {
-            input type="hidden" name="csrf" value=(buttons.csrf);
-            input type="hidden" name="build" value=(build.id);
-            button type="submit" { (label) }
-        }
+        a.button.deploy href={ "/apps/" (app.app) "/deploy?build=" (build.id) } { (label(buttons.current, build.id)) }
     }
 }
 
@@ -115,17 +114,32 @@ pub struct DeployForm {
     build: i64,
 }
 
-/// Checks the build and queues its deploy; the browser goes back to the app's deploys.
-pub async fn submit(
-    viewer: Viewer,
-    path: web::Path<(String, String)>,
-    form: web::Form<DeployForm>,
-    state: web::Data<Web>,
-) -> Result<HttpResponse, PageError> {
-    let (namespace, name) = path.into_inner();
-    let form = form.into_inner();
-    let user = viewer.require_form(&form.csrf)?.name.clone();
-    let app = load_app(&state, &namespace, &name).await?;
+#[derive(Deserialize)]
+pub struct DeployQuery {
+    build: i64,
+}
+
+/// What a deploy of build `id` needs, checked: the build, the app's services, the deployed build.
+struct Checked {
+    build: Build,
+    services: Vec<String>,
+    current: Option<i64>,
+    deployer: Arc<dyn Deployer>,
+}
+
+async fn check(
+    viewer: &Viewer,
+    state: &Web,
+    namespace: &str,
+    name: &str,
+    id: i64,
+) -> Result<(App, Checked), PageError> {
+    if !viewer.may_read(namespace) {
+        return Err(PageError::NotFound(format!(
+            "There is no app {namespace}/{name}"
+        )));
+    }
+    let app = load_app(state, namespace, name).await?;
     if !viewer.may_build(&app.app) {
         return Err(PageError::Forbidden(format!(
             "You may not deploy {}: that needs membership of namespace {}",
@@ -139,34 +153,158 @@ pub async fn submit(
         ));
     };
     let store = state.store.clone();
-    let (checked_app, app_id, id) = (app.clone(), app.id, form.build);
+    let (checked_app, app_id) = (app.clone(), app.id);
     let (checked, services, current) = blocking(move || {
         let checked = store.db.deployable_build(&checked_app, id);
-        let services = store.db.services(app_id)?.len();
+        let services = store.db.services(app_id)?;
         Ok((checked, services, deployed_build(&store, app_id)?))
     })
     .await?;
-    match checked {
-        Ok(_) => {}
+    let build = match checked {
+        Ok(build) => build,
         Err(error @ Undeployable::NoBuild { .. }) => {
             return Err(PageError::NotFound(capitalized(&error.to_string())));
         }
         Err(Undeployable::Store(error)) => return Err(error.into()),
         Err(error) => return Err(PageError::BadRequest(capitalized(&error.to_string()))),
-    }
-    if services == 0 {
+    };
+    if services.is_empty() {
         return Err(PageError::BadRequest(format!(
             "App {} has no services: add one with `buildgrid service add {} <name> --server <server>`",
             app.app, app.app
         )));
     }
-    let trigger = match current {
+    let services = services.into_iter().map(|s| s.name).collect();
+    Ok((
+        app,
+        Checked {
+            build,
+            services,
+            current,
+            deployer,
+        },
+    ))
+}
+
+/// Asks before a deploy or a rollback: what will run where instead of what. The answer posts
+/// to [`submit`].
+pub async fn confirm(
+    viewer: Viewer,
+    path: web::Path<(String, String)>,
+    query: web::Query<DeployQuery>,
+    state: web::Data<Web>,
+) -> Result<HttpResponse, PageError> {
+    let (namespace, name) = path.into_inner();
+    if viewer.user().is_none() {
+        let next = format!("/apps/{namespace}/{name}/deploy?build={}", query.build);
+        return Ok(HttpResponse::SeeOther()
+            .insert_header((
+                LOCATION,
+                format!("/login?next={}", crate::error::query_value(&next)),
+            ))
+            .finish());
+    }
+    let (app, checked) = check(&viewer, &state, &namespace, &name, query.build).await?;
+    let build = &checked.build;
+    let label = label(checked.current, build.id);
+    let title = if label == "Deploy" {
+        format!("Deploy build #{}", build.id)
+    } else {
+        format!("Roll back to build #{}", build.id)
+    };
+    let question = html! {
+        dl.facts {
+            dt { "App" } dd { a href={ "/apps/" (app.app) } { (app.app) } }
+            dt { "Build" } dd {
+                a href={ "/builds/" (build.id) } { "#" (build.id) } " "
+                span.branch { (build.git_ref) } " "
+                @if let Some(commit) = &build.commit_id { code title=(commit) { (format::short_commit(commit)) } " " }
+                @if let Some(message) = &build.commit_message { (format::subject(message)) }
+            }
+            dt { "Services" } dd { (checked.services.join(", ")) }
+            dt { "Deployed now" } dd {
+                @match checked.current {
+                    Some(current) => { a href={ "/builds/" (current) } { "build #" (current) } }
+                    None => { "nothing yet" }
+                }
+            }
+        }
+        p {
+            "The servers pull the image and start new containers; the old ones stop once every new one is healthy, and keep serving if any fails."
+        }
+    };
+    let action = format!("/apps/{}/deploy", app.app);
+    let build_id = build.id.to_string();
+    let markup = layout::confirm(
+        &viewer,
+        &title,
+        question,
+        &action,
+        &[("build", &build_id)],
+        if label == "Deploy" {
+            "Deploy"
+        } else {
+            "Roll back"
+        },
+        &format!("/apps/{}", app.app),
+    );
+    Ok(layout::html_response(StatusCode::OK, &markup))
+}
+
+/// How long the answer to a deploy waits for the deploy to start, to open its page.
+const START_WAIT: Duration = Duration::from_secs(5);
+
+/// Checks the build and queues its deploy; the browser goes to the deploy's page once it has
+/// started (within a few seconds), else to the app's deploys.
+pub async fn submit(
+    viewer: Viewer,
+    path: web::Path<(String, String)>,
+    form: web::Form<DeployForm>,
+    state: web::Data<Web>,
+) -> Result<HttpResponse, PageError> {
+    let (namespace, name) = path.into_inner();
+    let form = form.into_inner();
+    let user = viewer.require_form(&form.csrf)?.name.clone();
+    let (app, checked) = check(&viewer, &state, &namespace, &name, form.build).await?;
+    let id = checked.build.id;
+    let trigger = match checked.current {
         Some(current) if id < current => format!("rollback by {user} (web)"),
         _ => format!("{user} (web)"),
     };
-    deployer.deploy(app.id, id, trigger);
+    let store = state.store.clone();
+    let app_id = app.id;
+    let newest = blocking(move || {
+        Ok(store
+            .db
+            .deploys_of_app(app_id, 1)?
+            .first()
+            .map_or(0, |d| d.id))
+    })
+    .await?;
+    checked.deployer.deploy(app.id, id, trigger.clone());
+    let deadline = tokio::time::Instant::now() + START_WAIT;
+    let location = loop {
+        let store = state.store.clone();
+        let trigger = trigger.clone();
+        let started = blocking(move || {
+            Ok(store
+                .db
+                .deploys_of_app(app_id, 10)?
+                .into_iter()
+                .find(|d| d.id > newest && d.build_id == id && d.trigger == trigger)
+                .map(|d| d.id))
+        })
+        .await?;
+        if let Some(deploy) = started {
+            break format!("/deploys/{deploy}");
+        }
+        if tokio::time::Instant::now() >= deadline {
+            break format!("/apps/{}#deploys", app.app);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     Ok(HttpResponse::SeeOther()
-        .insert_header((LOCATION, format!("/apps/{}#deploys", app.app)))
+        .insert_header((LOCATION, location))
         .finish())
 }
 
@@ -207,16 +345,16 @@ pub fn running_section(servers: &[ServerRunning]) -> Markup {
                     @match &server.containers {
                         Err(reason) => p.notice { "Not reachable: " (reason) },
                         Ok(containers) if containers.is_empty() => p.muted { "Nothing of this app runs here." },
-                        Ok(containers) => table.files {
+                        Ok(containers) => table.list.cards-narrow.running {
                             thead { tr { th { "Service" } th { "Container" } th { "Image" } th { "State" } th { "Address" } } }
                             tbody {
                                 @for c in containers {
                                     tr data-server=(server.server) {
-                                        td { (c.service) }
-                                        td { code { (c.name) } " " span.muted { "deploy " a href={ "/deploys/" (c.deploy) } { "#" (c.deploy) } } }
-                                        td { code { (c.image) } }
-                                        td { (c.state) }
-                                        td { @if c.addresses.is_empty() { span.muted { "no published port" } } @else { (c.addresses.join(", ")) } }
+                                        td data-label="Service" { (c.service) }
+                                        td data-label="Container" { code { (c.name) } " " span.muted { "deploy " a href={ "/deploys/" (c.deploy) } { "#" (c.deploy) } } }
+                                        td data-label="Image" { code { (c.image) } }
+                                        td data-label="State" { (c.state) }
+                                        td data-label="Address" { @if c.addresses.is_empty() { span.muted { "no published port" } } @else { (c.addresses.join(", ")) } }
                                     }
                                 }
                             }

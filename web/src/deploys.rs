@@ -52,7 +52,7 @@ pub fn recent(deploys: &[Deploy], builds: &[Build], images: &[DeployImage], now:
                                     code title=(image.digest) { (format::short_digest(&image.digest)) }
                                 }
                             }
-                            span.muted { "by " (deploy.trigger) }
+                            span.muted { (format::deploy_trigger(&deploy.trigger)) }
                         }
                         div.meta {
                             span { "started " (layout::ago(now, deploy.started_at)) }
@@ -189,7 +189,7 @@ pub async fn page(
         div.meta.intro {
             (status(&deploy))
             span { "of " a href={ "/builds/" (deploy.build_id) } { "build #" (deploy.build_id) } }
-            span { "by " (deploy.trigger) }
+            span { (format::deploy_trigger(&deploy.trigger)) }
             span { "started " (layout::ago(now, deploy.started_at)) }
         }
         form.bar method="get" action={ "/deploys/" (deploy.id) } {

@@ -93,6 +93,77 @@ pub fn pull_reference(host: &str, repo: &str, reference: &str) -> String {
     format!("{host}/{repo}{separator}{reference}")
 }
 
+/// A token's stored scopes as people type them: `pull`, not `pull:*`.
+pub fn scopes(stored: &str) -> String {
+    match buildgrid_access::Scope::parse_list(stored) {
+        Ok(scopes) => scopes
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(" "),
+        Err(_) => stored.to_owned(),
+    }
+}
+
+/// A choice of the timeline's status filter, with the badges it stands for.
+pub fn status_choice(status: &str) -> String {
+    match status {
+        "running" => "running (fetching, building, storing)".into(),
+        other => other.into(),
+    }
+}
+
+/// What a build that has not finished is doing, as a sentence.
+pub fn build_progress(state: buildgrid_store::BuildState) -> &'static str {
+    use buildgrid_store::BuildState;
+    match state {
+        BuildState::Queued => "Waiting for a builder.",
+        BuildState::Fetching => "Fetching the source.",
+        BuildState::Building => "Building.",
+        BuildState::Storing => "Storing the image.",
+        BuildState::Succeeded => "Succeeded.",
+        BuildState::Failed => "Failed.",
+        BuildState::Cancelled => "Cancelled.",
+        BuildState::Skipped => "Skipped.",
+    }
+}
+
+/// Who or what started a build, after "by"-less labels such as "Triggered": `git push`,
+/// `a GitHub webhook`, `ann on the web`, `the command line`.
+pub fn build_trigger(trigger: &str) -> String {
+    match trigger {
+        "push" => "git push".into(),
+        "web" => "the web".into(),
+        "cli" => "the command line".into(),
+        "api" => "the API".into(),
+        "github" => "a GitHub webhook".into(),
+        "gitlab" => "a GitLab webhook".into(),
+        "gitea" => "a Gitea webhook".into(),
+        other => match other.strip_suffix(" (web)") {
+            Some(user) => format!("{user} on the web"),
+            None => other.to_owned(),
+        },
+    }
+}
+
+/// How a deploy started, as a phrase: `by ann on the web`, `rollback by ann on the web`,
+/// `automatic, after build #5`, `from the command line, build chosen`.
+pub fn deploy_trigger(trigger: &str) -> String {
+    if let Some(rest) = trigger.strip_prefix("rollback by ") {
+        return format!("rollback by {}", build_trigger(rest));
+    }
+    if let Some(build) = trigger.strip_prefix("build ")
+        && build.bytes().all(|b| b.is_ascii_digit())
+    {
+        return format!("automatic, after build #{build}");
+    }
+    match trigger {
+        "cli" => "from the command line".into(),
+        "cli (chosen build)" => "from the command line, build chosen".into(),
+        other => format!("by {}", build_trigger(other)),
+    }
+}
+
 /// A Kubernetes object name (an RFC 1123 label) for an image: its repository's last part up to
 /// the first dot (the app name of `<ns>/<app>.<repo>`), lowercase letters, digits and dashes.
 pub fn kubernetes_name(repo: &str) -> String {
@@ -163,6 +234,25 @@ mod tests {
         check(
             pull_reference("reg.example.com", "acme/x", "sha256:00ff"),
             "reg.example.com/acme/x@sha256:00ff",
+        );
+    }
+
+    #[test]
+    fn words() {
+        check(scopes("pull:* build:acme/*"), "pull build:acme/*");
+        check(scopes("pull:acme"), "pull:acme");
+        check(build_trigger("push"), "git push");
+        check(build_trigger("ann (web)"), "ann on the web");
+        check(deploy_trigger("ann (web)"), "by ann on the web");
+        check(
+            deploy_trigger("rollback by ann (web)"),
+            "rollback by ann on the web",
+        );
+        check(deploy_trigger("build 12"), "automatic, after build #12");
+        check(deploy_trigger("cli"), "from the command line");
+        check(
+            deploy_trigger("cli (chosen build)"),
+            "from the command line, build chosen",
         );
     }
 

@@ -86,6 +86,64 @@ pub fn error_page(title: &str, message: &str) -> Markup {
     )
 }
 
+/// What the apps page says when the viewer sees no app: how to register one (admins), how to
+/// be given a namespace (other users), or to sign in (anonymous visitors).
+pub fn no_apps(viewer: &Viewer) -> Markup {
+    html! {
+        @if let Some(user) = viewer.user() {
+            @if viewer.is_admin() {
+                p.notice #no-apps {
+                    "No apps yet. Register one with "
+                    code { "buildgrid app create <namespace>/<app> --git <url>" }
+                    ", then push to it."
+                }
+            } @else {
+                p.notice #no-apps {
+                    "You see no apps yet: you see those of the namespaces you are a member of, and of public ones. "
+                    "Ask an admin to add you to your team's namespace ("
+                    code { "buildgrid namespace add-member <namespace> " (user.name) }
+                    ")."
+                }
+            }
+        } @else {
+            p.notice #no-apps {
+                "No public apps here. "
+                a href="/login" { "Sign in" }
+                " to see the apps of your namespaces."
+            }
+        }
+    }
+}
+
+/// A confirm step that works without JavaScript: the question, then a form that posts
+/// `fields` (and the session's CSRF token) to `action`, and a way back to `cancel`.
+pub fn confirm(
+    viewer: &Viewer,
+    title: &str,
+    question: Markup,
+    action: &str,
+    fields: &[(&str, &str)],
+    button: &str,
+    cancel: &str,
+) -> Markup {
+    page_for(
+        viewer,
+        title,
+        &[],
+        html! {
+            (question)
+            form.bar #confirm method="post" action=(action) {
+                input type="hidden" name="csrf" value=(viewer.csrf_token());
+                @for (name, value) in fields {
+                    input type="hidden" name=(name) value=(value);
+                }
+                button type="submit" { (button) }
+                a href=(cancel) { "Cancel" }
+            }
+        },
+    )
+}
+
 /// A build state as a badge: a symbol and the word, so it reads without colour.
 pub fn status(state: BuildState) -> Markup {
     let (class, symbol) = match state {

@@ -69,52 +69,76 @@ pub(crate) struct Web {
 }
 
 /// Mounts the web pages, their event streams and their static files.
+///
+/// The pages form one scope that answers every path the services mounted before them do not
+/// (the CLI mounts them last): an unknown URL gets the 404 page, and every error page keeps
+/// the account header ([`error::with_account`]).
 pub fn configure(cfg: &mut web::ServiceConfig, store: Arc<Store>, settings: Settings) {
     cfg.app_data(web::Data::new(Web { store, settings }))
-        .route("/", web::get().to(apps::page))
-        .route("/static/{name}", web::get().to(assets::file))
-        .route("/apps/{namespace}/{app}", web::get().to(timeline::page))
-        .route(
-            "/apps/{namespace}/{app}/events",
-            web::get().to(timeline::events),
-        )
-        .route(
-            "/apps/{namespace}/{app}/build",
-            web::post().to(build_now::submit),
-        )
-        .route(
-            "/apps/{namespace}/{app}/deploy",
-            web::post().to(deploy_actions::submit),
-        )
-        .route("/builds/{id}", web::get().to(build_page::page))
-        .route("/builds/{id}/lines", web::get().to(log_lines::fragment))
-        .route("/builds/{id}/events", web::get().to(log_lines::events))
-        .route("/builds/{id}/log.txt", web::get().to(log_lines::raw))
-        .route(
-            "/builds/{id}/first-error",
-            web::get().to(build_page::first_error),
-        )
-        .route("/images/{path:.+}", web::get().to(repository::page_or_image))
-        .route("/archives/{path:.+}", web::get().to(image_tabs::archive))
-        .route("/deploys/{id}", web::get().to(deploys::page))
-        .route("/deploys/{id}/log.txt", web::get().to(deploys::raw))
-        .route("/deploys/{id}/events", web::get().to(deploys::events))
-        .route("/login", web::get().to(session::login_page))
-        .route("/login", web::post().to(session::login))
-        .route("/logout", web::post().to(session::logout))
-        .route("/settings", web::get().to(settings::page))
-        .route(
-            "/settings/registry-password",
-            web::post().to(settings::registry_password),
-        )
-        .route("/settings/tokens", web::post().to(settings::create_token))
-        .route(
-            "/settings/tokens/{id}/revoke",
-            web::post().to(settings::revoke_token),
-        )
-        .route("/settings/users", web::post().to(settings::create_user))
-        .route(
-            "/settings/namespaces",
-            web::post().to(settings::change_namespace),
+        .service(
+            web::scope("")
+                .wrap(actix_web::middleware::from_fn(error::with_account))
+                .default_service(web::to(error::not_found))
+                .route("/", web::get().to(apps::page))
+                .route("/static/{name}", web::get().to(assets::file))
+                .route("/apps/{namespace}/{app}", web::get().to(timeline::page))
+                .route(
+                    "/apps/{namespace}/{app}/events",
+                    web::get().to(timeline::events),
+                )
+                .route(
+                    "/apps/{namespace}/{app}/build",
+                    web::post().to(build_now::submit),
+                )
+                .route(
+                    "/apps/{namespace}/{app}/deploy",
+                    web::get().to(deploy_actions::confirm),
+                )
+                .route(
+                    "/apps/{namespace}/{app}/deploy",
+                    web::post().to(deploy_actions::submit),
+                )
+                .route("/builds/{id}", web::get().to(build_page::page))
+                .route("/builds/{id}/lines", web::get().to(log_lines::fragment))
+                .route("/builds/{id}/events", web::get().to(log_lines::events))
+                .route("/builds/{id}/log.txt", web::get().to(log_lines::raw))
+                .route(
+                    "/builds/{id}/first-error",
+                    web::get().to(build_page::first_error),
+                )
+                .route(
+                    "/images/{path:.+}",
+                    web::get().to(repository::page_or_image),
+                )
+                .route("/archives/{path:.+}", web::get().to(image_tabs::archive))
+                .route("/deploys/{id}", web::get().to(deploys::page))
+                .route("/deploys/{id}/log.txt", web::get().to(deploys::raw))
+                .route("/deploys/{id}/events", web::get().to(deploys::events))
+                .route("/login", web::get().to(session::login_page))
+                .route("/login", web::post().to(session::login))
+                .route("/logout", web::post().to(session::logout))
+                .route("/settings", web::get().to(settings::page))
+                .route(
+                    "/settings/registry-password",
+                    web::post().to(settings::registry_password),
+                )
+                .route("/settings/tokens", web::post().to(settings::create_token))
+                .route(
+                    "/settings/tokens/{id}/revoke",
+                    web::get().to(settings::confirm_revoke),
+                )
+                .route(
+                    "/settings/tokens/{id}/revoke",
+                    web::post().to(settings::revoke_token),
+                )
+                .route("/settings/users", web::post().to(settings::create_user))
+                .route(
+                    "/settings/namespaces",
+                    web::post().to(settings::change_namespace),
+                )
+                .route(
+                    "/settings/namespaces/{namespace}/make-public",
+                    web::get().to(settings::confirm_public),
+                ),
         );
 }

@@ -42,7 +42,7 @@ fn is_local_path(path: &str) -> bool {
 }
 
 /// Cookies get `Secure` when people reach buildgrid over TLS.
-fn secure(state: &Web, request: &HttpRequest) -> bool {
+pub(crate) fn secure(state: &Web, request: &HttpRequest) -> bool {
     state.settings.public_url.starts_with("https://")
         || request.connection_info().scheme() == "https"
 }

@@ -270,7 +270,7 @@ fn render(view: &View<'_>, viewer: &Viewer) -> Markup {
                 select name="status" {
                     option value="" { "Any status" }
                     @for (status, _) in STATUSES {
-                        option value=(status) selected[non_empty(&query.status) == Some(*status)] { (status) }
+                        option value=(status) selected[non_empty(&query.status) == Some(*status)] { (format::status_choice(status)) }
                     }
                 }
             }
@@ -345,7 +345,7 @@ pub fn build_row(
                 @if let Some(seconds) = format::build_duration(build, now) {
                     span { @if build.state.is_finished() { "took " } @else { "running for " } (format::duration(seconds)) }
                 }
-                span { "by " (build.trigger) }
+                span { "by " (format::build_trigger(&build.trigger)) }
                 @if let Some(reason) = &build.reason {
                     span { (reason) }
                 }

@@ -5,12 +5,19 @@ use buildgrid_store::{AuditEntry, NewToken, Store, StoreError, User};
 
 use crate::{AccessError, Bootstrap, Scope, now, secret, valid_user_name};
 
+/// The names of buildgrid's own users: builds pull as `buildgrid-builder`, deploys as
+/// `buildgrid-deployer`. No one else may have these names.
+pub const SYSTEM_USERS: [&str; 2] = ["buildgrid-builder", "buildgrid-deployer"];
+
 /// Creates a user with a new web password; returns it with the password (shown once).
 pub fn create_user(store: &Store, name: &str, admin: bool) -> Result<(User, String), AccessError> {
     if !valid_user_name(name) {
         return Err(AccessError::InvalidUserName(
             name.chars().take(100).collect(),
         ));
+    }
+    if SYSTEM_USERS.contains(&name) {
+        return Err(AccessError::SystemUser(name.to_owned()));
     }
     let password = secret::new_password();
     let user = store
@@ -20,24 +27,29 @@ pub fn create_user(store: &Store, name: &str, admin: bool) -> Result<(User, Stri
     Ok((user, password))
 }
 
-/// The non-admin user buildgrid's own work pulls as (`buildgrid-builder`, `buildgrid-deployer`),
-/// made on first use. Builds and deploys run at once, so two may make it together: the second
-/// finds the first one's.
+/// The non-admin user buildgrid's own work pulls as (one of [`SYSTEM_USERS`]), made on first
+/// use with a password no one knows. It is listed nowhere (users, members, tokens), and
+/// [`user`] refuses it, so no one changes it by hand.
 pub fn system_user(store: &Store, name: &str) -> Result<User, AccessError> {
-    if let Some(user) = store.db.user_by_name(name)? {
+    if let Some(user) = store.db.user_by_name(name)?
+        && user.system
+    {
         return Ok(user);
     }
-    match create_user(store, name, false) {
-        Ok((user, _)) => Ok(user),
-        Err(error) => store.db.user_by_name(name)?.ok_or(error),
-    }
+    let hash = secret::hash_password(&secret::new_password());
+    Ok(store.db.system_user(name, &hash)?)
 }
 
+/// The user named `name`, to change or to act for; buildgrid's own users are refused.
 pub fn user(store: &Store, name: &str) -> Result<User, AccessError> {
-    store
+    let user = store
         .db
         .user_by_name(name)?
-        .ok_or_else(|| AccessError::NoSuchUser(name.to_owned()))
+        .ok_or_else(|| AccessError::NoSuchUser(name.to_owned()))?;
+    if user.system {
+        return Err(AccessError::SystemUser(user.name));
+    }
+    Ok(user)
 }
 
 /// Gives the user a new web password and returns it (shown once).

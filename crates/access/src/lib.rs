@@ -21,8 +21,9 @@ use buildgrid_core::{AppRef, RepoName};
 use buildgrid_store::{AuditEntry, Store, StoreError, User};
 
 pub use accounts::{
-    SESSION_TTL, Session, audit_now, bootstrap, create_session, create_token, create_user,
-    end_session, regenerate_registry_password, reset_password, session, system_user, user,
+    SESSION_TTL, SYSTEM_USERS, Session, audit_now, bootstrap, create_session, create_token,
+    create_user, end_session, regenerate_registry_password, reset_password, session, system_user,
+    user,
 };
 pub use bearer::{BEARER_PREFIX, Claims, Grant};
 pub use limiter::{Attempt, Hashing, LoginLimiter};
@@ -122,6 +123,10 @@ pub enum AccessError {
     InvalidUserName(String),
     #[error("no user is named {0}")]
     NoSuchUser(String),
+    #[error(
+        "{0} is buildgrid's own user (builds and deploys pull as it): it is not managed by hand; choose another user"
+    )]
+    SystemUser(String),
     #[error("user {0} is not an admin, so its tokens cannot have the admin scope")]
     NotAdmin(String),
     #[error(transparent)]

@@ -89,7 +89,8 @@ impl fmt::Display for Scope {
             Scope::Build(target) => ("build", target),
         };
         match target {
-            Target::All => write!(f, "{kind}:*"),
+            // `pull` and `build` as people type them; `pull:*` still parses.
+            Target::All => f.write_str(kind),
             Target::Namespace(ns) if kind == "build" => write!(f, "{kind}:{ns}/*"),
             Target::Namespace(ns) => write!(f, "{kind}:{ns}"),
             Target::App(app) => write!(f, "{kind}:{app}"),
@@ -113,10 +114,10 @@ mod tests {
     #[test]
     fn parses_and_prints_scopes() {
         check("admin", "admin");
-        check("pull", "pull:*");
-        check("pull:*", "pull:*");
+        check("pull", "pull");
+        check("pull:*", "pull");
         check("pull:acme", "pull:acme");
-        check("build", "build:*");
+        check("build", "build");
         check("build:acme/shop", "build:acme/shop");
         check("build:acme/*", "build:acme/*");
         check(

@@ -129,10 +129,11 @@ pub async fn deploy(
         None,
         "deploy",
         &format!(
-            "deploy {} of build {} ({image_ref}, {digest}) to {} services",
+            "deploy {} of build {} ({image_ref}, {digest}) to {} service{}",
             deploy.id,
             build.id,
-            services.len()
+            services.len(),
+            if services.len() == 1 { "" } else { "s" }
         ),
     );
     let (token_id, token) = pull_token(store, &app.app, deploy.id)?;
@@ -203,8 +204,8 @@ pub async fn deploy(
     }
     futures_util::future::join_all(up.into_iter().map(|(part, started)| part.finish(started)))
         .await;
-    if let Err(error) = store.db.revoke_token(token_id, None) {
-        tracing::warn!(%error, "cannot revoke a deploy's pull token");
+    if let Err(error) = store.db.delete_token(token_id) {
+        tracing::warn!(%error, "cannot delete a deploy's pull token");
     }
     let (state, reason) = if failures.is_empty() {
         ("succeeded", None)
@@ -312,7 +313,7 @@ fn pull_reference(view: &App, build: &Build, registry_host: &str) -> (String, St
 }
 
 /// A pull-only token for this deploy, of a non-admin user that is a member of the app's
-/// namespace, valid for 15 minutes and revoked when the deploy ends.
+/// namespace, valid for 15 minutes and deleted when the deploy ends.
 fn pull_token(store: &Store, app: &AppRef, deploy: i64) -> Result<(i64, String), DeployError> {
     let user = buildgrid_access::system_user(store, DEPLOY_USER)
         .map_err(|e| DeployError::Refused(e.to_string()))?;

@@ -36,6 +36,21 @@ fn hidden(body: &str, name: &str) -> String {
     body[start..].split('"').next().unwrap().to_owned()
 }
 
+/// The page a POST that made a secret leads to, read with the cookie that carries the secret.
+async fn shown_after(app: &TestApp, session: &str, answer: &Page) -> Page {
+    let shown = set_cookie(answer, "bg_shown").expect("a secret to show");
+    let cookies = format!("bg_session={session}; {}", shown.split(';').next().unwrap());
+    read(
+        app.send(
+            TestRequest::get()
+                .uri("/settings")
+                .insert_header(("Cookie", cookies)),
+        )
+        .await,
+    )
+    .await
+}
+
 async fn sign_in_with(app: &TestApp, name: &str, password: &str) -> Page {
     let form_page = read(
         app.send(TestRequest::get().uri("/login?next=/settings"))
@@ -182,7 +197,8 @@ async fn settings_make_tokens_and_registry_credentials_shown_once() {
         .await,
     )
     .await;
-    assert_eq!(made.status, 200, "{}", made.body);
+    assert_eq!(made.status, 303, "{}", made.body);
+    let made = shown_after(&app, &ann.cookie, &made).await;
     let secret = made.body.split("bg_").nth(1).unwrap()[..64].to_owned();
     let secret = format!("bg_{secret}");
     let principal = app
@@ -194,7 +210,7 @@ async fn settings_make_tokens_and_registry_credentials_shown_once() {
         vec![Scope::parse("pull:acme").unwrap()]
     );
     let listed = read(app.send(ann.on(TestRequest::get().uri("/settings"))).await).await;
-    assert!(listed.body.contains("<td>ci</td>"));
+    assert!(listed.body.contains(r#"<td data-label="Name">ci</td>"#));
     assert!(!listed.body.contains(&secret), "a token is shown only once");
 
     let id = app.store.db.tokens(None).unwrap()[0].id;
@@ -230,7 +246,8 @@ async fn settings_make_tokens_and_registry_credentials_shown_once() {
         .await,
     )
     .await;
-    assert_eq!(credentials.status, 200);
+    assert_eq!(credentials.status, 303);
+    let credentials = shown_after(&app, &ann.cookie, &credentials).await;
     let password = credentials
         .body
         .split(r#"id="shown-password">"#)
@@ -276,7 +293,8 @@ async fn admins_manage_users_and_namespaces() {
         .await,
     )
     .await;
-    assert_eq!(made.status, 200, "{}", made.body);
+    assert_eq!(made.status, 303, "{}", made.body);
+    let made = shown_after(&app, &root.cookie, &made).await;
     let password = made
         .body
         .split(r#"id="shown-web-password">"#)

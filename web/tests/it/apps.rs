@@ -8,6 +8,14 @@ use crate::support::{HOST, count, header, spawn_app};
 async fn an_empty_store_says_how_to_start() {
     let app = spawn_app();
     let body = app.ok("/").await;
+    assert!(body.contains("No public apps here"), "{body}");
+    let root = app.sign_in("root", true, &[]);
+    let body = crate::support::read(
+        app.send(root.on(actix_web::test::TestRequest::get().uri("/")))
+            .await,
+    )
+    .await
+    .body;
     assert!(body.contains("No apps yet"), "{body}");
     assert!(body.contains("buildgrid app create"), "{body}");
 }

@@ -136,11 +136,11 @@ async fn the_deploy_button_deploys_only_what_can_be_deployed_by_who_may_build() 
     .await
     .body;
     assert_eq!(
-        crate::support::count(&timeline, r#"action="/apps/acme/hello/deploy""#),
+        crate::support::count(&timeline, r#"href="/apps/acme/hello/deploy?build="#),
         2,
         "a button on each successful build: {timeline}"
     );
-    assert!(!app.ok("/apps/acme/hello").await.contains("/deploy\""));
+    assert!(!app.ok("/apps/acme/hello").await.contains("/deploy?build="));
 
     for (build, status, says) in [
         (failed, 400, "only a successful build can be deployed"),

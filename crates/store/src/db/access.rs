@@ -16,9 +16,13 @@ pub struct User {
     /// argon2id PHC string of the registry password; `None` until one is made.
     pub registry_password_hash: Option<String>,
     pub created_at: i64,
+    /// One of buildgrid's own users (builds and deploys pull as them): listed nowhere, changed
+    /// by no one.
+    pub system: bool,
 }
 
-const USER_COLUMNS: &str = "id, name, admin, password_hash, registry_password_hash, created_at";
+const USER_COLUMNS: &str =
+    "id, name, admin, password_hash, registry_password_hash, created_at, system";
 
 fn user_row(row: &Row<'_>) -> rusqlite::Result<User> {
     Ok(User {
@@ -28,6 +32,7 @@ fn user_row(row: &Row<'_>) -> rusqlite::Result<User> {
         password_hash: row.get(3)?,
         registry_password_hash: row.get(4)?,
         created_at: row.get(5)?,
+        system: row.get(6)?,
     })
 }
 
@@ -108,6 +113,21 @@ impl Db {
         })
     }
 
+    /// The system user `name` (see [`User::system`]), made if missing; a user of that name made
+    /// before becomes one. One statement, so builds and deploys starting together find one user.
+    pub fn system_user(&self, name: &str, password_hash: &str) -> Result<User, StoreError> {
+        self.with(|conn| {
+            let sql = format!(
+                "INSERT INTO users (name, admin, password_hash, created_at, system)
+                 VALUES (?1, 0, ?2, ?3, 1)
+                 ON CONFLICT (name) DO UPDATE SET system = 1 RETURNING {USER_COLUMNS}"
+            );
+            Ok(conn
+                .prepare_cached(&sql)?
+                .query_row(params![name, password_hash, now()], user_row)?)
+        })
+    }
+
     pub fn user_by_name(&self, name: &str) -> Result<Option<User>, StoreError> {
         self.with(|conn| {
             let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE name = ?1");
@@ -130,7 +150,7 @@ impl Db {
 
     pub fn users(&self) -> Result<Vec<User>, StoreError> {
         self.with(|conn| {
-            let sql = format!("SELECT {USER_COLUMNS} FROM users ORDER BY name");
+            let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE system = 0 ORDER BY name");
             let mut stmt = conn.prepare_cached(&sql)?;
             let rows = stmt.query_map([], user_row)?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
@@ -138,7 +158,11 @@ impl Db {
     }
 
     pub fn has_users(&self) -> Result<bool, StoreError> {
-        self.with(|conn| Ok(conn.prepare_cached("SELECT 1 FROM users")?.exists([])?))
+        self.with(|conn| {
+            Ok(conn
+                .prepare_cached("SELECT 1 FROM users WHERE system = 0")?
+                .exists([])?)
+        })
     }
 
     /// Sets the user's web password and ends every web session of the user: a session opened
@@ -203,7 +227,7 @@ impl Db {
                 "SELECT n.name, n.public, group_concat(u.name, ' ')
                  FROM namespaces n
                  LEFT JOIN members m ON m.namespace = n.name
-                 LEFT JOIN users u ON u.id = m.user_id
+                 LEFT JOIN users u ON u.id = m.user_id AND u.system = 0
                  GROUP BY n.name ORDER BY n.name",
             )?;
             let rows = stmt.query_map([], |row| {
@@ -296,11 +320,13 @@ impl Db {
         })
     }
 
-    /// Tokens of one user, or of everyone; newest first.
+    /// Tokens of one user, or of everyone but the system users; newest first.
     pub fn tokens(&self, user_id: Option<i64>) -> Result<Vec<TokenRow>, StoreError> {
         self.with(|conn| {
             let sql = format!(
-                "SELECT {TOKEN_COLUMNS} FROM tokens WHERE ?1 IS NULL OR user_id = ?1
+                "SELECT {TOKEN_COLUMNS} FROM tokens
+                 WHERE (?1 IS NULL OR user_id = ?1)
+                   AND (user_id IS NULL OR user_id NOT IN (SELECT id FROM users WHERE system = 1))
                  ORDER BY id DESC"
             );
             let mut stmt = conn.prepare_cached(&sql)?;
@@ -327,6 +353,11 @@ impl Db {
             )?;
             Ok(revoked > 0)
         })
+    }
+
+    /// Deletes a token (a build's or deploy's, when it ends); whether there was one.
+    pub fn delete_token(&self, id: i64) -> Result<bool, StoreError> {
+        self.with(|conn| Ok(conn.execute("DELETE FROM tokens WHERE id = ?1", [id])? > 0))
     }
 
     pub fn has_tokens(&self) -> Result<bool, StoreError> {
@@ -383,7 +414,7 @@ impl Db {
             Ok(conn
                 .prepare_cached(&sql)?
                 .query_row(params![hash, now()], |row| {
-                    Ok((user_row(row)?, row.get(6)?))
+                    Ok((user_row(row)?, row.get(7)?))
                 })
                 .optional()?)
         })

@@ -327,6 +327,15 @@ ALTER TABLE tags ADD COLUMN build_id INTEGER;
 -- downloads.count counts pulls (manifest GETs); archives counts image archive downloads.
 ALTER TABLE downloads ADD COLUMN archives INTEGER NOT NULL DEFAULT 0;
 "#,
+    r#"
+-- system: buildgrid's own users, which builds and deploys pull as. They are listed nowhere
+-- (users, members, tokens) and changed by no one; their tokens live as long as the build or
+-- deploy that made them, and the revoked ones earlier versions kept go.
+ALTER TABLE users ADD COLUMN system INTEGER NOT NULL DEFAULT 0;
+UPDATE users SET system = 1 WHERE name IN ('buildgrid-builder', 'buildgrid-deployer');
+DELETE FROM tokens WHERE revoked_at IS NOT NULL
+    AND user_id IN (SELECT id FROM users WHERE system = 1);
+"#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
