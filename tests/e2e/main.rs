@@ -29,3 +29,4 @@ mod remote_engines;
 mod support;
 mod web;
 mod web_image;
+mod web_images;

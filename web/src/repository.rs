@@ -18,8 +18,9 @@ const TAGS_PAGE: usize = 100;
 
 #[derive(Deserialize)]
 pub struct Paging {
-    /// Where the previous page ended: its last tag's time and name.
+    /// Where the previous page ended: its last tag's time, whether it was a branch's, and name.
     before_at: Option<i64>,
+    before_branch: Option<bool>,
     before_tag: Option<String>,
 }
 
@@ -52,14 +53,19 @@ pub async fn page_or_image(
     }
     let store = state.store.clone();
     let lookup = repo.clone();
-    let before = paging.before_at.zip(paging.before_tag.clone());
+    let before = paging
+        .before_at
+        .zip(paging.before_tag.clone())
+        .map(|(at, tag)| (at, paging.before_branch.unwrap_or(false), tag));
     let found = blocking(move || {
         if !store.db.repo_exists(&lookup)? {
             return Ok(None);
         }
         let mut tags = store.db.tags_newest_first(
             &lookup,
-            before.as_ref().map(|(at, tag)| (*at, tag.as_str())),
+            before
+                .as_ref()
+                .map(|(at, branch, tag)| (*at, *branch, tag.as_str())),
             TAGS_PAGE + 1,
         )?;
         let more = tags.len() > TAGS_PAGE;
@@ -139,7 +145,7 @@ fn render(viewer: &Viewer, repository: &Repository, host: &str, now: i64) -> Mar
             }
             @if repository.more && let Some(last) = repository.tags.last() {
                 nav.pager {
-                    a href={ "?before_at=" (last.updated_at) "&before_tag=" (last.name) } { "Older tags" }
+                    a href={ "?before_at=" (last.updated_at) "&before_branch=" (last.branch.is_some()) "&before_tag=" (last.name) } { "Older tags" }
                 }
             }
         }

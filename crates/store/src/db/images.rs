@@ -192,31 +192,32 @@ impl Db {
         })
     }
 
-    /// Up to `limit` tags of `repo`, newest first (made or moved last), starting after
-    /// `before` (`(updated_at, name)` of the last tag of the previous page).
+    /// Up to `limit` tags of `repo`, newest first (made or moved last; of tags of one second,
+    /// branch tags first, since a build moves its branch's tag after it tags its commit), then by
+    /// name, starting after `before`: the last tag of the previous page, as its `updated_at`,
+    /// whether it is a branch's tag, and its name.
     pub fn tags_newest_first(
         &self,
         repo: &RepoName,
-        before: Option<(i64, &str)>,
+        before: Option<(i64, bool, &str)>,
         limit: usize,
     ) -> Result<Vec<TagRow>, StoreError> {
-        let (at, name) = before.unwrap_or((i64::MAX, ""));
+        let (at, untracked, name) = match before {
+            Some((at, branch, name)) => (at, !branch, name),
+            None => (i64::MAX, false, ""),
+        };
         self.with(|conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT t.name, t.digest, t.updated_at, t.branch, t.build_id
                  FROM tags t JOIN repositories r ON r.id = t.repo_id
-                 WHERE r.name = ?1 AND (t.updated_at < ?2 OR (t.updated_at = ?2 AND t.name > ?3))
-                 ORDER BY t.updated_at DESC, t.name LIMIT ?4",
+                 WHERE r.name = ?1 AND (t.updated_at < ?2 OR (t.updated_at = ?2 AND (
+                     (t.branch IS NULL) > ?3 OR ((t.branch IS NULL) = ?3 AND t.name > ?4))))
+                 ORDER BY t.updated_at DESC, t.branch IS NULL, t.name LIMIT ?5",
             )?;
-            let rows = stmt.query_map(params![repo.as_str(), at, name, limit as i64], |row| {
-                Ok(TagRow {
-                    name: row.get(0)?,
-                    digest: digest_column(row, 1)?,
-                    updated_at: row.get(2)?,
-                    branch: row.get(3)?,
-                    build_id: row.get(4)?,
-                })
-            })?;
+            let rows = stmt.query_map(
+                params![repo.as_str(), at, untracked, name, limit as i64],
+                tag_row,
+            )?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
     }
@@ -229,15 +230,7 @@ impl Db {
                  FROM tags t JOIN repositories r ON r.id = t.repo_id
                  WHERE r.name = ?1 AND t.branch IS NOT NULL ORDER BY t.name",
             )?;
-            let rows = stmt.query_map([repo.as_str()], |row| {
-                Ok(TagRow {
-                    name: row.get(0)?,
-                    digest: digest_column(row, 1)?,
-                    updated_at: row.get(2)?,
-                    branch: row.get(3)?,
-                    build_id: row.get(4)?,
-                })
-            })?;
+            let rows = stmt.query_map([repo.as_str()], tag_row)?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
     }
@@ -558,6 +551,16 @@ impl Db {
             Ok(counts)
         })
     }
+}
+
+fn tag_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TagRow> {
+    Ok(TagRow {
+        name: row.get(0)?,
+        digest: digest_column(row, 1)?,
+        updated_at: row.get(2)?,
+        branch: row.get(3)?,
+        build_id: row.get(4)?,
+    })
 }
 
 fn manifest_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ManifestRow> {

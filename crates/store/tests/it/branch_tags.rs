@@ -116,31 +116,44 @@ fn tags_list_newest_first_in_pages() {
     let repo = repo_name("acme/app.repo");
     let old = image(&t, "old", "v1");
     image(&t, "older-name", "a-second-tag");
-    // Times are in seconds: the next tag is a second newer.
+    // Times are in seconds: the next tags are a second newer.
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    image(&t, "new", "v2");
+    let commit = "0".repeat(40);
+    let new = image(&t, "new", &commit);
+    // Moved in the same second as the commit tag, as a build does: listed first.
+    t.store
+        .db
+        .move_branch_tag(&repo, &tag_name("main"), "main", 1, &new)
+        .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(1100));
     t.store
         .db
-        .move_branch_tag(&repo, &tag_name("main"), "main", 1, &old)
+        .move_branch_tag(&repo, &tag_name("dev"), "dev", 2, &old)
         .unwrap();
-    let names = |before: Option<(i64, &str)>, limit| -> Vec<String> {
-        t.store
-            .db
-            .tags_newest_first(&repo, before, limit)
-            .unwrap()
-            .into_iter()
-            .map(|tag| tag.name)
-            .collect()
+    let page = |before: Option<&buildgrid_store::TagRow>, limit| {
+        let before = before.map(|tag| (tag.updated_at, tag.branch.is_some(), tag.name.as_str()));
+        t.store.db.tags_newest_first(&repo, before, limit).unwrap()
     };
-    assert_eq!(names(None, 10), ["main", "v2", "a-second-tag", "v1"]);
-    let page = t.store.db.tags_newest_first(&repo, None, 2).unwrap();
-    assert_eq!(page.len(), 2);
-    let last = page.last().unwrap();
+    let names = |tags: &[buildgrid_store::TagRow]| -> Vec<String> {
+        tags.iter().map(|tag| tag.name.clone()).collect()
+    };
+    let all = page(None, 10);
     assert_eq!(
-        names(Some((last.updated_at, last.name.as_str())), 10),
-        ["a-second-tag", "v1"]
+        names(&all),
+        ["dev", "main", commit.as_str(), "a-second-tag", "v1"]
     );
-    let third = &t.store.db.tags_newest_first(&repo, None, 3).unwrap()[2];
-    assert_eq!(names(Some((third.updated_at, &third.name)), 10), ["v1"]);
+    // Every page starts right after the last tag of the one before.
+    for size in 1..=4 {
+        let mut seen = Vec::new();
+        let mut last: Option<buildgrid_store::TagRow> = None;
+        loop {
+            let tags = page(last.as_ref(), size);
+            if tags.is_empty() {
+                break;
+            }
+            seen.extend(names(&tags));
+            last = tags.last().cloned();
+        }
+        assert_eq!(seen, names(&all), "pages of {size}");
+    }
 }
