@@ -30,3 +30,4 @@ mod support;
 mod web;
 mod web_image;
 mod web_images;
+mod web_live;

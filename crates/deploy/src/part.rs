@@ -12,7 +12,7 @@ use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, LogsOptionsBuilder,
     RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
-use buildgrid_store::{App, Build, Deploy, Server};
+use buildgrid_store::{App, Build, Deploy, DeployLine, Server};
 use futures_util::StreamExt;
 
 use crate::run::Log;
@@ -70,8 +70,14 @@ impl Part<'_> {
         for replica in 0..self.spec.replicas {
             match self.start_replica(&docker, replica, slot).await {
                 Ok(name) => new.push(name),
-                Err((name, reason)) => {
+                Err(ReplicaFailed {
+                    name,
+                    reason,
+                    exited,
+                }) => {
                     if let Some(name) = name {
+                        // What it printed and how it ended stay in the log; the container goes.
+                        self.keep_evidence(&docker, &name, exited.as_deref()).await;
                         new.push(name);
                     }
                     for name in &new {
@@ -94,7 +100,7 @@ impl Part<'_> {
     pub async fn finish(&self, started: Started) {
         let Started { docker, old, new } = started;
         for name in &new {
-            self.first_lines(&docker, name).await;
+            self.printed_lines(&docker, name, FIRST_LINES).await;
         }
         for container in old {
             let name = container.name;
@@ -150,7 +156,7 @@ impl Part<'_> {
         docker: &Docker,
         replica: u32,
         slot: u32,
-    ) -> Result<String, (Option<String>, String)> {
+    ) -> Result<String, ReplicaFailed> {
         let name = format!(
             "bg.{}.{}.{}.d{}.r{replica}",
             self.app.app.namespace(),
@@ -203,10 +209,9 @@ impl Part<'_> {
             host_config: Some(HostConfig {
                 port_bindings: Some(bindings),
                 network_mode: self.spec.network_host.then(|| "host".to_owned()),
-                restart_policy: Some(bollard::models::RestartPolicy {
-                    name: Some(bollard::models::RestartPolicyNameEnum::UNLESS_STOPPED),
-                    maximum_retry_count: None,
-                }),
+                // No restarts until it is healthy: a replica that exits keeps its exit code
+                // for the deploy log (a restart would clear it). It gets its policy then.
+                restart_policy: Some(restart_policy(bollard::models::RestartPolicyNameEnum::NO)),
                 ..Default::default()
             }),
             ..Default::default()
@@ -215,11 +220,10 @@ impl Part<'_> {
         docker
             .create_container(Some(options), body)
             .await
-            .map_err(|e| {
-                (
-                    None,
-                    format!("cannot create {name}: {}", engine_message(&e)),
-                )
+            .map_err(|e| ReplicaFailed {
+                name: None,
+                reason: format!("cannot create {name}: {}", engine_message(&e)),
+                exited: None,
             })?;
         self.line(Some(&name), "deploy", "created");
         docker
@@ -228,16 +232,36 @@ impl Part<'_> {
                 None::<bollard::query_parameters::StartContainerOptions>,
             )
             .await
-            .map_err(|e| {
-                (
-                    Some(name.clone()),
-                    format!("cannot start {name}: {}", engine_message(&e)),
-                )
+            .map_err(|e| ReplicaFailed {
+                name: Some(name.clone()),
+                reason: format!("cannot start {name}: {}", engine_message(&e)),
+                exited: None,
             })?;
         self.line(Some(&name), "deploy", "started");
         self.wait_healthy(docker, &name, replica, slot)
             .await
-            .map_err(|reason| (Some(name.clone()), reason))?;
+            .map_err(|(reason, exited)| ReplicaFailed {
+                name: Some(name.clone()),
+                reason,
+                exited,
+            })?;
+        let keep_running = bollard::models::ContainerUpdateBody {
+            restart_policy: Some(restart_policy(
+                bollard::models::RestartPolicyNameEnum::UNLESS_STOPPED,
+            )),
+            ..Default::default()
+        };
+        docker
+            .update_container(&name, keep_running)
+            .await
+            .map_err(|e| ReplicaFailed {
+                name: Some(name.clone()),
+                reason: format!(
+                    "cannot give {name} its restart policy: {}",
+                    engine_message(&e)
+                ),
+                exited: None,
+            })?;
         Ok(name)
     }
 
@@ -247,14 +271,15 @@ impl Part<'_> {
         name: &str,
         replica: u32,
         slot: u32,
-    ) -> Result<(), String> {
+    ) -> Result<(), (String, Option<String>)> {
         let timeout = Duration::from_secs(self.spec.health_timeout);
         let deadline = Instant::now() + timeout;
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(2))
             .build()
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| (e.to_string(), None))?;
         let started = Instant::now();
+        let mut probes = Probes::default();
         loop {
             // A container that exited (and maybe was restarted by its policy) is not healthy.
             let inspected = docker
@@ -263,28 +288,30 @@ impl Part<'_> {
                     None::<bollard::query_parameters::InspectContainerOptions>,
                 )
                 .await;
-            let running = match inspected {
+            let exited = match inspected {
                 Ok(c) => {
-                    c.restart_count.unwrap_or(0) == 0
+                    let running = c.restart_count.unwrap_or(0) == 0
                         && c.state
                             .as_ref()
-                            .is_some_and(|s| s.running == Some(true) && s.restarting != Some(true))
+                            .is_some_and(|s| s.running == Some(true) && s.restarting != Some(true));
+                    (!running).then(|| ended(&c))
                 }
                 Err(bollard::errors::Error::DockerResponseServerError {
                     status_code: 404, ..
-                }) => false,
+                }) => Some("was removed".to_owned()),
                 Err(error) => {
+                    probes.end(self, name);
                     let reason =
                         format!("the engine stopped answering: {}", engine_message(&error));
                     self.line(Some(name), "health", &reason);
-                    return Err(reason);
+                    return Err((reason, None));
                 }
             };
-            if !running {
-                let reason = format!("{name} exited before it was healthy");
+            if let Some(how) = exited {
+                probes.end(self, name);
+                let reason = format!("{name} {how} before it was healthy");
                 self.line(Some(name), "health", &reason);
-                self.first_lines(docker, name).await;
-                return Err(reason);
+                return Err((reason, Some(how)));
             }
             let healthy = match &self.spec.health {
                 Health::Running { seconds } => started.elapsed() >= Duration::from_secs(*seconds),
@@ -294,7 +321,7 @@ impl Part<'_> {
                         Ok(code) => format!("{command}: exit code {code}"),
                         Err(reason) => format!("{command}: {reason}"),
                     };
-                    self.line(Some(name), "health", &text);
+                    probes.answer(self, name, text);
                     outcome == Ok(0)
                 }
                 Health::Http { path } => {
@@ -308,29 +335,62 @@ impl Part<'_> {
                         Ok(response) => format!("GET {url}: {}", response.status()),
                         Err(error) => format!("GET {url}: {}", without_url(error)),
                     };
-                    self.line(Some(name), "health", &text);
+                    probes.answer(self, name, text);
                     answer.is_ok_and(|r| r.status().is_success() || r.status().is_redirection())
                 }
             };
             if healthy {
+                probes.end(self, name);
                 self.line(Some(name), "health", "healthy");
                 return Ok(());
             }
             if Instant::now() >= deadline {
+                probes.end(self, name);
                 let reason = format!("{name} was not healthy within {} s", timeout.as_secs());
                 self.line(Some(name), "health", &reason);
-                return Err(reason);
+                return Err((reason, None));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
-    /// What the container printed first, into the deploy log.
-    async fn first_lines(&self, docker: &Docker, name: &str) {
+    /// What a replica that failed leaves in the deploy log before it is removed: its last
+    /// lines with the times it printed them, then how it ended: `exited` as the health check
+    /// saw it (its policy may have restarted it since), else as it was when the deploy gave up.
+    async fn keep_evidence(&self, docker: &Docker, name: &str, exited: Option<&str>) {
+        let inspect = || {
+            docker.inspect_container(
+                name,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+        };
+        let before = inspect().await;
+        let stop = StopContainerOptionsBuilder::new().t(1).build();
+        let _ = docker.stop_container(name, Some(stop)).await;
+        self.printed_lines(docker, name, LAST_LINES).await;
+        let text = match (exited, before) {
+            (Some(exited), _) => exited.to_owned(),
+            (None, Ok(before)) if !is_running(&before) => ended(&before),
+            (None, Ok(_)) => match inspect().await {
+                Ok(after) => format!(
+                    "was still running when the deploy gave up; stopped, {}",
+                    ended(&after)
+                ),
+                Err(error) => format!("cannot be inspected: {}", engine_message(&error)),
+            },
+            (None, Err(error)) => format!("cannot be inspected: {}", engine_message(&error)),
+        };
+        self.line(Some(name), "deploy", &text);
+    }
+
+    /// The last `tail` lines the container printed, into the deploy log with the times it
+    /// printed them.
+    async fn printed_lines(&self, docker: &Docker, name: &str, tail: u32) {
         let options = LogsOptionsBuilder::new()
             .stdout(true)
             .stderr(true)
-            .tail("20")
+            .timestamps(true)
+            .tail(&tail.to_string())
             .build();
         let secrets: Vec<String> = self
             .spec
@@ -345,14 +405,121 @@ impl Part<'_> {
                 other => ("stdout", other.into_bytes()),
             };
             for text in String::from_utf8_lossy(&bytes).lines() {
-                self.line(
-                    Some(name),
-                    stream_name,
-                    &crate::output::mask(text, &secrets),
-                );
+                let (at_ms, text) = crate::output::split_timestamp(text);
+                let mut line = DeployLine {
+                    server: Some(self.server.name.clone()),
+                    service: Some(self.service.to_owned()),
+                    container: Some(name.to_owned()),
+                    stream: stream_name.to_owned(),
+                    line: crate::output::mask(text, &secrets),
+                    ..DeployLine::default()
+                };
+                match at_ms {
+                    Some(at_ms) => {
+                        line.at_ms = at_ms;
+                        self.log.write(line);
+                    }
+                    None => self.line(Some(name), stream_name, &line.line),
+                }
             }
         }
     }
+}
+
+/// Why a new replica failed: its name once it was created, the reason, and how it exited when
+/// the health check saw it exit.
+struct ReplicaFailed {
+    name: Option<String>,
+    reason: String,
+    exited: Option<String>,
+}
+
+fn restart_policy(name: bollard::models::RestartPolicyNameEnum) -> bollard::models::RestartPolicy {
+    bollard::models::RestartPolicy {
+        name: Some(name),
+        maximum_retry_count: None,
+    }
+}
+
+/// Lines of a new replica's output the deploy log keeps when it is healthy.
+const FIRST_LINES: u32 = 20;
+/// Lines of a failed replica's output the deploy log keeps before it is removed.
+const LAST_LINES: u32 = 50;
+
+/// Health probes that give the same answer one after another are one line in the deploy log:
+/// the first is written as it comes; when the answer changes or the wait ends, one more line
+/// gives the count of the repeats, the time they took and the last answer.
+#[derive(Default)]
+struct Probes {
+    last: Option<String>,
+    repeats: u32,
+    since: Option<Instant>,
+}
+
+impl Probes {
+    fn answer(&mut self, part: &Part<'_>, name: &str, text: String) {
+        if self.last.as_deref() == Some(text.as_str()) {
+            self.repeats += 1;
+            return;
+        }
+        self.end(part, name);
+        part.line(Some(name), "health", &text);
+        self.last = Some(text);
+        self.since = Some(Instant::now());
+    }
+
+    /// Writes the repeats of the last answer, if any.
+    fn end(&mut self, part: &Part<'_>, name: &str) {
+        if let (Some(last), Some(since)) = (&self.last, self.since)
+            && self.repeats > 0
+        {
+            part.line(
+                Some(name),
+                "health",
+                &repeated(self.repeats, since.elapsed(), last),
+            );
+        }
+        self.repeats = 0;
+        self.last = None;
+    }
+}
+
+/// "the same answer 287 more times in 28.7 s, the last: GET …: connection refused"
+fn repeated(repeats: u32, took: Duration, last: &str) -> String {
+    let times = if repeats == 1 { "time" } else { "times" };
+    format!(
+        "the same answer {repeats} more {times} in {:.1} s, the last: {last}",
+        took.as_secs_f64()
+    )
+}
+
+fn is_running(container: &bollard::models::ContainerInspectResponse) -> bool {
+    container
+        .state
+        .as_ref()
+        .is_some_and(|s| s.running == Some(true) && s.restarting != Some(true))
+}
+
+/// How a container ended, as its engine reports it: "exited with code 3", with "after 2
+/// restarts" and "killed for lack of memory" where they apply.
+fn ended(container: &bollard::models::ContainerInspectResponse) -> String {
+    let state = container.state.as_ref();
+    let code = state.and_then(|s| s.exit_code);
+    let mut text = match code {
+        Some(code) if !is_running(container) || container.restart_count.unwrap_or(0) > 0 => {
+            format!("exited with code {code}")
+        }
+        _ => "stopped".to_owned(),
+    };
+    if state.and_then(|s| s.oom_killed) == Some(true) {
+        text.push_str(", killed for lack of memory");
+    }
+    match container.restart_count.unwrap_or(0) {
+        0 => {}
+        1 => text.push_str(" (restarted once)"),
+        n => text.push_str(&format!(" (restarted {n} times)")),
+    }
+    text
 }
 
 /// The exit code of `/bin/sh -c <command>` run in a container (output discarded).

@@ -57,7 +57,7 @@ impl Log<'_> {
         stream: &str,
         text: &str,
     ) {
-        let mut line = DeployLine {
+        self.write(DeployLine {
             seq: 0,
             at_ms: now_ms(),
             server: server.map(str::to_owned),
@@ -65,7 +65,12 @@ impl Log<'_> {
             container: container.map(str::to_owned),
             stream: stream.to_owned(),
             line: text.to_owned(),
-        };
+        });
+    }
+
+    /// Stores `line` (its time as given: a container's lines keep the time it printed them)
+    /// and prints it.
+    pub fn write(&self, mut line: DeployLine) {
         match self.store.db.append_deploy_line(self.deploy, &line) {
             Ok(seq) => line.seq = seq,
             Err(error) => tracing::error!(%error, "cannot store a deploy log line"),
