@@ -28,8 +28,8 @@ async fn text(browser: &Client, css: &str) -> String {
     }
 }
 
-/// Clicks the deploy form's button of build `build` on the timeline and opens the page of the
-/// deploy it starts (number `deploy`) at once, while the deploy runs.
+/// Clicks the deploy button of build `build` on the timeline, confirms, and lands on the page
+/// of the deploy it starts (number `deploy`) while the deploy runs.
 async fn deploy_from_timeline(
     browser: &Client,
     buildgrid: &Buildgrid,
@@ -42,33 +42,32 @@ async fn deploy_from_timeline(
         .await
         .unwrap();
     let button = browser
-        .find(Locator::Css(&format!("#b{build} form.inline button")))
+        .find(Locator::Css(&format!("#b{build} a.deploy")))
         .await
         .unwrap_or_else(|e| panic!("build {build} has no deploy button: {e}"));
     assert_eq!(button.text().await.unwrap(), label);
     button.click().await.unwrap();
+    // The confirm step: nothing is deployed until it is answered.
+    let confirm = browser
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css("#confirm button[type=submit]"))
+        .await
+        .expect("a confirm step");
+    assert_eq!(
+        browser.current_url().await.unwrap().path(),
+        "/apps/acme/live/deploy"
+    );
+    confirm.click().await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let url = browser.current_url().await.unwrap();
-        if url.path() == "/apps/acme/live"
-            && browser
-                .find(Locator::Css(&format!("#d{deploy}")))
-                .await
-                .is_ok()
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no deploy after the click");
+    while browser.current_url().await.unwrap().path() != format!("/deploys/{deploy}") {
+        assert!(
+            Instant::now() < deadline,
+            "the answer did not open deploy {deploy}: {}",
+            browser.current_url().await.unwrap()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
-        browser.refresh().await.unwrap();
     }
-    browser
-        .find(Locator::Css(&format!("#d{deploy} a.title")))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
 }
 
 /// Waits on the open deploy page (without reloading it) until its status says `state`.
@@ -180,7 +179,7 @@ fn deploys_and_rollbacks_from_the_browser_stream_their_log_and_show_what_runs() 
             .await
             .unwrap();
         let deploys = text(&browser, "#deploys").await;
-        assert!(deploys.contains("rollback by ann (web)"), "{deploys}");
+        assert!(deploys.contains("rollback by ann on the web"), "{deploys}");
         let running = text(&browser, "#running").await;
         assert!(running.contains("bg.acme.live.web.d3.r0"), "{running}");
         browser.close().await.unwrap();

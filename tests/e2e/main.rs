@@ -28,6 +28,7 @@ mod registry_protocol;
 mod remote_engines;
 mod support;
 mod web;
+mod web_forms;
 mod web_image;
 mod web_images;
 mod web_live;

@@ -29,7 +29,7 @@ fn shell(viewer: Option<&Viewer>, title: &str, crumbs: &[(&str, &str)], content:
                 link rel="stylesheet" href=(assets::css_url());
                 script src=(assets::js_url()) defer {}
             }
-            body {
+            body data-rendered=(format::now()) {
                 a.skip href="#content" { "Skip to content" }
                 header.top {
                     nav aria-label="Breadcrumbs" {
@@ -181,10 +181,11 @@ pub fn copyable_block(id: &str, text: &str) -> Markup {
     }
 }
 
-/// "5 min ago", with the exact time on hover and for machines.
+/// "5 min ago", with the exact time on hover and for machines; the script keeps the text
+/// current (`data-ago`).
 pub fn ago(now: i64, then: i64) -> Markup {
     html! {
-        time datetime=(format::iso(then)) title=(format::datetime(then)) { (format::age(now, then)) }
+        time datetime=(format::iso(then)) title=(format::datetime(then)) data-ago { (format::age(now, then)) }
     }
 }
 

@@ -170,3 +170,41 @@
     if (timeline && timeline.getAttribute("data-events")) followTimeline(timeline);
   });
 })();
+
+// ---- Relative times: every <time data-ago> says how long ago, kept current. ----
+// The text is the server's "5 min ago" at first; this re-renders it every few seconds from the
+// element's datetime, on the server's clock (the page's data-rendered minus the browser's time
+// when the page loaded), so cards added later by the live streams stay in step with older ones.
+(function relativeTimes() {
+  "use strict";
+  var loaded = Date.now() / 1000;
+
+  function age(seconds) {
+    seconds = Math.max(0, Math.floor(seconds));
+    if (seconds < 10) return "just now";
+    if (seconds < 60) return seconds + " s ago";
+    if (seconds < 3600) return Math.floor(seconds / 60) + " min ago";
+    if (seconds < 86400) return Math.floor(seconds / 3600) + " h ago";
+    if (seconds < 172800) return "yesterday";
+    return Math.floor(seconds / 86400) + " days ago";
+  }
+
+  function update() {
+    var rendered = Number(document.body && document.body.getAttribute("data-rendered"));
+    var offset = rendered ? rendered - loaded : 0;
+    var now = Date.now() / 1000 + offset;
+    var times = document.querySelectorAll("time[data-ago]");
+    for (var i = 0; i < times.length; i++) {
+      var then = Date.parse(times[i].getAttribute("datetime")) / 1000;
+      if (isNaN(then)) continue;
+      var text = age(now - then);
+      if (times[i].textContent !== text) times[i].textContent = text;
+    }
+  }
+
+  window.buildgridRelativeTimes = update;
+  document.addEventListener("DOMContentLoaded", function () {
+    update();
+    window.setInterval(update, 5000);
+  });
+})();
