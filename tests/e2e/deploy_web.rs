@@ -41,12 +41,21 @@ async fn deploy_from_timeline(
         .goto(&buildgrid.url("/apps/acme/live"))
         .await
         .unwrap();
-    let button = browser
-        .find(Locator::Css(&format!("#b{build} a.deploy")))
-        .await
-        .unwrap_or_else(|e| panic!("build {build} has no deploy button: {e}"));
-    assert_eq!(button.text().await.unwrap(), label);
-    button.click().await.unwrap();
+    // The live timeline may replace the build's card between finding and clicking its button.
+    let css = format!("#b{build} a.deploy");
+    assert_eq!(text(browser, &css).await, label);
+    let mut attempts = 0;
+    loop {
+        let button = browser
+            .find(Locator::Css(&css))
+            .await
+            .unwrap_or_else(|e| panic!("build {build} has no deploy button: {e}"));
+        match button.click().await {
+            Ok(_) => break,
+            Err(error) if error.is_stale_element_reference() && attempts < 50 => attempts += 1,
+            Err(error) => panic!("cannot click {css}: {error}"),
+        }
+    }
     // The confirm step: nothing is deployed until it is answered.
     let confirm = browser
         .wait()
@@ -83,6 +92,24 @@ async fn wait_for_status(browser: &Client, state: &str) {
             "the deploy page still says {status}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The open app page's running section once it names `container`, reloading the page while it
+/// does not (the servers are asked at most once per 5 s); fails after 15 s.
+async fn running_shows(browser: &Client, container: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let running = text(browser, "#running").await;
+        if running.contains(container) {
+            return running;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{container} is not shown running: {running}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        browser.refresh().await.unwrap();
     }
 }
 
@@ -158,13 +185,13 @@ fn deploys_and_rollbacks_from_the_browser_stream_their_log_and_show_what_runs() 
             .unwrap();
         assert_eq!(same, serde_json::json!(true), "the page was reloaded");
 
-        // The app page shows what runs, and which build is deployed.
+        // The app page shows what runs, and which build is deployed. The servers are asked at
+        // most once per 5 s, so an answer from before the deploy may still be shown.
         browser
             .goto(&buildgrid.url("/apps/acme/live"))
             .await
             .unwrap();
-        let running = text(&browser, "#running").await;
-        assert!(running.contains("bg.acme.live.web.d1.r0"), "{running}");
+        let running = running_shows(&browser, "bg.acme.live.web.d1.r0").await;
         assert!(running.contains(&format!("127.0.0.1:{base}")), "{running}");
         assert!(running.contains("running"), "{running}");
         assert_eq!(text(&browser, "#b1 .status.ok[title]").await, "deployed");
@@ -180,8 +207,7 @@ fn deploys_and_rollbacks_from_the_browser_stream_their_log_and_show_what_runs() 
             .unwrap();
         let deploys = text(&browser, "#deploys").await;
         assert!(deploys.contains("rollback by ann on the web"), "{deploys}");
-        let running = text(&browser, "#running").await;
-        assert!(running.contains("bg.acme.live.web.d3.r0"), "{running}");
+        running_shows(&browser, "bg.acme.live.web.d3.r0").await;
         browser.close().await.unwrap();
     });
     assert_eq!(
