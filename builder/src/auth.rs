@@ -7,7 +7,6 @@ use actix_web::HttpRequest;
 use actix_web::http::{StatusCode, header};
 use buildgrid_access::{AuthError, Principal};
 use buildgrid_core::AppRef;
-use buildgrid_store::StoreError;
 
 use crate::Builder;
 use crate::routes::{ApiError, blocking};
@@ -93,9 +92,8 @@ pub(crate) async fn may_read(
     blocking(move || access.may_pull_namespace(&checked, &namespace)).await
 }
 
-/// Whether `principal` may read the build logs of `namespace`, the web pages' rule
-/// (`Viewer::may_read_logs`): those who may read the namespace, when they are its members or
-/// admins, or when the namespace publishes its logs (`buildgrid namespace publish-logs`).
+/// Whether `principal` may read the build logs of `namespace` (`Access::may_read_logs`, the
+/// web pages' rule too).
 pub(crate) async fn may_read_logs(
     builder: &Builder,
     principal: &Principal,
@@ -103,21 +101,7 @@ pub(crate) async fn may_read_logs(
 ) -> Result<bool, ApiError> {
     let access = builder.access.clone();
     let (checked, namespace) = (principal.clone(), namespace.to_owned());
-    blocking(move || -> Result<bool, StoreError> {
-        if !access.may_pull_namespace(&checked, &namespace)? {
-            return Ok(false);
-        }
-        if access.is_admin(&checked) {
-            return Ok(true);
-        }
-        if let Some(user) = &checked.user
-            && access.store().db.is_member(&namespace, user.id)?
-        {
-            return Ok(true);
-        }
-        access.store().db.namespace_logs_public(&namespace)
-    })
-    .await
+    blocking(move || access.may_read_logs(&checked, &namespace)).await
 }
 
 /// 401 with the challenge that makes clients send credentials.

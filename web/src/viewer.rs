@@ -47,22 +47,11 @@ impl Viewer {
     /// its logs (`buildgrid namespace publish-logs`). Public alone means pullable images and
     /// their pages.
     pub fn may_read_logs(&self, namespace: &str) -> bool {
-        let Some(access) = &self.access else {
-            return false;
-        };
-        if !self.may_read(namespace) {
-            return false;
-        }
-        if self.is_admin() {
-            return true;
-        }
-        let store = access.store();
-        if let Some(user) = self.user()
-            && store.db.is_member(namespace, user.id).unwrap_or(false)
-        {
-            return true;
-        }
-        store.db.namespace_logs_public(namespace).unwrap_or(false)
+        self.access.as_ref().is_some_and(|access| {
+            access
+                .may_read_logs(&self.principal, namespace)
+                .unwrap_or(false)
+        })
     }
 
     /// Why the viewer sees no logs of `namespace`, as the pages say it.

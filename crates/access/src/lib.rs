@@ -263,6 +263,29 @@ impl Access {
         })
     }
 
+    /// Whether the principal may read the build logs, deploy logs and running containers of
+    /// `namespace`: its members and admins, and whoever may read it when the namespace publishes
+    /// its logs (`buildgrid namespace publish-logs`). Public alone means pullable images and
+    /// their pages. The web pages and the build API both ask this.
+    pub fn may_read_logs(
+        &self,
+        principal: &Principal,
+        namespace: &str,
+    ) -> Result<bool, StoreError> {
+        if !self.may_pull_namespace(principal, namespace)? {
+            return Ok(false);
+        }
+        if self.is_admin(principal) {
+            return Ok(true);
+        }
+        if let Some(user) = &principal.user
+            && self.store.db.is_member(namespace, user.id)?
+        {
+            return Ok(true);
+        }
+        self.store.db.namespace_logs_public(namespace)
+    }
+
     pub fn is_admin(&self, principal: &Principal) -> bool {
         let Some(user) = &principal.user else {
             return false;
