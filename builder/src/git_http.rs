@@ -5,8 +5,8 @@ use std::process::Stdio;
 use std::sync::Arc;
 
 use actix_web::http::StatusCode;
-use actix_web::{HttpRequest, HttpResponse, web};
-use buildgrid_core::AppRef;
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
+use buildgrid_core::{AppRef, RequestId};
 use futures_util::StreamExt;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
@@ -69,6 +69,10 @@ pub(crate) async fn handle(
             .unwrap_or("")
             .to_owned()
     };
+    let request_id = request
+        .extensions()
+        .get::<RequestId>()
+        .map(|id| id.as_str().to_owned());
     let mut child = tokio::process::Command::new("git")
         .arg("http-backend")
         .env_clear()
@@ -90,6 +94,8 @@ pub(crate) async fn handle(
                 .unwrap_or_default(),
         )
         .env("BUILDGRID_PUBLIC_URL", &builder.settings.public_url)
+        // The hook names the push's request in the build it queues.
+        .env("BUILDGRID_REQUEST_ID", request_id.as_deref().unwrap_or(""))
         // A push larger than this is refused by git ("pack exceeds maximum allowed size"),
         // and every object pushed is checked before it is stored.
         .env("GIT_CONFIG_COUNT", "2")

@@ -4,7 +4,7 @@
 use std::io::{BufRead, Write};
 use std::path::Path;
 
-use buildgrid_core::AppRef;
+use buildgrid_core::{AppRef, RequestId};
 use buildgrid_store::{NewBuild, Queued, Store, StoreError};
 
 /// Writes the hook that calls `exe hook post-receive` for this app.
@@ -34,11 +34,13 @@ pub fn install(git_dir: &Path, exe: &Path, data: &Path, app: &AppRef) -> std::io
     Ok(())
 }
 
-/// Reads `<old> <new> <ref>` lines and queues a build for a push to the app's branch.
+/// Reads `<old> <new> <ref>` lines and queues a build for a push to the app's branch; its log
+/// names `request`, the HTTP request of the push, when there is one.
 pub fn post_receive(
     store: &Store,
     app: &AppRef,
     public_url: &str,
+    request: Option<&RequestId>,
     input: impl BufRead,
     mut out: impl Write,
 ) -> Result<Vec<i64>, StoreError> {
@@ -68,13 +70,16 @@ pub fn post_receive(
         if new.bytes().all(|b| b == b'0') {
             continue;
         }
-        let result = store.db.enqueue_build(&NewBuild {
+        let new_build = NewBuild {
             app_id: app.id,
             git_ref: app.branch.clone(),
             commit_id: Some(new.to_owned()),
             trigger: "push".into(),
             force: false,
-        })?;
+        };
+        let result = store
+            .db
+            .enqueue_requested_build(&new_build, None, request)?;
         let short = &new[..new.len().min(12)];
         match result {
             Queued::New(id) => {

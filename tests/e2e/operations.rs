@@ -157,6 +157,34 @@ fn request_ids_are_echoed_logged_and_carried_into_the_build_log() {
     assert_eq!(line["method"], "POST");
     assert_eq!(line["route"], "/api/apps/{namespace}/{app}/builds");
     assert_eq!(line["status"], 202);
+    // So does a build queued by `git push`: git's hook, a process of its own, is told the id.
+    source.write("index.html", "<p>pushed with a request id</p>\n");
+    source.commit("pushed with a request id");
+    let push_url = format!(
+        "http://push:{token}@{}/git/acme/observed.git",
+        buildgrid.host()
+    );
+    let pushed = source.git(&[
+        "-c",
+        "http.extraHeader=X-Request-Id: e2e-push-1",
+        "push",
+        &push_url,
+        "main",
+    ]);
+    let pushed_id: i64 = pushed
+        .split("buildgrid: build ")
+        .nth(1)
+        .and_then(|after| after.split_whitespace().next())
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("the push did not queue a build:\n{pushed}"));
+    let pushed_build = wait_for_build(&buildgrid, pushed_id);
+    let pushed_log = build_log(&buildgrid, pushed_id);
+    assert_eq!(pushed_build["state"], "succeeded", "{pushed_log}");
+    assert_eq!(
+        pushed_log.lines().next(),
+        Some("requested by request e2e-push-1"),
+        "{pushed_log}"
+    );
 
     // A pull with credentials: its line names the user.
     let image = build["image"].as_str().unwrap();

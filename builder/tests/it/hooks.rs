@@ -20,7 +20,7 @@ const URL: &str = "https://grid.example.com";
 fn check(store: &TestStore, app: &str, input: &str, expected_out: &str, expected_queued: &[i64]) {
     let app = AppRef::parse(app).unwrap();
     let mut out = Vec::new();
-    let queued = post_receive(&store.store, &app, URL, input.as_bytes(), &mut out).unwrap();
+    let queued = post_receive(&store.store, &app, URL, None, input.as_bytes(), &mut out).unwrap();
     let out = String::from_utf8(out).unwrap();
     assert_eq!(
         out.trim(),

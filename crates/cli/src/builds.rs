@@ -316,10 +316,15 @@ pub fn hook(store: &Store, command: HookCommand) -> anyhow::Result<()> {
             let app = AppRef::parse(&app)?;
             let public_url =
                 std::env::var("BUILDGRID_PUBLIC_URL").unwrap_or_else(|_| "<buildgrid URL>".into());
+            // The push's HTTP request, as the server handed it to git.
+            let request = std::env::var("BUILDGRID_REQUEST_ID")
+                .ok()
+                .and_then(|id| buildgrid_core::RequestId::parse(&id));
             buildgrid_builder::hooks::post_receive(
                 store,
                 &app,
                 &public_url,
+                request.as_ref(),
                 std::io::stdin().lock(),
                 std::io::stdout().lock(),
             )?;
