@@ -126,7 +126,7 @@ fn two_services_roll_out_a_failure_leaves_the_old_serving_and_a_rollback_works()
         + &String::from_utf8_lossy(&failed.stderr);
     assert!(!failed.status.success(), "{printed}");
     assert!(
-        printed.contains("exited before it was healthy"),
+        printed.contains("exited with code 1 before it was healthy"),
         "{printed}"
     );
     assert!(probes.load(Ordering::SeqCst) > 5);

