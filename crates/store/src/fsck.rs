@@ -5,7 +5,8 @@
 //!
 //! It reads only, so it may run beside `serve`. A blob an import has just published but not yet
 //! recorded would look unreferenced; such a file is looked up again at the end before it is
-//! reported.
+//! reported. A file whose rows a garbage collection deleted and whose tombstone is still there
+//! is pending collection (`Report::pending_collection`), not a problem.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
@@ -22,6 +23,8 @@ pub struct Report {
     pub blobs: u64,
     pub blob_bytes: u64,
     pub manifests: u64,
+    /// Files of blobs a collection deleted the rows of, still to be deleted (see `gc`).
+    pub pending_collection: u64,
     /// One line per problem, naming the blob, file or manifest.
     pub problems: Vec<String>,
 }
@@ -78,10 +81,16 @@ impl Store {
                 )),
             }
         }
+        let tombstones = self.db.all_tombstones()?;
         let mut unreferenced: Vec<(&Digest, &PathBuf)> = files
             .iter()
             .filter(|(digest, _)| !stored.contains(*digest))
             .collect();
+        unreferenced.retain(|(digest, _)| {
+            let pending = tombstones.contains(*digest);
+            report.pending_collection += u64::from(pending);
+            !pending
+        });
         if !unreferenced.is_empty() {
             // Rows committed since the first read (an import finishing) are not problems.
             let now: HashSet<Digest> = self.db.all_blobs()?.into_iter().map(|r| r.digest).collect();
@@ -149,7 +158,7 @@ impl Store {
 }
 
 /// The digests a manifest or index names: config, layers (foreign ones aside) and children.
-fn references(document: &serde_json::Value) -> Vec<(&'static str, String)> {
+pub(crate) fn references(document: &serde_json::Value) -> Vec<(&'static str, String)> {
     let mut found = Vec::new();
     let digest =
         |v: &serde_json::Value| v.get("digest").and_then(|d| d.as_str()).map(str::to_owned);

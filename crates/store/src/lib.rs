@@ -17,6 +17,7 @@ mod blobs;
 mod db;
 mod error;
 pub mod fsck;
+pub mod gc;
 pub mod image;
 pub mod ingest;
 mod private_dir;
@@ -33,6 +34,7 @@ pub use db::{
     Namespace, NewApp, NewBuild, NewSource, NewToken, Page, Queued, ReferrerRow, Server,
     ServerAccess, ServiceRow, Source, TagMove, TagRow, TokenRow, Undeployable, User,
 };
+pub use db::{DEFAULT_RETENTION, Pin, Retention, RetentionRule};
 pub use error::StoreError;
 pub use private_dir::keep_new_files_private;
 pub use secrets::Secrets;

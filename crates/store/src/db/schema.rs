@@ -336,6 +336,33 @@ UPDATE users SET system = 1 WHERE name IN ('buildgrid-builder', 'buildgrid-deplo
 DELETE FROM tokens WHERE revoked_at IS NOT NULL
     AND user_id IN (SELECT id FROM users WHERE system = 1);
 "#,
+    r#"
+-- retention: how long builds' images stay, per app ('<ns>/<app>'), namespace ('<ns>') or
+-- server-wide (''); a NULL value inherits from the wider scope (see gc).
+CREATE TABLE retention (
+    scope          TEXT PRIMARY KEY,
+    keep_last      INTEGER,
+    keep_days      INTEGER,
+    keep_deployed  INTEGER
+) WITHOUT ROWID;
+-- image_pins: images kept whatever retention says: the image the tag named when it was pinned.
+CREATE TABLE image_pins (
+    repo_id    INTEGER NOT NULL REFERENCES repositories(id),
+    tag        TEXT NOT NULL,
+    digest     TEXT NOT NULL,
+    pinned_at  INTEGER NOT NULL,
+    PRIMARY KEY (repo_id, tag)
+) WITHOUT ROWID;
+-- gc_tombstones: blobs whose rows garbage collection deleted and whose files it has still to
+-- delete (a collection that stopped; the next one, or serve starting, finishes it).
+CREATE TABLE gc_tombstones (
+    digest  TEXT PRIMARY KEY,
+    size    INTEGER NOT NULL,
+    at      INTEGER NOT NULL
+) WITHOUT ROWID;
+-- image_removed: the build's image was collected by retention; the build's row stays.
+ALTER TABLE builds ADD COLUMN image_removed INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {

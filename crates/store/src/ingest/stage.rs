@@ -19,6 +19,9 @@ use crate::{
 
 pub(crate) struct Staging<'a> {
     store: &'a Store,
+    /// Held from before a stored layer is looked up until the image's rows commit, so that
+    /// collection never deletes what this ingest relies on (see `gc`).
+    _lock: crate::gc::CollectionLock,
     dir: tempfile::TempDir,
     staged: Vec<StagedBlob>,
     blobs: Vec<BlobRow>,
@@ -57,6 +60,7 @@ impl<'a> Staging<'a> {
         prepared: HashMap<Digest, PreparedLayer>,
     ) -> Result<Staging<'a>, IngestError> {
         Ok(Staging {
+            _lock: store.ingest_lock()?,
             store,
             prepared,
             labels: labels.clone(),

@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod branch_tags;
+mod gc;
 mod image_archive;
 mod image_details;
 mod image_files;

@@ -1,0 +1,341 @@
+//! What a collection keeps and deletes, computed from a snapshot of the store's rows (pure).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use buildgrid_core::Digest;
+
+use crate::db::{DEFAULT_RETENTION, Retention, RetentionRule};
+
+/// The rows a collection decides on, read in the transaction that deletes.
+#[derive(Debug, Default)]
+pub(crate) struct Graph {
+    /// Seconds since the epoch, for `keep_days`.
+    pub now: i64,
+    pub repos: HashMap<i64, String>,
+    pub manifests: Vec<ManifestNode>,
+    pub tags: Vec<TagNode>,
+    pub builds: Vec<BuildNode>,
+    /// What each service of each deploy ran.
+    pub deploy_images: Vec<DeployNode>,
+    /// Builds of deploys still running.
+    pub running_deploys: Vec<i64>,
+    pub pins: Vec<(i64, Digest)>,
+    pub rules: Vec<(String, RetentionRule)>,
+    pub blobs: Vec<(Digest, u64)>,
+    pub repo_blobs: Vec<(i64, Digest)>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct ManifestNode {
+    pub repo_id: i64,
+    pub digest: Digest,
+    pub subject: Option<Digest>,
+    /// Its config and layers.
+    pub blobs: Vec<Digest>,
+    /// An index's manifests.
+    pub children: Vec<Digest>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct TagNode {
+    pub repo_id: i64,
+    pub name: String,
+    pub digest: Digest,
+    /// A branch's moving tag.
+    pub branch: bool,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct BuildNode {
+    pub id: i64,
+    pub app_id: i64,
+    /// `<ns>/<app>`.
+    pub app: String,
+    pub namespace: String,
+    /// The repository its image goes to, when it has a row.
+    pub repo_id: Option<i64>,
+    pub source_id: Option<i64>,
+    pub git_ref: String,
+    pub finished: bool,
+    pub succeeded: bool,
+    pub commit_id: Option<String>,
+    pub image_digest: Option<Digest>,
+    pub finished_at: Option<i64>,
+    pub image_removed: bool,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct DeployNode {
+    pub app_id: i64,
+    pub service: String,
+    pub deploy_id: i64,
+    pub succeeded: bool,
+    pub build_id: i64,
+}
+
+/// What a collection deletes.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Plan {
+    pub manifests: Vec<(i64, Digest)>,
+    pub tags: Vec<(i64, String)>,
+    pub repo_blobs: Vec<(i64, Digest)>,
+    pub blobs: Vec<(Digest, u64)>,
+    /// Builds whose image goes.
+    pub builds: Vec<i64>,
+}
+
+/// The rule that applies to `app` in `namespace`: the app's, else the namespace's, else the
+/// server's, else [`DEFAULT_RETENTION`], value by value.
+pub(crate) fn rule_for(rules: &[(String, RetentionRule)], namespace: &str, app: &str) -> Retention {
+    let find = |scope: &str| {
+        rules
+            .iter()
+            .find(|(s, _)| s == scope)
+            .map(|(_, r)| *r)
+            .unwrap_or_default()
+    };
+    find(app).over(find(namespace).over(find("").over(DEFAULT_RETENTION)))
+}
+
+/// Builds whose images retention keeps.
+fn kept_builds(graph: &Graph) -> HashSet<i64> {
+    let mut kept = HashSet::new();
+    let mut branches: BTreeMap<(i64, Option<i64>, &str), Vec<&BuildNode>> = BTreeMap::new();
+    let has_image = |b: &BuildNode| b.succeeded && b.image_digest.is_some() && !b.image_removed;
+    for build in graph.builds.iter().filter(|b| has_image(b)) {
+        branches
+            .entry((build.app_id, build.source_id, build.git_ref.as_str()))
+            .or_default()
+            .push(build);
+        let rule = rule_for(&graph.rules, &build.namespace, &build.app);
+        let age = graph.now - build.finished_at.unwrap_or(graph.now);
+        if rule.keep_days > 0 && age < i64::from(rule.keep_days) * 86_400 {
+            kept.insert(build.id);
+        }
+    }
+    for builds in branches.values_mut() {
+        builds.sort_by_key(|b| std::cmp::Reverse(b.id));
+        let rule = rule_for(&graph.rules, &builds[0].namespace, &builds[0].app);
+        kept.extend(builds.iter().take(rule.keep_last as usize).map(|b| b.id));
+    }
+    let apps: HashMap<i64, &BuildNode> = graph.builds.iter().map(|b| (b.app_id, b)).collect();
+    let mut services: BTreeMap<(i64, &str), Vec<&DeployNode>> = BTreeMap::new();
+    for node in &graph.deploy_images {
+        services
+            .entry((node.app_id, node.service.as_str()))
+            .or_default()
+            .push(node);
+    }
+    for ((app_id, _), mut nodes) in services {
+        nodes.sort_by_key(|n| std::cmp::Reverse(n.deploy_id));
+        // Deploys newer than the newest that succeeded may have left containers running (an
+        // interrupted deploy's are adopted): their images stay with the one that runs.
+        let current = nodes
+            .iter()
+            .position(|n| n.succeeded)
+            .unwrap_or(nodes.len() - 1);
+        kept.extend(nodes[..=current].iter().map(|n| n.build_id));
+        let keep_deployed = apps
+            .get(&app_id)
+            .map(|b| rule_for(&graph.rules, &b.namespace, &b.app).keep_deployed)
+            .unwrap_or(DEFAULT_RETENTION.keep_deployed);
+        let mut before = Vec::new();
+        for node in nodes[current + 1..].iter().filter(|n| n.succeeded) {
+            if before.len() == keep_deployed as usize {
+                break;
+            }
+            if !before.contains(&node.build_id) && node.build_id != nodes[current].build_id {
+                before.push(node.build_id);
+            }
+        }
+        kept.extend(before);
+    }
+    kept.extend(graph.running_deploys.iter().copied());
+    kept
+}
+
+/// What to delete: everything not reachable from the roots (see `gc`).
+pub(crate) fn plan(graph: &Graph) -> Plan {
+    let existing: HashMap<(i64, &Digest), &ManifestNode> = graph
+        .manifests
+        .iter()
+        .map(|m| ((m.repo_id, &m.digest), m))
+        .collect();
+    let mut referrers: HashMap<(i64, &Digest), Vec<&Digest>> = HashMap::new();
+    for manifest in &graph.manifests {
+        if let Some(subject) = &manifest.subject {
+            referrers
+                .entry((manifest.repo_id, subject))
+                .or_default()
+                .push(&manifest.digest);
+        }
+    }
+    let builds_kept = kept_builds(graph);
+    let commits: HashSet<(i64, &str)> = graph
+        .builds
+        .iter()
+        .filter_map(|b| Some((b.repo_id?, b.commit_id.as_deref()?)))
+        .collect();
+    let in_flight: HashSet<(i64, &str)> = graph
+        .builds
+        .iter()
+        .filter(|b| !b.finished)
+        .filter_map(|b| Some((b.repo_id?, b.commit_id.as_deref()?)))
+        .collect();
+    let mut roots: Vec<(i64, &Digest)> = Vec::new();
+    for tag in &graph.tags {
+        let key = (tag.repo_id, tag.name.as_str());
+        // Branch tags, tags that no build made (imports), and commit tags of builds in flight.
+        if tag.branch || !commits.contains(&key) || in_flight.contains(&key) {
+            roots.push((tag.repo_id, &tag.digest));
+        }
+    }
+    for build in graph.builds.iter().filter(|b| builds_kept.contains(&b.id)) {
+        if let (Some(repo_id), Some(digest)) = (build.repo_id, &build.image_digest) {
+            roots.push((repo_id, digest));
+        }
+    }
+    roots.extend(
+        graph
+            .pins
+            .iter()
+            .map(|(repo_id, digest)| (*repo_id, digest)),
+    );
+
+    let mut kept: HashSet<(i64, &Digest)> = HashSet::new();
+    let mut work: Vec<(i64, &Digest)> = roots
+        .into_iter()
+        .filter(|key| existing.contains_key(key))
+        .collect();
+    while let Some(key) = work.pop() {
+        if !kept.insert(key) {
+            continue;
+        }
+        let manifest = existing[&key];
+        let children = manifest.children.iter();
+        let referring = referrers.get(&key).into_iter().flatten().copied();
+        for next in children.chain(referring) {
+            let next = (key.0, next);
+            if existing.contains_key(&next) && !kept.contains(&next) {
+                work.push(next);
+            }
+        }
+    }
+    let mut kept_blobs: HashSet<&Digest> = HashSet::new();
+    let mut kept_repo_blobs: HashSet<(i64, &Digest)> = HashSet::new();
+    for &(repo_id, digest) in &kept {
+        kept_blobs.insert(digest);
+        for blob in &existing[&(repo_id, digest)].blobs {
+            kept_blobs.insert(blob);
+            kept_repo_blobs.insert((repo_id, blob));
+        }
+    }
+    let mut plan = Plan {
+        manifests: graph
+            .manifests
+            .iter()
+            .filter(|m| !kept.contains(&(m.repo_id, &m.digest)))
+            .map(|m| (m.repo_id, m.digest.clone()))
+            .collect(),
+        tags: graph
+            .tags
+            .iter()
+            .filter(|t| !kept.contains(&(t.repo_id, &t.digest)))
+            .map(|t| (t.repo_id, t.name.clone()))
+            .collect(),
+        repo_blobs: graph
+            .repo_blobs
+            .iter()
+            .filter(|(repo_id, digest)| !kept_repo_blobs.contains(&(*repo_id, digest)))
+            .cloned()
+            .collect(),
+        blobs: graph
+            .blobs
+            .iter()
+            .filter(|(digest, _)| !kept_blobs.contains(digest))
+            .cloned()
+            .collect(),
+        builds: graph
+            .builds
+            .iter()
+            .filter(|b| b.succeeded && !b.image_removed)
+            .filter(|b| match (b.repo_id, &b.image_digest) {
+                (Some(repo_id), Some(digest)) => !kept.contains(&(repo_id, digest)),
+                _ => false,
+            })
+            .map(|b| b.id)
+            .collect(),
+    };
+    plan.manifests.sort();
+    plan.tags.sort();
+    plan.repo_blobs.sort();
+    plan.blobs.sort();
+    plan.builds.sort();
+    plan
+}
+
+/// Storage of one app or namespace: bytes of the blobs its repositories' manifests use.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// `<ns>/<app>` for an app (a repository outside apps counts as its own), `<ns>` for a
+    /// namespace.
+    pub name: String,
+    pub stored: u64,
+    /// Of `stored`, bytes of blobs others use too.
+    pub shared: u64,
+    /// Of `stored`, bytes the collection deletes.
+    pub reclaimable: u64,
+}
+
+/// Usage per app (`<ns>/<app>`, the repository name up to its first `.`) and per namespace,
+/// apps first, each by name.
+pub(crate) fn usage(graph: &Graph, plan: &Plan) -> Vec<Usage> {
+    let sizes: HashMap<&Digest, u64> = graph.blobs.iter().map(|(d, s)| (d, *s)).collect();
+    let deleted: HashSet<&Digest> = plan.blobs.iter().map(|(d, _)| d).collect();
+    let app_of = |repo_id: i64| {
+        let name = graph.repos.get(&repo_id).map(String::as_str).unwrap_or("");
+        let (namespace, rest) = name.split_once('/').unwrap_or(("", name));
+        let app = rest.split('.').next().unwrap_or(rest);
+        (format!("{namespace}/{app}"), namespace.to_owned())
+    };
+    let mut by_app: BTreeMap<String, HashSet<&Digest>> = BTreeMap::new();
+    let mut by_namespace: BTreeMap<String, HashSet<&Digest>> = BTreeMap::new();
+    for manifest in &graph.manifests {
+        let (app, namespace) = app_of(manifest.repo_id);
+        let uses = std::iter::once(&manifest.digest).chain(&manifest.blobs);
+        for digest in uses.filter(|d| sizes.contains_key(d)) {
+            by_app.entry(app.clone()).or_default().insert(digest);
+            by_namespace
+                .entry(namespace.clone())
+                .or_default()
+                .insert(digest);
+        }
+    }
+    let mut usages = Vec::new();
+    for groups in [by_app, by_namespace] {
+        let mut users: HashMap<&Digest, usize> = HashMap::new();
+        for digests in groups.values() {
+            for digest in digests {
+                *users.entry(digest).or_default() += 1;
+            }
+        }
+        for (name, digests) in &groups {
+            let mut usage = Usage {
+                name: name.clone(),
+                ..Usage::default()
+            };
+            for digest in digests {
+                let size = sizes[digest];
+                usage.stored += size;
+                if users[digest] > 1 {
+                    usage.shared += size;
+                }
+                if deleted.contains(digest) {
+                    usage.reclaimable += size;
+                }
+            }
+            usages.push(usage);
+        }
+    }
+    usages
+}
