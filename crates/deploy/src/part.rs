@@ -245,21 +245,11 @@ impl Part<'_> {
                 reason,
                 exited,
             })?;
-        let keep_running = bollard::models::ContainerUpdateBody {
-            restart_policy: Some(restart_policy(
-                bollard::models::RestartPolicyNameEnum::UNLESS_STOPPED,
-            )),
-            ..Default::default()
-        };
-        docker
-            .update_container(&name, keep_running)
+        keep_restarting(docker, &name)
             .await
-            .map_err(|e| ReplicaFailed {
+            .map_err(|reason| ReplicaFailed {
                 name: Some(name.clone()),
-                reason: format!(
-                    "cannot give {name} its restart policy: {}",
-                    engine_message(&e)
-                ),
+                reason,
                 exited: None,
             })?;
         Ok(name)
@@ -432,6 +422,22 @@ struct ReplicaFailed {
     name: Option<String>,
     reason: String,
     exited: Option<String>,
+}
+
+/// Gives a healthy replica its lasting restart policy (`unless-stopped`).
+pub(crate) async fn keep_restarting(docker: &Docker, name: &str) -> Result<(), String> {
+    let update = bollard::models::ContainerUpdateBody {
+        restart_policy: Some(restart_policy(
+            bollard::models::RestartPolicyNameEnum::UNLESS_STOPPED,
+        )),
+        ..Default::default()
+    };
+    docker.update_container(name, update).await.map_err(|e| {
+        format!(
+            "cannot give {name} its restart policy: {}",
+            engine_message(&e)
+        )
+    })
 }
 
 fn restart_policy(name: bollard::models::RestartPolicyNameEnum) -> bollard::models::RestartPolicy {

@@ -71,6 +71,11 @@ pub(crate) async fn settle(
                             "adopted: deploy {id} did not finish, but its containers are the only ones of the service"
                         ),
                     );
+                    // Replicas get their restart policy once healthy: its deploy may have stopped first.
+                    if let Err(reason) = crate::part::keep_restarting(docker, &container.name).await
+                    {
+                        note(&container.name, &reason);
+                    }
                 }
             }
             kept.extend(containers);
