@@ -17,6 +17,7 @@ mod deploy_web;
 mod engines;
 mod fixtures;
 mod full_disk;
+mod gc;
 mod hardening;
 mod import;
 mod isolation;

@@ -74,6 +74,12 @@ pub fn fsck(data: &Path) -> anyhow::Result<()> {
     for problem in &report.problems {
         println!("{problem}");
     }
+    if report.pending_collection > 0 {
+        println!(
+            "{} blob files are pending collection (the next `buildgrid gc` or `serve` start deletes them)",
+            report.pending_collection
+        );
+    }
     println!(
         "checked {} blobs ({} bytes) and {} manifests: {}",
         report.blobs,

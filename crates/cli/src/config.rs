@@ -14,6 +14,7 @@
 //! max_push_size = 2147483648
 //! metrics_listen = "127.0.0.1:9090" # /metrics, /healthz and /readyz without credentials
 //! shutdown_grace = 10               # seconds for requests in flight after SIGTERM
+//! gc_interval = 60                  # minutes between garbage collections (unset: none)
 //!
 //! [builds]
 //! concurrency = 2
@@ -69,6 +70,7 @@ struct ServerSection {
     max_push_size: Option<u64>,
     metrics_listen: Option<SocketAddr>,
     shutdown_grace: Option<u64>,
+    gc_interval: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -97,6 +99,8 @@ pub struct Serve {
     pub metrics_listen: Option<SocketAddr>,
     /// Seconds.
     pub shutdown_grace: u64,
+    /// Minutes between garbage collections; `None`: never.
+    pub gc_interval: Option<u64>,
 }
 
 /// Where a setting's effective value came from.
@@ -256,6 +260,18 @@ impl Config {
             "seconds",
         )?
         .expect("the grace has a default");
+        let gc_interval = pick(
+            shown,
+            "server.gc_interval",
+            Some("BUILDGRID_GC_INTERVAL"),
+            args.gc_interval.map(|v| (v, "--gc-interval")),
+            server.gc_interval,
+            None,
+            "unset: no scheduled garbage collection",
+        )?;
+        if gc_interval == Some(0) {
+            bail!("server.gc_interval is 0: give minutes between collections, or leave it unset");
+        }
         if build_concurrency == 0 {
             bail!("builds.concurrency is 0: at least one build must be able to run");
         }
@@ -271,6 +287,7 @@ impl Config {
             max_push_size,
             metrics_listen,
             shutdown_grace,
+            gc_interval,
         })
     }
 }

@@ -6,6 +6,7 @@ mod backup;
 mod builds;
 mod config;
 mod deploys;
+mod gc;
 mod metrics;
 mod request_log;
 mod serve;
@@ -98,6 +99,15 @@ enum Command {
     /// Check the store both ways: every blob row's file is there with its size and digest,
     /// every blob file has a row, every manifest's blobs are stored; exits 1 on any problem.
     Fsck,
+    /// Delete the images retention does not keep, with their tags and the blobs no kept image
+    /// uses; `--dry-run` lists what would go and storage per app and namespace.
+    Gc(gc::GcArgs),
+    /// Show and set how long builds' images stay (per app, namespace, server-wide).
+    #[command(subcommand)]
+    Retention(gc::RetentionCommand),
+    /// Pin images so that retention never removes them.
+    #[command(subcommand)]
+    Image(gc::ImageCommand),
     /// Check the settings file and print the effective settings (secrets masked).
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -163,5 +173,8 @@ fn main() -> anyhow::Result<()> {
         Command::Backup(args) => backup::backup(&open()?, args),
         Command::Restore(args) => backup::restore(&data, args),
         Command::Fsck => backup::fsck(&data),
+        Command::Gc(args) => gc::gc(&open()?, args),
+        Command::Retention(command) => gc::retention(&open()?, command),
+        Command::Image(command) => gc::image(&open()?, command),
     }
 }

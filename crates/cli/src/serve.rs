@@ -56,6 +56,10 @@ pub struct ServeArgs {
     /// env: BUILDGRID_SHUTDOWN_GRACE; config: server.shutdown_grace].
     #[arg(long)]
     pub(crate) shutdown_grace: Option<u64>,
+    /// Minutes between garbage collections (`buildgrid gc`), run on a thread of their own
+    /// [default: none; env: BUILDGRID_GC_INTERVAL; config: server.gc_interval].
+    #[arg(long)]
+    pub(crate) gc_interval: Option<u64>,
 }
 
 pub fn run(data: &Path, args: crate::config::Serve) -> anyhow::Result<()> {
@@ -165,6 +169,7 @@ pub fn run(data: &Path, args: crate::config::Serve) -> anyhow::Result<()> {
         let interrupted = builder
             .recover()
             .context("cannot recover the build queue")?;
+        crate::gc::start(&store, args.gc_interval)?;
         if !interrupted.is_empty() {
             tracing::warn!(
                 ?interrupted,

@@ -89,6 +89,18 @@ impl Db {
         })
     }
 
+    /// The rule in force for app `<namespace>/<app>` (`app` `None`: for a new app of the
+    /// namespace): the app's values, else the namespace's, else the server's, else the defaults.
+    pub fn effective_retention(
+        &self,
+        namespace: &str,
+        app: Option<&str>,
+    ) -> Result<Retention, StoreError> {
+        let rules = self.retention_rules()?;
+        let app = app.map(|a| format!("{namespace}/{a}")).unwrap_or_default();
+        Ok(crate::gc::plan::rule_for(&rules, namespace, &app))
+    }
+
     /// Every scope's rules, by scope.
     pub fn retention_rules(&self) -> Result<Vec<(String, RetentionRule)>, StoreError> {
         self.with(|conn| retention_rules(conn))

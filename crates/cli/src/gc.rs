@@ -1,0 +1,239 @@
+//! `buildgrid gc`, `retention` and `image pin|unpin`.
+
+use anyhow::{Context, bail};
+use buildgrid_core::{AppRef, RepoName, Tag};
+use buildgrid_store::gc::{Collection, GcOptions};
+use buildgrid_store::{RetentionRule, Store};
+use clap::{Args, Subcommand};
+
+#[derive(Args)]
+pub struct GcArgs {
+    /// Print what a collection would delete, and storage per app and namespace; delete nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+#[derive(Subcommand)]
+pub enum RetentionCommand {
+    /// Print the rules set per scope, and those in force for an app or namespace.
+    Show {
+        /// `<ns>/<app>` or `<ns>`; without it, every scope that has rules.
+        scope: Option<String>,
+    },
+    /// Set rules of an app (`<ns>/<app>`), a namespace's default (`<ns>`) or, with
+    /// `--server-wide`, the default of every namespace; values not given stay as they were.
+    Set {
+        /// `<ns>/<app>` or `<ns>`.
+        scope: Option<String>,
+        /// Set the server-wide default instead of an app's or namespace's.
+        #[arg(long, conflicts_with = "scope")]
+        server_wide: bool,
+        /// Keep the newest N successful builds of each branch (default 20).
+        #[arg(long)]
+        keep_last: Option<u32>,
+        /// Keep builds that finished less than D days ago (default 0: off).
+        #[arg(long)]
+        keep_days: Option<u32>,
+        /// Keep the K images each service ran before its current one, to roll back to
+        /// (default 3).
+        #[arg(long)]
+        keep_deployed: Option<u32>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ImageCommand {
+    /// Keep the image `<ns>/<app>.<repo>:<tag>` names now, whatever retention says.
+    Pin { image: String },
+    /// Let retention decide about a pinned image again.
+    Unpin { image: String },
+    /// List pinned images.
+    Pins,
+}
+
+pub fn gc(store: &Store, args: GcArgs) -> anyhow::Result<()> {
+    let collection = store
+        .gc(GcOptions {
+            dry_run: args.dry_run,
+            stop: None,
+        })
+        .context("garbage collection failed")?;
+    print_collection(&collection, args.dry_run);
+    Ok(())
+}
+
+fn print_collection(collection: &Collection, dry_run: bool) {
+    let verb = if dry_run { "would delete" } else { "deleted" };
+    if collection.pending_finished > 0 {
+        println!(
+            "finished an earlier collection: {} files",
+            collection.pending_finished
+        );
+    }
+    for tag in &collection.tags {
+        println!("tag {tag}");
+    }
+    for manifest in &collection.manifests {
+        println!("manifest {manifest}");
+    }
+    println!(
+        "{verb} {} tags, {} manifests, {} blobs ({} bytes); {} builds' images removed",
+        collection.tags.len(),
+        collection.manifests.len(),
+        collection.blobs,
+        collection.bytes,
+        collection.builds.len()
+    );
+    println!("storage (bytes)\tstored\tshared\treclaimable");
+    for usage in &collection.usage {
+        println!(
+            "{}\t{}\t{}\t{}",
+            buildgrid_core::escape_control(&usage.name),
+            usage.stored,
+            usage.shared,
+            usage.reclaimable
+        );
+    }
+}
+
+/// A scope as stored: `<ns>/<app>` or `<ns>`, checked as names.
+fn scope(text: &str) -> anyhow::Result<String> {
+    if text.contains('/') {
+        return Ok(AppRef::parse(text)?.to_string());
+    }
+    let app = AppRef::parse(&format!("{text}/x"))
+        .with_context(|| format!("{text:?} is neither <ns>/<app> nor a namespace"))?;
+    Ok(app.namespace().to_owned())
+}
+
+pub fn retention(store: &Store, command: RetentionCommand) -> anyhow::Result<()> {
+    match command {
+        RetentionCommand::Show { scope: None } => {
+            let rules = store.db.retention_rules()?;
+            let default = store.db.effective_retention("", None)?;
+            println!(
+                "server-wide: keep-last {}, keep-days {}, keep-deployed {}",
+                default.keep_last, default.keep_days, default.keep_deployed
+            );
+            for (scope, rule) in rules.iter().filter(|(s, _)| !s.is_empty()) {
+                println!("{scope}: {}", describe(rule));
+            }
+        }
+        RetentionCommand::Show { scope: Some(text) } => {
+            let scope = scope(&text)?;
+            let (namespace, app) = match scope.split_once('/') {
+                Some((ns, app)) => (ns, Some(app)),
+                None => (scope.as_str(), None),
+            };
+            let rule = store.db.retention_rule(&scope)?;
+            let effective = store.db.effective_retention(namespace, app)?;
+            println!("{scope}: {}", describe(&rule));
+            println!(
+                "in force: keep-last {}, keep-days {}, keep-deployed {}",
+                effective.keep_last, effective.keep_days, effective.keep_deployed
+            );
+        }
+        RetentionCommand::Set {
+            scope: text,
+            server_wide,
+            keep_last,
+            keep_days,
+            keep_deployed,
+        } => {
+            let scope = match (text, server_wide) {
+                (Some(text), false) => scope(&text)?,
+                (None, true) => String::new(),
+                _ => bail!("give <ns>/<app>, <ns>, or --server-wide"),
+            };
+            if keep_last.is_none() && keep_days.is_none() && keep_deployed.is_none() {
+                bail!("give at least one of --keep-last, --keep-days and --keep-deployed");
+            }
+            store.db.set_retention_rule(
+                &scope,
+                RetentionRule {
+                    keep_last,
+                    keep_days,
+                    keep_deployed,
+                },
+            )?;
+            let rule = store.db.retention_rule(&scope)?;
+            let name = if scope.is_empty() {
+                "server-wide"
+            } else {
+                &scope
+            };
+            println!("{name}: {}", describe(&rule));
+        }
+    }
+    Ok(())
+}
+
+fn describe(rule: &RetentionRule) -> String {
+    let value = |v: Option<u32>| v.map(|v| v.to_string()).unwrap_or("inherited".into());
+    format!(
+        "keep-last {}, keep-days {}, keep-deployed {}",
+        value(rule.keep_last),
+        value(rule.keep_days),
+        value(rule.keep_deployed)
+    )
+}
+
+/// `<ns>/<app>.<repo>:<tag>`.
+fn image_ref(text: &str) -> anyhow::Result<(RepoName, Tag)> {
+    let Some((repo, tag)) = text.rsplit_once(':') else {
+        bail!("{text:?} names no tag: give <ns>/<app>.<repo>:<tag>");
+    };
+    Ok((RepoName::parse(repo)?, Tag::parse(tag)?))
+}
+
+pub fn image(store: &Store, command: ImageCommand) -> anyhow::Result<()> {
+    match command {
+        ImageCommand::Pin { image } => {
+            let (repo, tag) = image_ref(&image)?;
+            let Some(pin) = store.db.pin_image(&repo, &tag)? else {
+                bail!("{repo}:{tag} names no stored image: check the name with the image page");
+            };
+            println!("pinned {}:{} ({})", pin.repo, pin.tag, pin.digest);
+        }
+        ImageCommand::Unpin { image } => {
+            let (repo, tag) = image_ref(&image)?;
+            if !store.db.unpin_image(&repo, &tag)? {
+                bail!("{repo}:{tag} is not pinned: `buildgrid image pins` lists the pins");
+            }
+            println!("unpinned {repo}:{tag}");
+        }
+        ImageCommand::Pins => {
+            for pin in store.db.pins()? {
+                println!("{}:{}\t{}", pin.repo, pin.tag, pin.digest);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What `serve` does for collection: finishes a collection an earlier process left halfway
+/// (tombstoned files), then, with `interval` (minutes), collects on a thread of its own.
+pub fn start(store: &std::sync::Arc<Store>, interval: Option<u64>) -> anyhow::Result<()> {
+    let finished = store
+        .finish_pending_collection()
+        .context("cannot finish the garbage collection the last process left")?;
+    if finished > 0 {
+        tracing::info!(files = finished, "finished an earlier garbage collection");
+    }
+    let Some(minutes) = interval else {
+        return Ok(());
+    };
+    let store = store.clone();
+    std::thread::Builder::new()
+        .name("gc".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(minutes * 60));
+                if let Err(error) = store.gc(GcOptions::default()) {
+                    tracing::error!(error = %anyhow::Error::from(error), "garbage collection failed");
+                }
+            }
+        })
+        .context("cannot start the garbage collection thread")?;
+    Ok(())
+}
