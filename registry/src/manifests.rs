@@ -10,7 +10,9 @@ use bytes::Bytes;
 
 use crate::{Registry, RegistryError};
 
-/// Manifest bytes by digest. Content under a digest never changes, so entries never go stale.
+/// Manifest bytes by digest. Content under a digest never changes, so entries never go stale;
+/// `get` looks the manifest's row up before the cache, so one garbage collection deleted
+/// answers 404 even while its bytes are still cached here.
 #[derive(Default)]
 pub(crate) struct ManifestCache {
     entries: Mutex<HashMap<Digest, Bytes>>,

@@ -4,6 +4,7 @@
 mod access;
 mod base;
 mod blobs;
+mod collected;
 mod errors;
 mod listing;
 mod manifests;
