@@ -150,9 +150,12 @@ pub async fn page(
     })
     .await?;
     let buttons = deploy_actions::buttons(&state, &viewer, &app).await?;
-    let operations = match recent {
-        Some(recent) => operations_markup(&state, &app, &recent, format::now()).await,
-        None => html! {},
+    let (operations, deploys_shown) = match recent {
+        Some(recent) => (
+            operations_markup(&state, &app, &recent, format::now()).await,
+            Some(deploys_key(&recent.deploys)),
+        ),
+        None => (html! {}, None),
     };
     // The moving tags of the app's branches, pullable by anyone who may read the app.
     let operations = html! {
@@ -163,6 +166,7 @@ pub async fn page(
         app: &app,
         buttons: buttons.as_ref(),
         operations,
+        deploys_shown,
         builds: &builds,
         badges: &badges,
         branches: &branches,
@@ -222,6 +226,8 @@ struct View<'a> {
     /// What runs and the recent deploys: empty for viewers who may not see them, and on
     /// older pages.
     operations: Markup,
+    /// The recent deploys and their states as shown ([`deploys_key`]), when shown.
+    deploys_shown: Option<String>,
     builds: &'a [Build],
     /// The newest deploy of each build shown that was deployed.
     badges: &'a [Deploy],
@@ -243,11 +249,11 @@ fn render(view: &View<'_>, viewer: &Viewer) -> Markup {
             .filter(|b| !b.state.is_finished())
             .map(|b| b.id.to_string())
             .collect();
-        format!(
-            "/apps/{}/events{}",
-            app.app,
-            query.link(&[("after", newest.to_string()), ("watch", watch.join(","))])
-        )
+        let mut pairs = vec![("after", newest.to_string()), ("watch", watch.join(","))];
+        if let Some(shown) = view.deploys_shown.as_ref().filter(|s| !s.is_empty()) {
+            pairs.push(("deploys", shown.clone()));
+        }
+        format!("/apps/{}/events{}", app.app, query.link(&pairs))
     });
     let content = html! {
         div.meta.intro {
@@ -374,6 +380,19 @@ pub struct EventsQuery {
     status: Option<String>,
     after: Option<i64>,
     watch: Option<String>,
+    /// The deploys the page shows, as [`deploys_key`] writes them: the stream sends them
+    /// again only when they differ.
+    deploys: Option<String>,
+}
+
+/// The recent deploys' ids and states, `12.running,11.failed`: what a page showed, so that its
+/// stream sends deploys only when they changed.
+fn deploys_key(deploys: &[Deploy]) -> String {
+    let pairs: Vec<String> = deploys
+        .iter()
+        .map(|d| format!("{}.{}", d.id, d.state))
+        .collect();
+    pairs.join(",")
 }
 
 struct Watching {
@@ -385,8 +404,9 @@ struct Watching {
     known: HashMap<i64, BuildState>,
     /// Whether the viewer sees deploys and what runs (the page shows them).
     operations: bool,
-    /// The recent deploys' ids and states last sent; `None` before the first look.
-    deploys_sent: Option<Vec<(i64, String)>>,
+    /// The recent deploys ([`deploys_key`]) last sent, or that the page showed; `None` when
+    /// unknown, so the first look sends them.
+    deploys_sent: Option<String>,
     /// The markup of the deploys and what runs last sent.
     operations_sent: String,
     /// Until when what runs is asked again each look (the servers' answer is shared and kept
@@ -442,7 +462,7 @@ pub async fn events(
         watch,
         known: HashMap::new(),
         operations,
-        deploys_sent: None,
+        deploys_sent: query.deploys.clone(),
         operations_sent: String::new(),
         running_until: None,
     };
@@ -491,9 +511,10 @@ async fn poll(web: &Web, app: &App, mut watching: Watching) -> Result<Poll<Watch
     let host = web.settings.registry_host();
     let mut events = Vec::new();
     let again = found.new.len() == PAGE_SIZE;
-    let deploys: Vec<(i64, String)> = found.recent.as_ref().map_or_else(Vec::new, |r| {
-        r.deploys.iter().map(|d| (d.id, d.state.clone())).collect()
-    });
+    let deploys = found
+        .recent
+        .as_ref()
+        .map_or_else(String::new, |r| deploys_key(&r.deploys));
     let deploys_changed = watching.operations && watching.deploys_sent.as_ref() != Some(&deploys);
     if deploys_changed {
         // Which build runs may have changed, and with it every row's button.

@@ -405,3 +405,41 @@ async fn the_home_page_says_what_runs_where_to_who_may_see_deploys() {
     assert!(!body.contains(r#"class="row runs""#), "{body}");
     assert!(!body.contains("/deploys/"), "{body}");
 }
+
+#[actix_web::test]
+async fn a_timeline_stream_sends_deploys_again_only_when_they_differ_from_the_page() {
+    let app = spawn_app();
+    let (hello, id) = built(&app);
+    app.store.db.add_service(hello.id, "web", "{}").unwrap();
+    let deploy = app
+        .store
+        .db
+        .start_deploy(hello.id, id, "cli", std::process::id(), |_| true)
+        .unwrap();
+    app.store
+        .db
+        .finish_deploy(deploy.id, "succeeded", None)
+        .unwrap();
+    let page = app.ok("/apps/acme/hello").await;
+    let events = page
+        .split(r#"data-events=""#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a live timeline")
+        .replace("&amp;", "&");
+    assert!(events.contains("deploys=1.succeeded"), "{events}");
+    let mut stream = EventStream::new(app.send(TestRequest::get().uri(&events)).await);
+
+    // Nothing changed since the page: a new build comes, and no deploys or rows.
+    let next = start_build(&app.store, &hello, "main", &commit(2), "Two");
+    let received = stream.until(&format!(r#""id":{next}"#)).await.to_owned();
+    assert_eq!(count(&received, "event: operations"), 0, "{received}");
+    assert_eq!(count(&received, "event: row"), 0, "{received}");
+
+    // A deploy starts: it comes.
+    app.store
+        .db
+        .start_deploy(hello.id, id, "cli", std::process::id(), |_| true)
+        .unwrap();
+    stream.until(r#"id=\"d2\""#).await;
+}
