@@ -179,6 +179,20 @@ fn deploys_and_rollbacks_from_the_browser_stream_their_log_and_show_what_runs() 
         let log = text(&browser, "#deploy-log").await;
         assert!(log.contains("healthy"), "{log}");
         assert!(log.contains("deploy 1 succeeded"), "{log}");
+        // The log names the request that asked for the deploy, as the request log does.
+        let requested = log
+            .split("requested by request ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("the deploy log names no request:\n{log}"))
+            .to_owned();
+        let serve_log = std::fs::read_to_string(buildgrid.data.path().join("serve.log")).unwrap();
+        assert!(
+            serve_log
+                .lines()
+                .any(|line| line.contains(&requested) && line.contains("POST")),
+            "no POST request {requested} in the request log"
+        );
         let same = browser
             .execute("return window.stillTheSamePage === true;", vec![])
             .await

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::LOCATION;
-use actix_web::{HttpResponse, web};
-use buildgrid_core::AppRef;
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
+use buildgrid_core::{AppRef, RequestId};
 use buildgrid_store::{App, Build, BuildState, Store, StoreError, Undeployable};
 use maud::{Markup, html};
 use serde::Deserialize;
@@ -46,8 +46,9 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 /// Deploys and the servers' state, provided by the process that serves the pages.
 pub trait Deployer: Send + Sync {
     /// Queues a deploy of build `build` of app `app_id`; it runs in the background, one at a
-    /// time per app, a newer queued one replacing an older queued one.
-    fn deploy(&self, app_id: i64, build: i64, trigger: String);
+    /// time per app, a newer queued one replacing an older queued one. Its log names
+    /// `request`, the HTTP request that asked for it.
+    fn deploy(&self, app_id: i64, build: i64, trigger: String, request: Option<RequestId>);
     /// What runs of `app` on the servers of its services.
     fn running(&self, app: AppRef) -> BoxFuture<Vec<ServerRunning>>;
 }
@@ -257,6 +258,7 @@ const START_WAIT: Duration = Duration::from_secs(5);
 /// Checks the build and queues its deploy; the browser goes to the deploy's page once it has
 /// started (within a few seconds), else to the app's deploys.
 pub async fn submit(
+    request: HttpRequest,
     viewer: Viewer,
     path: web::Path<(String, String)>,
     form: web::Form<DeployForm>,
@@ -281,7 +283,10 @@ pub async fn submit(
             .map_or(0, |d| d.id))
     })
     .await?;
-    checked.deployer.deploy(app.id, id, trigger.clone());
+    let request_id = request.extensions().get::<RequestId>().cloned();
+    checked
+        .deployer
+        .deploy(app.id, id, trigger.clone(), request_id);
     let deadline = tokio::time::Instant::now() + START_WAIT;
     let location = loop {
         let store = state.store.clone();

@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use buildgrid_core::AppRef;
+use buildgrid_core::{AppRef, RequestId};
 use buildgrid_store::{BuildState, Store};
 use buildgrid_web::{Running, ServerRunning};
 
@@ -17,8 +17,9 @@ pub fn setting_key(app: &str) -> String {
 
 #[derive(Default)]
 struct Queue {
-    /// The build waiting to be deployed and what asked for it, per app.
-    pending: HashMap<i64, (i64, String)>,
+    /// The build waiting to be deployed, what asked for it and the HTTP request that did, if
+    /// one did, per app.
+    pending: HashMap<i64, (i64, String, Option<RequestId>)>,
     /// Apps a deploy is running for.
     running: HashSet<i64>,
 }
@@ -71,15 +72,21 @@ impl AutoDeploy {
                 .as_deref()
                 != Some("off");
         if wanted {
-            self.queue_deploy(app.id, build.id, format!("build {}", build.id));
+            self.queue_deploy(app.id, build.id, format!("build {}", build.id), None);
         }
     }
 
     /// Queues a deploy of `build`: it replaces a deploy of the app waiting for its turn.
-    pub fn queue_deploy(self: &Arc<Self>, app_id: i64, build: i64, trigger: String) {
+    pub fn queue_deploy(
+        self: &Arc<Self>,
+        app_id: i64,
+        build: i64,
+        trigger: String,
+        request: Option<RequestId>,
+    ) {
         {
             let mut queue = self.queue.lock().unwrap();
-            queue.pending.insert(app_id, (build, trigger));
+            queue.pending.insert(app_id, (build, trigger, request));
             if !queue.running.insert(app_id) {
                 return;
             }
@@ -90,7 +97,7 @@ impl AutoDeploy {
 
     async fn run(self: Arc<Self>, app_id: i64) {
         loop {
-            let (next, trigger) = {
+            let (next, trigger, request) = {
                 let mut queue = self.queue.lock().unwrap();
                 match queue.pending.remove(&app_id) {
                     Some(next) => next,
@@ -112,6 +119,7 @@ impl AutoDeploy {
                 Some(next),
                 &self.registry_host,
                 &trigger,
+                request.as_ref(),
                 &print,
             )
             .await
@@ -131,8 +139,8 @@ impl AutoDeploy {
 pub struct WebDeployer(pub Arc<AutoDeploy>);
 
 impl buildgrid_web::Deployer for WebDeployer {
-    fn deploy(&self, app_id: i64, build: i64, trigger: String) {
-        self.0.queue_deploy(app_id, build, trigger);
+    fn deploy(&self, app_id: i64, build: i64, trigger: String, request: Option<RequestId>) {
+        self.0.queue_deploy(app_id, build, trigger, request);
     }
 
     fn running(&self, app: AppRef) -> buildgrid_web::BoxFuture<Vec<ServerRunning>> {

@@ -348,6 +348,7 @@ pub fn deploy(store: &Store, args: DeployArgs) -> anyhow::Result<()> {
         args.build,
         &host,
         trigger,
+        None,
         &print_line,
     ))?;
     if deploy.state != "succeeded" {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bollard::auth::DockerCredentials;
-use buildgrid_core::AppRef;
+use buildgrid_core::{AppRef, RequestId};
 use buildgrid_store::{
     App, Build, BuildState, Deploy, DeployImage, DeployLine, Server, Store, StoreError,
     Undeployable,
@@ -87,6 +87,7 @@ pub async fn deploy(
     build: Option<i64>,
     registry_host: &str,
     trigger: &str,
+    request: Option<&RequestId>,
     print: &(dyn Fn(&DeployLine) + Sync),
 ) -> Result<Deploy, DeployError> {
     let build = pick_build(store, app, build)?;
@@ -128,6 +129,15 @@ pub async fn deploy(
         deploy: deploy.id,
         print,
     };
+    if let Some(request) = request {
+        log.line(
+            None,
+            None,
+            None,
+            "deploy",
+            &format!("requested by request {request}"),
+        );
+    }
     log.line(
         None,
         None,

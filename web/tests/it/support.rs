@@ -37,7 +37,13 @@ pub struct RecordingDeployer {
 }
 
 impl buildgrid_web::Deployer for RecordingDeployer {
-    fn deploy(&self, app_id: i64, build: i64, trigger: String) {
+    fn deploy(
+        &self,
+        app_id: i64,
+        build: i64,
+        trigger: String,
+        _request: Option<buildgrid_core::RequestId>,
+    ) {
         self.asked.lock().unwrap().push((app_id, build, trigger));
     }
 
