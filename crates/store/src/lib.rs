@@ -48,7 +48,14 @@ pub struct Store {
     pub secrets: Arc<Secrets>,
     /// Image file trees recently shown.
     pub(crate) trees: image::TreeCache,
+    /// A stop point for tests of collection's safety: called by every ingest after it
+    /// published its blobs and before it commits the rows that name them.
+    #[doc(hidden)]
+    pub between_publish_and_commit: IngestHook,
 }
+
+/// See [`Store::between_publish_and_commit`].
+pub type IngestHook = std::sync::Mutex<Option<Box<dyn Fn() + Send + Sync>>>;
 
 impl Store {
     /// Opens the data directory, creating it and migrating its database as needed. The
@@ -73,6 +80,7 @@ impl Store {
             db,
             secrets,
             trees: image::TreeCache::default(),
+            between_publish_and_commit: IngestHook::default(),
         })
     }
 

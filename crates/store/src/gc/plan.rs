@@ -101,7 +101,10 @@ pub(crate) fn rule_for(rules: &[(String, RetentionRule)], namespace: &str, app: 
 fn kept_builds(graph: &Graph) -> HashSet<i64> {
     let mut kept = HashSet::new();
     let mut branches: BTreeMap<(i64, Option<i64>, &str), Vec<&BuildNode>> = BTreeMap::new();
-    let has_image = |b: &BuildNode| b.succeeded && b.image_digest.is_some() && !b.image_removed;
+    // A build whose image went still counts: raising N never brings older builds' images
+    // back into the count, which would make an image kept only by a pin or a deploy stay when
+    // the pin or deploy goes.
+    let has_image = |b: &BuildNode| b.succeeded && b.image_digest.is_some();
     for build in graph.builds.iter().filter(|b| has_image(b)) {
         branches
             .entry((build.app_id, build.source_id, build.git_ref.as_str()))

@@ -313,6 +313,15 @@ impl<'a> Staging<'a> {
             .collect();
         layer_files.sort_by(|a, b| a.diff_id.cmp(&b.diff_id));
         self.store.blobs.publish(&self.staged)?;
+        if let Some(pause) = self
+            .store
+            .between_publish_and_commit
+            .lock()
+            .unwrap()
+            .as_ref()
+        {
+            pause();
+        }
         self.store.db.commit_image(&ImageRecord {
             repo: repo.clone(),
             tag: tag.cloned(),
