@@ -1,7 +1,9 @@
 //! Garbage collection of a serving buildgrid: builds on three branches with keep-last-2, then
 //! `buildgrid gc`: the oldest build of each branch answers 404, everything kept pulls with
-//! `docker pull`, and fsck is clean.
+//! `docker pull`, and fsck is clean; what a service runs and its rollback target stay, and the
+//! rollback still deploys.
 
+use crate::engines::Cleanup;
 use crate::fixtures::{Source, create_app, ensure_base_image};
 use crate::support::{Buildgrid, run, run_ok};
 
@@ -107,4 +109,82 @@ fn the_gc_interval_is_a_setting_of_serve() {
         "{}",
         String::from_utf8_lossy(&refused.stderr)
     );
+}
+
+#[test]
+fn gc_keeps_the_running_image_and_the_rollback_target() {
+    ensure_base_image();
+    let _cleanup = Cleanup("acme/gcdeploy");
+    let buildgrid = Buildgrid::spawn();
+    buildgrid.make_public("acme");
+    let source = Source::example();
+    let (upstream, url) = source.bare_clone();
+    let bare = upstream.path().join("upstream.git");
+    create_app(&buildgrid, "acme/gcdeploy", &url);
+    buildgrid.cli_ok(&["app", "auto-deploy", "acme/gcdeploy", "off"]);
+    buildgrid.cli_ok(&[
+        "retention",
+        "set",
+        "acme/gcdeploy",
+        "--keep-last",
+        "1",
+        "--keep-deployed",
+        "1",
+    ]);
+    buildgrid.add_local_server();
+    buildgrid.cli_ok(&[
+        "service",
+        "add",
+        "acme/gcdeploy",
+        "worker",
+        "--command",
+        "hello; exec sleep 600",
+        "--health-running",
+        "1",
+        "--stop-grace",
+        "1",
+        "--server",
+        "local",
+    ]);
+    let mut commits = Vec::new();
+    for i in 1..=4 {
+        source.write("index.html", &format!("<p>deployed {i}</p>\n"));
+        commits.push(source.commit(&format!("version {i}")));
+        source.git(&["push", "-q", "-f", bare.to_str().unwrap(), "main"]);
+        buildgrid.cli_ok(&["build", "acme/gcdeploy", "--wait"]);
+        if i <= 2 {
+            // Build 1, then build 2: 2 runs, 1 is its rollback target.
+            let deployed =
+                buildgrid.cli_ok(&["deploy", "acme/gcdeploy", "--build", &i.to_string()]);
+            assert!(deployed.contains("succeeded"), "{deployed}");
+        }
+    }
+    let repo = buildgrid_core::AppRef::parse("acme/gcdeploy")
+        .unwrap()
+        .image_repo(&url)
+        .unwrap()
+        .to_string();
+
+    let collected = buildgrid.cli_ok(&["gc"]);
+    let tags: Vec<&str> = collected
+        .lines()
+        .filter(|l| l.starts_with("tag "))
+        .collect();
+    assert_eq!(
+        tags,
+        vec![format!("tag {repo}:{}", commits[2])],
+        "{collected}"
+    );
+    assert_eq!(manifest_status(&buildgrid, &repo, &commits[2]), 404);
+    for kept in [&commits[0], &commits[1], &commits[3]] {
+        assert_eq!(manifest_status(&buildgrid, &repo, kept), 200);
+    }
+    let rolled = buildgrid.cli_ok(&["deploy", "acme/gcdeploy", "--build", "1"]);
+    assert!(rolled.contains("succeeded"), "{rolled}");
+    let refused = buildgrid.cli(&["deploy", "acme/gcdeploy", "--build", "3"]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("no longer stored"), "{stderr}");
+    let fsck = buildgrid.cli_ok(&["fsck"]);
+    assert!(fsck.contains("no problems"), "{fsck}");
 }
