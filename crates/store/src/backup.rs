@@ -37,6 +37,9 @@ impl Store {
     /// disk failure then takes both): otherwise they are copied and checked.
     pub fn backup(&self, target: &Path, link: bool) -> Result<Copied, StoreError> {
         prepare_empty(target)?;
+        // Garbage collection waits until the blobs the snapshot lists are copied (it could
+        // delete one of them); ingests share the lock and go on.
+        let _collection_off = self.ingest_lock()?;
         let database = target.join("buildgrid.db");
         self.db.backup_to(&database)?;
         let mut copied = Copied::default();
