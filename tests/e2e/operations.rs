@@ -101,6 +101,8 @@ fn request_ids_are_echoed_logged_and_carried_into_the_build_log() {
         "--log-json",
         "--metrics-listen",
         &metrics_address.to_string(),
+        "--gc-interval",
+        "60",
     ]);
     let client = reqwest::blocking::Client::new();
     let token = buildgrid.token();
@@ -267,6 +269,17 @@ fn request_ids_are_echoed_logged_and_carried_into_the_build_log() {
     }
     assert_eq!(
         sample(&metrics, r#"buildgrid_builds_unfinished{state="queued"}"#),
+        Some(0.0),
+        "{metrics}"
+    );
+    // Scheduled collections are counted from the start (none has run within the test).
+    assert_eq!(
+        sample(&metrics, r#"buildgrid_gc_runs_total{outcome="done"}"#),
+        Some(0.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(&metrics, r#"buildgrid_gc_deleted_total{kind="blobs"}"#),
         Some(0.0),
         "{metrics}"
     );

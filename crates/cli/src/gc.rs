@@ -224,13 +224,42 @@ pub fn start(store: &std::sync::Arc<Store>, interval: Option<u64>) -> anyhow::Re
         return Ok(());
     };
     let store = store.clone();
+    // The series exist from the start, so a scrape before the first run reads 0.
+    for outcome in ["done", "failed"] {
+        metrics::counter!("buildgrid_gc_runs_total", "outcome" => outcome).absolute(0);
+    }
+    for kind in ["manifests", "blobs", "bytes"] {
+        metrics::counter!("buildgrid_gc_deleted_total", "kind" => kind).absolute(0);
+    }
     std::thread::Builder::new()
         .name("gc".into())
         .spawn(move || {
             loop {
                 std::thread::sleep(std::time::Duration::from_secs(minutes * 60));
-                if let Err(error) = store.gc(GcOptions::default()) {
-                    tracing::error!(error = %anyhow::Error::from(error), "garbage collection failed");
+                match store.gc(GcOptions::default()) {
+                    Ok(collection) => {
+                        metrics::counter!("buildgrid_gc_runs_total", "outcome" => "done")
+                            .increment(1);
+                        for (kind, count) in [
+                            ("manifests", collection.manifests.len() as u64),
+                            ("blobs", collection.blobs),
+                            ("bytes", collection.bytes),
+                        ] {
+                            metrics::counter!("buildgrid_gc_deleted_total", "kind" => kind)
+                                .increment(count);
+                        }
+                        tracing::info!(
+                            manifests = collection.manifests.len(),
+                            blobs = collection.blobs,
+                            bytes = collection.bytes,
+                            "garbage collection done"
+                        );
+                    }
+                    Err(error) => {
+                        metrics::counter!("buildgrid_gc_runs_total", "outcome" => "failed")
+                            .increment(1);
+                        tracing::error!(error = %anyhow::Error::from(error), "garbage collection failed");
+                    }
                 }
             }
         })

@@ -100,6 +100,14 @@ fn describe() {
         "buildgrid_web_event_streams_open",
         "Server-sent event streams open"
     );
+    describe_counter!(
+        "buildgrid_gc_runs_total",
+        "Scheduled garbage collections (--gc-interval), by outcome"
+    );
+    describe_counter!(
+        "buildgrid_gc_deleted_total",
+        "What scheduled garbage collections deleted: manifests, blobs and bytes"
+    );
     describe_gauge!("buildgrid_store_blobs", "Blobs stored");
     describe_gauge!(
         "buildgrid_store_blob_bytes",
