@@ -292,7 +292,9 @@ pub fn facts(build: &Build, app: &App, host: &str, now: i64) -> Markup {
             @if let Some(digest) = &build.image_digest {
                 dt { "Image digest" } dd { code title=(digest) { (format::short_digest(digest)) } }
             }
-            @if build.state == BuildState::Succeeded && let Some(commit) = &build.commit_id {
+            @if build.state == BuildState::Succeeded && build.image_removed {
+                dt { "Pull" } dd.muted #image-removed { "image removed by retention" }
+            } @else if build.state == BuildState::Succeeded && let Some(commit) = &build.commit_id {
                 dt { "Pull" } dd { code { (format::pull_reference(host, app.image_repo.as_str(), commit)) } }
             }
         }
@@ -304,7 +306,12 @@ pub fn end_note(build: &Build, app: &App, host: &str) -> Markup {
     let repo = app.image_repo.as_str();
     html! {
         div #build-end.end {
-            @if build.state == BuildState::Succeeded && let Some(commit) = &build.commit_id {
+            @if build.state == BuildState::Succeeded && build.image_removed {
+                p.row {
+                    strong { "Image" }
+                    span.muted { "image removed by retention" }
+                }
+            } @else if build.state == BuildState::Succeeded && let Some(commit) = &build.commit_id {
                 p.row {
                     strong { "Image" }
                     (layout::copyable("image-ref", &format::pull_reference(host, repo, commit)))

@@ -114,18 +114,24 @@ pub async fn page(
     let archive = image_tabs::archive_name(state.settings.registry_host(), &repo, reference);
     let store = state.store.clone();
     let lookup = repo.clone();
+    let asked = reference.to_owned();
     let found = blocking(move || {
+        let app_of = |build: &Option<Build>| -> Result<Option<String>, PageError> {
+            Ok(match build {
+                Some(build) => store
+                    .db
+                    .app_by_id(build.app_id)?
+                    .map(|app| app.app.to_string()),
+                None => None,
+            })
+        };
         let Some(manifest) = manifest(&store, &lookup, &parsed)? else {
-            return Ok(None);
+            let removed = store.db.removed_image_build(&lookup, &asked)?;
+            let app = app_of(&removed)?;
+            return Ok(Err(removed.map(|build| (build, app))));
         };
         let build = store.db.image_build(&lookup, &manifest.digest)?;
-        let app = match &build {
-            Some(build) => store
-                .db
-                .app_by_id(build.app_id)?
-                .map(|app| app.app.to_string()),
-            None => None,
-        };
+        let app = app_of(&build)?;
         let public = store.db.namespace_is_public(lookup.namespace())?;
         let ports = match tab {
             Tab::Run => buildgrid_store::image::image_details(&store, &lookup, &manifest.digest)?
@@ -143,10 +149,17 @@ pub async fn page(
             )?),
             None => None,
         };
-        Ok(Some((manifest, build, app, data, public, ports)))
+        Ok(Ok((manifest, build, app, data, public, ports)))
     })
     .await?;
-    let (manifest, build, app, data, public, ports) = found.ok_or_else(not_found)?;
+    let (manifest, build, app, data, public, ports) = match found {
+        Ok(found) => found,
+        Err(Some((build, app))) => {
+            let markup = removed(&viewer, &repo, reference, &build, app.as_deref());
+            return Ok(layout::html_response(StatusCode::GONE, &markup));
+        }
+        Err(None) => return Err(not_found()),
+    };
     let image = Image {
         repo,
         reference: reference.to_owned(),
@@ -212,6 +225,38 @@ fn render(viewer: &Viewer, image: &Image, tab: Tab, data: Option<&TabData>, host
     };
     let title = format!("{repo}{short}");
     match &image.app {
+        Some(app) => layout::page_for(viewer, &title, &[(app, &format!("/apps/{app}"))], content),
+        None => layout::page_for(viewer, &title, &[], content),
+    }
+}
+
+/// The page of an image collection removed: 410, naming the build that made it.
+fn removed(
+    viewer: &Viewer,
+    repo: &RepoName,
+    reference: &str,
+    build: &Build,
+    app: Option<&str>,
+) -> Markup {
+    let content = html! {
+        p.notice #image-removed {
+            "This image was removed by retention: no retention rule, deploy or pin kept it. "
+            "Its build's record and log stay."
+        }
+        dl.facts {
+            dt { "Repository" } dd { code { (repo) } }
+            dt { "Reference" } dd { code { (reference) } }
+            @if let Some(digest) = &build.image_digest {
+                dt { "Manifest digest" } dd { code { (digest) } }
+            }
+            dt { "Built by" } dd {
+                a #removed-build href={ "/builds/" (build.id) } { "build #" (build.id) }
+                @if let Some(message) = &build.commit_message { " — " (format::subject(message)) }
+            }
+        }
+    };
+    let title = format!("{repo} (removed)");
+    match app {
         Some(app) => layout::page_for(viewer, &title, &[(app, &format!("/apps/{app}"))], content),
         None => layout::page_for(viewer, &title, &[], content),
     }

@@ -363,10 +363,14 @@ pub fn build_row(
                         span.muted { "digest" }
                         code title=(digest) { (format::short_digest(digest)) }
                     }
-                    (layout::copyable(&format!("pull-{}", build.id), &format::pull_reference(host, repo, commit)))
-                    a href={ "/images/" (repo) "/" (commit) } { "Image page" }
-                    @if let Some(buttons) = buttons {
-                        (deploy_actions::button(buttons, app, build))
+                    @if build.image_removed {
+                        span.muted.removed #{ "removed-" (build.id) } { "image removed by retention" }
+                    } @else {
+                        (layout::copyable(&format!("pull-{}", build.id), &format::pull_reference(host, repo, commit)))
+                        a href={ "/images/" (repo) "/" (commit) } { "Image page" }
+                        @if let Some(buttons) = buttons {
+                            (deploy_actions::button(buttons, app, build))
+                        }
                     }
                 }
             }

@@ -7,6 +7,7 @@ mod build_log;
 mod build_now;
 mod deploys;
 mod forms;
+mod gc;
 mod image;
 mod image_pages;
 mod isolation;

@@ -83,6 +83,8 @@ pub struct Build {
     pub finished_at: Option<i64>,
     /// The source built, when not the app's own repository.
     pub source_id: Option<i64>,
+    /// Collection removed its image: retention did not keep it. The row and log stay.
+    pub image_removed: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -116,7 +118,7 @@ impl Queued {
 pub(super) const BUILD_COLUMNS: &str =
     "id, app_id, git_ref, commit_id, trigger, state, reason, force,
     cancel_requested, commit_message, commit_author, image_ref, image_digest, queued_at,
-    started_at, finished_at, source_id";
+    started_at, finished_at, source_id, image_removed";
 
 pub(super) fn build_row(row: &Row<'_>) -> rusqlite::Result<Build> {
     Ok(Build {
@@ -137,6 +139,7 @@ pub(super) fn build_row(row: &Row<'_>) -> rusqlite::Result<Build> {
         started_at: row.get(14)?,
         finished_at: row.get(15)?,
         source_id: row.get(16)?,
+        image_removed: row.get(17)?,
     })
 }
 

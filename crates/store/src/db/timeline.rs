@@ -125,6 +125,28 @@ impl Db {
         })
     }
 
+    /// The newest build of `repo` whose image collection removed, named by its commit tag or
+    /// its image digest (`reference` as the image page was asked for it).
+    pub fn removed_image_build(
+        &self,
+        repo: &RepoName,
+        reference: &str,
+    ) -> Result<Option<Build>, StoreError> {
+        self.with(|conn| {
+            let sql = format!(
+                "SELECT {BUILD_COLUMNS} FROM builds
+                 WHERE app_id IN (SELECT id FROM apps WHERE image_repo = ?1)
+                   AND state = 'succeeded' AND image_removed = 1
+                   AND (commit_id = ?2 OR image_digest = ?2)
+                 ORDER BY id DESC LIMIT 1"
+            );
+            Ok(conn
+                .prepare_cached(&sql)?
+                .query_row(params![repo.as_str(), reference], build_row)
+                .optional()?)
+        })
+    }
+
     /// The refs an app has built, in name order.
     pub fn build_branches(&self, app_id: i64) -> Result<Vec<String>, StoreError> {
         self.with(|conn| {
