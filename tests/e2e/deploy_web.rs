@@ -95,13 +95,15 @@ async fn wait_for_status(browser: &Client, state: &str) {
     }
 }
 
-/// The open app page's running section once it names `container`, reloading the page while it
-/// does not (the servers are asked at most once per 5 s); fails after 15 s.
+/// The open app page's running section once it names `container` as running, reloading the
+/// page while it does not (the servers' answer is kept 5 s, so an answer from the middle of the
+/// deploy, the container still "created", may be shown first); fails after 15 s.
 async fn running_shows(browser: &Client, container: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let running = text(browser, "#running").await;
-        if running.contains(container) {
+        let row = running.lines().find(|line| line.contains(container));
+        if row.is_some_and(|row| row.contains("running")) {
             return running;
         }
         assert!(
