@@ -5,26 +5,36 @@ use std::time::{Duration, Instant};
 
 use crate::support::{Buildgrid, TestImage, run, run_ok};
 
-const CONTAINERD: &str = "/var/run/docker/containerd/containerd.sock";
+/// Where the engine's containerd listens: its own (Docker 20.10 starts one) or the system's.
+const CONTAINERD: [&str; 2] = [
+    "/var/run/docker/containerd/containerd.sock",
+    "/run/containerd/containerd.sock",
+];
 
 /// `ctr` against the engine's containerd, in a namespace of the test's own, removed on drop.
 struct Ctr {
+    address: &'static str,
     namespace: String,
 }
 
 impl Ctr {
     fn new() -> Ctr {
-        assert!(
-            std::path::Path::new(CONTAINERD).exists(),
-            "{CONTAINERD} is missing: the Docker engine's containerd must run here"
-        );
+        let address = CONTAINERD
+            .into_iter()
+            .find(|socket| std::path::Path::new(socket).exists())
+            .unwrap_or_else(|| {
+                panic!(
+                    "none of {CONTAINERD:?} exists: the Docker engine's containerd must run here"
+                )
+            });
         Ctr {
+            address,
             namespace: format!("buildgrid-e2e-{}", std::process::id()),
         }
     }
 
     fn args<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
-        let mut all = vec!["--address", CONTAINERD, "--namespace", &self.namespace];
+        let mut all = vec!["--address", self.address, "--namespace", &self.namespace];
         all.extend_from_slice(args);
         all
     }
@@ -39,7 +49,13 @@ impl Drop for Ctr {
         let _ = run("ctr", &self.args(&["content", "prune", "references"]));
         let _ = run(
             "ctr",
-            &["--address", CONTAINERD, "namespaces", "rm", &self.namespace],
+            &[
+                "--address",
+                self.address,
+                "namespaces",
+                "rm",
+                &self.namespace,
+            ],
         );
     }
 }
