@@ -20,6 +20,7 @@ mod full_disk;
 mod gc;
 mod hardening;
 mod import;
+mod installs;
 mod isolation;
 mod operations;
 mod private_data;

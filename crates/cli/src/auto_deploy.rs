@@ -156,13 +156,17 @@ async fn running(store: &Store, app: &AppRef) -> Vec<ServerRunning> {
     };
     let services = buildgrid_deploy::app_services(store, row.id).unwrap_or_default();
     let servers = buildgrid_deploy::servers_of(store, &services).unwrap_or_default();
+    let Ok(install) = buildgrid_deploy::install_id(store) else {
+        return Vec::new();
+    };
     let name = app.to_string();
     let asks = servers.into_iter().map(|server| {
         let name = name.clone();
+        let install = install.clone();
         async move {
             let host = buildgrid_deploy::server_host(&server.docker_url);
             let containers = match buildgrid_deploy::engine(store, &server).await {
-                Ok(docker) => buildgrid_deploy::labelled_containers(&docker, Some(&name))
+                Ok(docker) => buildgrid_deploy::labelled_containers(&docker, &install, Some(&name))
                     .await
                     .map_err(|e| e.to_string())
                     .map(|list| {

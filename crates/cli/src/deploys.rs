@@ -171,11 +171,14 @@ pub fn server(store: &Store, command: ServerCommand) -> anyhow::Result<()> {
             );
         }
         ServerCommand::List => {
+            let install = buildgrid_deploy::install_id(store)?;
             for server in store.db.servers()? {
                 let state = runtime.block_on(async {
                     match buildgrid_deploy::engine(store, &server).await {
                         Ok(docker) => {
-                            match buildgrid_deploy::labelled_containers(&docker, None).await {
+                            match buildgrid_deploy::labelled_containers(&docker, &install, None)
+                                .await
+                            {
                                 Ok(containers) => format!(
                                     "reachable, {} containers of buildgrid{}",
                                     containers.len(),
@@ -419,6 +422,7 @@ async fn follow(store: &Store, app: &App, filter: &DeployLogFilter) -> anyhow::R
     let mut followed = std::collections::HashSet::new();
     let mut first = true;
     let name = app.app.to_string();
+    let install = buildgrid_deploy::install_id(store)?;
     // One client per server, made again only after it failed.
     let mut engines = std::collections::HashMap::new();
     loop {
@@ -433,15 +437,15 @@ async fn follow(store: &Store, app: &App, filter: &DeployLogFilter) -> anyhow::R
                     }
                 },
             };
-            let containers = match buildgrid_deploy::labelled_containers(docker, Some(&name)).await
-            {
-                Ok(containers) => containers,
-                Err(error) => {
-                    eprintln!("[{}] {error}", server.name);
-                    engines.remove(&server.name);
-                    continue;
-                }
-            };
+            let containers =
+                match buildgrid_deploy::labelled_containers(docker, &install, Some(&name)).await {
+                    Ok(containers) => containers,
+                    Err(error) => {
+                        eprintln!("[{}] {error}", server.name);
+                        engines.remove(&server.name);
+                        continue;
+                    }
+                };
             for container in containers {
                 let wanted = services.iter().any(|(s, _)| *s == container.service)
                     && filter

@@ -3,7 +3,9 @@
 //!
 //! A deploy starts every new replica of a service and waits until it is healthy before it stops
 //! any old one; a failure removes what the deploy started and leaves the old containers serving.
-//! Containers carry `buildgrid.*` labels, and buildgrid touches no container without them.
+//! Containers carry `buildgrid.*` labels, among them the install's id (`buildgrid.install`), and
+//! buildgrid touches no container without them: not another install's, nor one made before
+//! containers carried the install label.
 //!
 //! Architecture invariant: this crate talks to engines through bollard and never to git.
 
@@ -27,6 +29,8 @@ pub use servers::{ServerError, ServerFiles, add_server, engine};
 
 /// Labels on every container buildgrid starts.
 pub const LABEL_APP: &str = "buildgrid.app";
+/// The id of the install that made the container (`Db::install_id`).
+pub const LABEL_INSTALL: &str = "buildgrid.install";
 pub const LABEL_SERVICE: &str = "buildgrid.service";
 pub const LABEL_DEPLOY: &str = "buildgrid.deploy";
 pub const LABEL_BUILD: &str = "buildgrid.build";
@@ -47,9 +51,24 @@ pub struct Labelled {
     pub ports: Vec<u16>,
 }
 
-/// Containers buildgrid runs on an engine (of `app` when given).
+/// The install's id, which every container it creates carries.
+pub fn install_id(store: &Store) -> Result<String, StoreError> {
+    store.db.install_id()
+}
+
+/// The start of the names of the install's containers: `bg-` and the first 6 characters of its
+/// id, so that installs sharing an engine never want the same name.
+pub fn name_prefix(install: &str) -> String {
+    format!("bg-{}", &install[..install.len().min(6)])
+}
+
+/// Containers the install `install` runs on an engine (of `app` when given). Containers of
+/// other installs are never listed; containers with `buildgrid.app` but no install label (made
+/// before containers carried it) belong to no install: they are named once in the log and left
+/// alone.
 pub async fn labelled_containers(
     docker: &Docker,
+    install: &str,
     app: Option<&str>,
 ) -> Result<Vec<Labelled>, bollard::errors::Error> {
     let label = match app {
@@ -66,6 +85,16 @@ pub async fn labelled_containers(
     let containers = docker.list_containers(Some(options)).await?;
     Ok(containers
         .into_iter()
+        .filter(|c| {
+            let labels = c.labels.as_ref();
+            match labels.and_then(|l| l.get(LABEL_INSTALL)) {
+                Some(id) => id == install,
+                None => {
+                    unowned(c);
+                    false
+                }
+            }
+        })
         .map(|c| {
             let labels = c.labels.unwrap_or_default();
             let name = c
@@ -98,6 +127,30 @@ pub async fn labelled_containers(
             }
         })
         .collect())
+}
+
+/// Logs, once per process, a container with buildgrid's labels but no install label.
+fn unowned(container: &bollard::models::ContainerSummary) {
+    static SEEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let id = container.id.clone().unwrap_or_default();
+    let mut seen = SEEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if seen.contains(&id) {
+        return;
+    }
+    seen.push(id);
+    let name = container
+        .names
+        .as_ref()
+        .and_then(|n| n.first())
+        .map(|n| n.trim_start_matches('/'))
+        .unwrap_or_default();
+    tracing::warn!(
+        container = name,
+        "container has buildgrid labels but no {LABEL_INSTALL} label (made by an older version): \
+         it belongs to no install and is left alone; remove it with docker rm -f when it is not needed"
+    );
 }
 
 /// The source service `name` of `app` runs the image of: `None` for the app's own repository.

@@ -35,6 +35,8 @@ pub(crate) struct Part<'a> {
     pub spec: &'a ServiceSpec,
     pub server: &'a Server,
     pub image_ref: &'a str,
+    /// The install's id (`crate::install_id`).
+    pub install: &'a str,
     pub credentials: &'a DockerCredentials,
     pub log: &'a Log<'a>,
 }
@@ -59,8 +61,15 @@ impl Part<'_> {
         self.pull(&docker).await?;
         let app = self.app.app.to_string();
         let note = |container: &str, text: &str| self.line(Some(container), "deploy", text);
-        let old =
-            crate::recover::settle(self.log.store, &docker, &app, self.service, &note).await?;
+        let old = crate::recover::settle(
+            self.log.store,
+            &docker,
+            self.install,
+            &app,
+            self.service,
+            &note,
+        )
+        .await?;
         // The new replicas publish on the slot the old ones do not use.
         let slot = match old.first() {
             Some(container) => 1 - container.slot.min(1),
@@ -157,8 +166,10 @@ impl Part<'_> {
         replica: u32,
         slot: u32,
     ) -> Result<String, ReplicaFailed> {
-        let name = format!(
-            "bg.{}.{}.{}.d{}.r{replica}",
+        // Another install on the engine may hold the plain name (its deploy ids count from 1
+        // too): then the name carries this install's prefix.
+        let plain = format!(
+            "{}.{}.{}.d{}.r{replica}",
             self.app.app.namespace(),
             self.app.app.app(),
             self.service,
@@ -166,6 +177,7 @@ impl Part<'_> {
         );
         let labels = HashMap::from([
             (LABEL_APP.to_owned(), self.app.app.to_string()),
+            (crate::LABEL_INSTALL.to_owned(), self.install.to_owned()),
             (LABEL_SERVICE.to_owned(), self.service.to_owned()),
             (LABEL_DEPLOY.to_owned(), self.deploy.id.to_string()),
             (LABEL_BUILD.to_owned(), self.build.id.to_string()),
@@ -216,15 +228,22 @@ impl Part<'_> {
             }),
             ..Default::default()
         };
+        let mut name = format!("bg.{plain}");
         let options = CreateContainerOptionsBuilder::new().name(&name).build();
-        docker
-            .create_container(Some(options), body)
-            .await
-            .map_err(|e| ReplicaFailed {
-                name: None,
-                reason: format!("cannot create {name}: {}", engine_message(&e)),
-                exited: None,
-            })?;
+        let mut created = docker.create_container(Some(options), body.clone()).await;
+        if let Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 409, ..
+        }) = created
+        {
+            name = format!("{}.{plain}", crate::name_prefix(self.install));
+            let options = CreateContainerOptionsBuilder::new().name(&name).build();
+            created = docker.create_container(Some(options), body).await;
+        }
+        created.map_err(|e| ReplicaFailed {
+            name: None,
+            reason: format!("cannot create {name}: {}", engine_message(&e)),
+            exited: None,
+        })?;
         self.line(Some(&name), "deploy", "created");
         docker
             .start_container(

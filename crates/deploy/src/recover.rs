@@ -21,11 +21,12 @@ use crate::run::{Log, process_alive};
 pub(crate) async fn settle(
     store: &Store,
     docker: &Docker,
+    install: &str,
     app: &str,
     service: &str,
     note: &(dyn Fn(&str, &str) + Sync),
 ) -> Result<Vec<Labelled>, String> {
-    let mine: Vec<Labelled> = crate::labelled_containers(docker, Some(app))
+    let mine: Vec<Labelled> = crate::labelled_containers(docker, install, Some(app))
         .await
         .map_err(|e| format!("cannot list containers: {e}"))?
         .into_iter()
@@ -89,6 +90,7 @@ pub(crate) async fn settle(
 pub async fn recover(store: &Store) -> Result<Vec<Deploy>, StoreError> {
     let interrupted = store.db.interrupt_dead_deploys(process_alive)?;
     let servers = store.db.servers()?;
+    let install = crate::install_id(store)?;
     for deploy in &interrupted {
         let print = |_: &buildgrid_store::DeployLine| {};
         let log = Log {
@@ -122,7 +124,9 @@ pub async fn recover(store: &Store) -> Result<Vec<Deploy>, StoreError> {
                     )
                 };
                 let settled = match crate::engine(store, server).await {
-                    Ok(docker) => settle(store, &docker, &app_name, &service.name, &note).await,
+                    Ok(docker) => {
+                        settle(store, &docker, &install, &app_name, &service.name, &note).await
+                    }
                     Err(error) => Err(error.to_string()),
                 };
                 if let Err(reason) = settled {

@@ -169,6 +169,7 @@ pub async fn deploy(
         })
         .collect();
     store.db.record_deploy_images(&images)?;
+    let install = crate::install_id(store)?;
     let mut failures = Vec::new();
     let mut parts = Vec::new();
     for (name, spec, service_build, service_image, _) in &services {
@@ -199,6 +200,7 @@ pub async fn deploy(
                 spec,
                 server,
                 image_ref: service_image,
+                install: &install,
                 credentials: &credentials,
                 log: &log,
             });

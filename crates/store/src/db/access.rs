@@ -495,6 +495,19 @@ impl Db {
         })
     }
 
+    /// This install's id: random, made once and kept, so that what it creates on an engine
+    /// shared with other installs is told apart from theirs.
+    pub fn install_id(&self) -> Result<String, StoreError> {
+        if let Some(id) = self.setting("install_id")? {
+            return Ok(id);
+        }
+        self.setting_or_insert("install_id", || {
+            let mut bytes = [0u8; 16];
+            getrandom::fill(&mut bytes).expect("the operating system's random source failed");
+            hex::encode(bytes)
+        })
+    }
+
     /// The value of a setting, storing `make()` first when there is none.
     pub fn setting_or_insert(
         &self,
