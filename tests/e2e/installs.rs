@@ -1,11 +1,15 @@
 //! Two installs on one Docker engine, each with an app and a service of the same names: each
-//! lists, deploys, rolls back, settles and restarts only its own containers.
+//! lists, deploys, rolls back, settles and restarts only its own containers, and neither touches
+//! a container an older version made without the install label.
 
 use crate::engines::Cleanup;
-use crate::fixtures::{Source, create_app, ensure_base_image};
+use crate::fixtures::{BASE, Source, create_app, ensure_base_image};
 use crate::support::{Buildgrid, run_ok};
 
 const APP: &str = "acme/twins";
+/// A container as versions before the install label made them, with the name the first
+/// install's second deploy would otherwise take.
+const LEGACY: &str = "bg.acme.twins.web.d2.r0";
 
 /// (container id, name, install label) of every container of `APP` on the engine, running or not.
 fn on_engine() -> Vec<(String, String, String)> {
@@ -25,6 +29,10 @@ fn on_engine() -> Vec<(String, String, String)> {
         .lines()
         .filter_map(|line| {
             let mut fields = line.split(' ');
+            // What an older version left (no install label) is checked on its own.
+            if line.contains(LEGACY) {
+                return None;
+            }
             Some((
                 fields.next()?.to_owned(),
                 fields.next()?.to_owned(),
@@ -67,6 +75,27 @@ fn install_with_service() -> (Buildgrid, tempfile::TempDir) {
 fn two_installs_on_one_engine_never_touch_each_others_containers() {
     ensure_base_image();
     let _cleanup = Cleanup(APP);
+    let legacy = run_ok(
+        "docker",
+        &[
+            "run",
+            "-d",
+            "--name",
+            LEGACY,
+            "--label",
+            &format!("buildgrid.app={APP}"),
+            "--label",
+            "buildgrid.service=web",
+            "--label",
+            "buildgrid.deploy=2",
+            BASE,
+            "/bin/busybox",
+            "sleep",
+            "600",
+        ],
+    )
+    .trim()
+    .to_owned();
     let (mut first, _first_upstream) = install_with_service();
     let (second, _second_upstream) = install_with_service();
 
@@ -105,10 +134,18 @@ fn two_installs_on_one_engine_never_touch_each_others_containers() {
         "{listed}"
     );
     assert!(!listed.contains(&second_name), "{listed}");
-    let listed = second.cli_ok(&["server", "list"]);
+    let listed = second.cli(&["server", "list"]);
+    let (out, err) = (
+        String::from_utf8_lossy(&listed.stdout),
+        String::from_utf8_lossy(&listed.stderr),
+    );
     assert!(
-        listed.contains(&second_name) && !listed.contains(&after_first[0].1),
-        "{listed}"
+        out.contains(&second_name) && !out.contains(&after_first[0].1) && !out.contains(LEGACY),
+        "{out}"
+    );
+    assert!(
+        err.contains(LEGACY) && err.contains("no buildgrid.install label"),
+        "a container without the install label is named in the log: {err}"
     );
 
     // The first rolls back (to build 1 again, a new deploy), restarts, settles and deploys again.
@@ -150,4 +187,18 @@ fn two_installs_on_one_engine_never_touch_each_others_containers() {
         "the first's replica stays: {last:?}"
     );
     assert!(!last.iter().any(|c| c.0 == second_id), "{last:?}");
+    let running = run_ok(
+        "docker",
+        &[
+            "inspect",
+            "--format",
+            "{{.Name}} {{.State.Running}}",
+            &legacy,
+        ],
+    );
+    assert_eq!(
+        running.trim(),
+        format!("/{LEGACY} true"),
+        "the container without an install label is left alone"
+    );
 }
