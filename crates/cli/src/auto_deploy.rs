@@ -156,7 +156,7 @@ async fn running(store: &Store, app: &AppRef) -> Vec<ServerRunning> {
     };
     let services = buildgrid_deploy::app_services(store, row.id).unwrap_or_default();
     let servers = buildgrid_deploy::servers_of(store, &services).unwrap_or_default();
-    let Ok(install) = buildgrid_deploy::install_id(store) else {
+    let Ok(install) = buildgrid_deploy::install(store) else {
         return Vec::new();
     };
     let name = app.to_string();

@@ -171,7 +171,7 @@ pub fn server(store: &Store, command: ServerCommand) -> anyhow::Result<()> {
             );
         }
         ServerCommand::List => {
-            let install = buildgrid_deploy::install_id(store)?;
+            let install = buildgrid_deploy::install(store)?;
             for server in store.db.servers()? {
                 let state = runtime.block_on(async {
                     match buildgrid_deploy::engine(store, &server).await {
@@ -422,7 +422,7 @@ async fn follow(store: &Store, app: &App, filter: &DeployLogFilter) -> anyhow::R
     let mut followed = std::collections::HashSet::new();
     let mut first = true;
     let name = app.app.to_string();
-    let install = buildgrid_deploy::install_id(store)?;
+    let install = buildgrid_deploy::install(store)?;
     // One client per server, made again only after it failed.
     let mut engines = std::collections::HashMap::new();
     loop {

@@ -51,9 +51,43 @@ pub struct Labelled {
     pub ports: Vec<u16>,
 }
 
-/// The install's id, which every container it creates carries.
-pub fn install_id(store: &Store) -> Result<String, StoreError> {
-    store.db.install_id()
+/// Which containers on an engine are this install's.
+#[derive(Debug, Clone)]
+pub struct Install {
+    /// The install's id (`Db::install_id`), which every container it creates carries.
+    pub id: String,
+    /// `host:port` of the install's registry (from its public URL), which the images of its
+    /// containers are named after: how containers made before the install label are told apart.
+    pub registry_host: Option<String>,
+}
+
+/// The install of `store`.
+pub fn install(store: &Store) -> Result<Install, StoreError> {
+    let registry_host = store.db.setting("public_url")?.and_then(|url| {
+        let rest = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
+        let host = rest.split('/').next().unwrap_or("");
+        (!host.is_empty()).then(|| host.to_owned())
+    });
+    Ok(Install {
+        id: store.db.install_id()?,
+        registry_host,
+    })
+}
+
+impl Install {
+    /// Whether a container with these labels and image is this install's: it carries the
+    /// install's id, or (made before containers carried one) no id and an image of this
+    /// install's registry. Installs sharing an engine listen on different addresses, so the
+    /// second rule never takes another install's container.
+    fn owns(&self, install_label: Option<&String>, image: &str) -> bool {
+        match install_label {
+            Some(id) => *id == self.id,
+            None => self
+                .registry_host
+                .as_ref()
+                .is_some_and(|host| image.starts_with(&format!("{host}/"))),
+        }
+    }
 }
 
 /// The start of the names of the install's containers: `bg-` and the first 6 characters of its
@@ -63,12 +97,12 @@ pub fn name_prefix(install: &str) -> String {
 }
 
 /// Containers the install `install` runs on an engine (of `app` when given). Containers of
-/// other installs are never listed; containers with `buildgrid.app` but no install label (made
-/// before containers carried it) belong to no install: they are named once in the log and left
-/// alone.
+/// other installs are never listed; a container with `buildgrid.app` but no install label (made
+/// before containers carried it) is the install's when its image comes from the install's
+/// registry, and otherwise belongs to no install: it is named once in the log and left alone.
 pub async fn labelled_containers(
     docker: &Docker,
-    install: &str,
+    install: &Install,
     app: Option<&str>,
 ) -> Result<Vec<Labelled>, bollard::errors::Error> {
     let label = match app {
@@ -86,14 +120,12 @@ pub async fn labelled_containers(
     Ok(containers
         .into_iter()
         .filter(|c| {
-            let labels = c.labels.as_ref();
-            match labels.and_then(|l| l.get(LABEL_INSTALL)) {
-                Some(id) => id == install,
-                None => {
-                    unowned(c);
-                    false
-                }
+            let label = c.labels.as_ref().and_then(|l| l.get(LABEL_INSTALL));
+            let owned = install.owns(label, c.image.as_deref().unwrap_or(""));
+            if !owned && label.is_none() {
+                unowned(c);
             }
+            owned
         })
         .map(|c| {
             let labels = c.labels.unwrap_or_default();
@@ -199,4 +231,34 @@ pub fn servers_of(
                 .any(|(_, spec)| spec.servers.contains(&s.name))
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Install;
+
+    #[track_caller]
+    fn check(label: Option<&str>, image: &str, owned: bool) {
+        let install = Install {
+            id: "a1b2c3".into(),
+            registry_host: Some("127.0.0.1:5000".into()),
+        };
+        let label = label.map(str::to_owned);
+        assert_eq!(
+            install.owns(label.as_ref(), image),
+            owned,
+            "{label:?} {image}"
+        );
+    }
+
+    #[test]
+    fn an_install_owns_its_labelled_containers_and_older_ones_of_its_registry() {
+        check(Some("a1b2c3"), "127.0.0.1:5001/acme/shop.x:1", true);
+        check(Some("d4e5f6"), "127.0.0.1:5000/acme/shop.x:1", false);
+        // Made before the install label: told apart by the registry the image came from.
+        check(None, "127.0.0.1:5000/acme/shop.x:1", true);
+        check(None, "127.0.0.1:5001/acme/shop.x:1", false);
+        check(None, "127.0.0.1:50001/acme/shop.x:1", false);
+        check(None, "busybox", false);
+    }
 }

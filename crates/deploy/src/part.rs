@@ -35,8 +35,8 @@ pub(crate) struct Part<'a> {
     pub spec: &'a ServiceSpec,
     pub server: &'a Server,
     pub image_ref: &'a str,
-    /// The install's id (`crate::install_id`).
-    pub install: &'a str,
+    /// The install (`crate::install`).
+    pub install: &'a crate::Install,
     pub credentials: &'a DockerCredentials,
     pub log: &'a Log<'a>,
 }
@@ -177,7 +177,7 @@ impl Part<'_> {
         );
         let labels = HashMap::from([
             (LABEL_APP.to_owned(), self.app.app.to_string()),
-            (crate::LABEL_INSTALL.to_owned(), self.install.to_owned()),
+            (crate::LABEL_INSTALL.to_owned(), self.install.id.clone()),
             (LABEL_SERVICE.to_owned(), self.service.to_owned()),
             (LABEL_DEPLOY.to_owned(), self.deploy.id.to_string()),
             (LABEL_BUILD.to_owned(), self.build.id.to_string()),
@@ -235,7 +235,7 @@ impl Part<'_> {
             status_code: 409, ..
         }) = created
         {
-            name = format!("{}.{plain}", crate::name_prefix(self.install));
+            name = format!("{}.{plain}", crate::name_prefix(&self.install.id));
             let options = CreateContainerOptionsBuilder::new().name(&name).build();
             created = docker.create_container(Some(options), body).await;
         }

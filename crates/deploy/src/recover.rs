@@ -21,7 +21,7 @@ use crate::run::{Log, process_alive};
 pub(crate) async fn settle(
     store: &Store,
     docker: &Docker,
-    install: &str,
+    install: &crate::Install,
     app: &str,
     service: &str,
     note: &(dyn Fn(&str, &str) + Sync),
@@ -90,7 +90,7 @@ pub(crate) async fn settle(
 pub async fn recover(store: &Store) -> Result<Vec<Deploy>, StoreError> {
     let interrupted = store.db.interrupt_dead_deploys(process_alive)?;
     let servers = store.db.servers()?;
-    let install = crate::install_id(store)?;
+    let install = crate::install(store)?;
     for deploy in &interrupted {
         let print = |_: &buildgrid_store::DeployLine| {};
         let log = Log {

@@ -169,7 +169,7 @@ pub async fn deploy(
         })
         .collect();
     store.db.record_deploy_images(&images)?;
-    let install = crate::install_id(store)?;
+    let install = crate::install(store)?;
     let mut failures = Vec::new();
     let mut parts = Vec::new();
     for (name, spec, service_build, service_image, _) in &services {
