@@ -145,6 +145,24 @@ fn two_services_roll_out_a_failure_leaves_the_old_serving_and_a_rollback_works()
     // Roll back: deploy build 1 again; it replaces deploy 1's containers.
     let rolled = buildgrid.cli_ok(&["deploy", "acme/shop", "--build", "1"]);
     assert!(rolled.contains("deploy 3 succeeded"), "{rolled}");
+    // The old web replicas stop together: both are stopping before either is removed.
+    let old_web: Vec<&str> = rolled
+        .lines()
+        .filter(|line| line.contains("[local web bg.acme.shop.web.d1."))
+        .collect();
+    let last_stopping = old_web.iter().rposition(|l| l.contains("stopping (grace"));
+    let first_removed = old_web
+        .iter()
+        .position(|l| l.contains("stopped and removed"));
+    assert!(
+        old_web
+            .iter()
+            .filter(|l| l.contains("stopping (grace"))
+            .count()
+            == 2
+            && last_stopping < first_removed,
+        "the old replicas were not stopped together:\n{rolled}"
+    );
     let names = containers("acme/shop");
     assert_eq!(names.len(), 3, "{names:?}");
     assert!(names.iter().all(|n| n.contains(".d3.")), "{names:?}");

@@ -105,26 +105,30 @@ impl Part<'_> {
     }
 
     /// After every part is healthy: what the new replicas printed, then the old ones stopped,
-    /// one at a time.
+    /// all at once (one at a time, a service's grace period would count once per replica).
     pub async fn finish(&self, started: Started) {
         let Started { docker, old, new } = started;
         for name in &new {
             self.printed_lines(&docker, name, FIRST_LINES).await;
         }
-        for container in old {
-            let name = container.name;
-            self.line(
-                Some(&name),
-                "deploy",
-                &format!("stopping (grace {} s)", self.spec.stop_grace),
-            );
-            let outcome = remove(&docker, &name, self.spec.stop_grace).await;
-            self.line(
-                Some(&name),
-                "deploy",
-                &removal(outcome, "stopped and removed"),
-            );
-        }
+        let stops = old.into_iter().map(|container| {
+            let docker = &docker;
+            async move {
+                let name = container.name;
+                self.line(
+                    Some(&name),
+                    "deploy",
+                    &format!("stopping (grace {} s)", self.spec.stop_grace),
+                );
+                let outcome = remove(docker, &name, self.spec.stop_grace).await;
+                self.line(
+                    Some(&name),
+                    "deploy",
+                    &removal(outcome, "stopped and removed"),
+                );
+            }
+        });
+        futures_util::future::join_all(stops).await;
     }
 
     async fn pull(&self, docker: &Docker) -> Result<(), String> {
