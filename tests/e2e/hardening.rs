@@ -45,16 +45,7 @@ fn exchange(addr: SocketAddr, head: &str, body: &[u8], wait: Duration) -> (u16, 
         }
     }
     let elapsed = started.elapsed();
-    let response = String::from_utf8_lossy(&response).into_owned();
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
+    let (status, body) = crate::support::status_and_body(&String::from_utf8_lossy(&response));
     (status, body, elapsed)
 }
 

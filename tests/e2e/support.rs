@@ -332,6 +332,11 @@ pub fn raw_http(addr: SocketAddr, request: &str) -> (u16, String) {
     stream.write_all(request.as_bytes()).unwrap();
     let mut response = String::new();
     let _ = stream.read_to_string(&mut response);
+    status_and_body(&response)
+}
+
+/// The status (0 without one) and the body of a raw HTTP response.
+pub fn status_and_body(response: &str) -> (u16, String) {
     let status = response
         .split_whitespace()
         .nth(1)

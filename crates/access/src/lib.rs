@@ -272,18 +272,19 @@ impl Access {
         principal: &Principal,
         namespace: &str,
     ) -> Result<bool, StoreError> {
-        if !self.may_pull_namespace(principal, namespace)? {
-            return Ok(false);
-        }
-        if self.is_admin(principal) {
-            return Ok(true);
-        }
+        // Members and admins, through a token only as far as its scopes reach the namespace
+        // (a public namespace alone must not widen a token scoped to another one).
         if let Some(user) = &principal.user
-            && self.store.db.is_member(namespace, user.id)?
+            && (user.admin || self.store.db.is_member(namespace, user.id)?)
+            && principal
+                .token
+                .as_ref()
+                .is_none_or(|(_, scopes)| scopes.iter().any(|s| s.allows_pull(namespace)))
         {
             return Ok(true);
         }
-        self.store.db.namespace_logs_public(namespace)
+        Ok(self.store.db.namespace_logs_public(namespace)?
+            && self.may_pull_namespace(principal, namespace)?)
     }
 
     pub fn is_admin(&self, principal: &Principal) -> bool {

@@ -153,6 +153,45 @@ fn tokens_do_no_more_than_their_scopes_and_their_user() {
 }
 
 #[test]
+fn logs_are_for_members_through_tokens_that_reach_their_namespace() {
+    let f = fixture();
+    f.member("ann", "acme");
+    f.store
+        .db
+        .add_member("pub", buildgrid_access::user(&f.store, "ann").unwrap().id)
+        .unwrap();
+    f.store.db.set_namespace_public("pub", true).unwrap();
+    let all = f.login(&basic("x", &f.token("ann", "pull", None))).unwrap();
+    assert!(f.access.may_read_logs(&all, "pub").unwrap());
+    assert!(f.access.may_read_logs(&all, "acme").unwrap());
+    // A token scoped to acme reads acme's logs, not those of pub: public images alone do not
+    // make logs readable.
+    let acme_only = f
+        .login(&basic("x", &f.token("ann", "pull:acme", None)))
+        .unwrap();
+    assert!(f.access.may_read_logs(&acme_only, "acme").unwrap());
+    assert!(!f.access.may_read_logs(&acme_only, "pub").unwrap());
+    assert!(
+        !f.access
+            .may_read_logs(&Principal::anonymous(), "pub")
+            .unwrap()
+    );
+    // Once pub publishes its logs, whoever may read pub reads them.
+    f.store.db.set_namespace_logs_public("pub", true).unwrap();
+    assert!(f.access.may_read_logs(&acme_only, "pub").unwrap());
+    assert!(
+        f.access
+            .may_read_logs(&Principal::anonymous(), "pub")
+            .unwrap()
+    );
+    assert!(
+        !f.access
+            .may_read_logs(&Principal::anonymous(), "acme")
+            .unwrap()
+    );
+}
+
+#[test]
 fn expired_and_revoked_tokens_are_refused_on_the_next_request() {
     let f = fixture();
     f.member("ann", "acme");
