@@ -172,5 +172,8 @@ fn a_full_disk_fails_the_build_that_fills_it_and_nothing_else() {
     assert_eq!(state, "succeeded", "{log}");
 
     // The engine built the image with the large layer; only its copy could not be stored.
-    let _ = run("docker", &["rmi", "-f", &format!("{repo}:{big_image}")]);
+    let _ = run(
+        "docker",
+        &["rmi", "-f", "--no-prune", &format!("{repo}:{big_image}")],
+    );
 }

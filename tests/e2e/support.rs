@@ -299,9 +299,18 @@ impl TestImage {
         std::fs::write(context.join("Dockerfile"), dockerfile).unwrap();
         let n = IMAGE_COUNTER.fetch_add(1, Ordering::Relaxed);
         let tag = format!("buildgrid-e2e-{}-{n}:latest", std::process::id());
+        // Without the cache, no step reuses an intermediate image another test's `docker rmi`
+        // may remove at the same moment ("unable to find image sha256:…").
         run_ok(
             "docker",
-            &["build", "-q", "-t", &tag, context.to_str().unwrap()],
+            &[
+                "build",
+                "-q",
+                "--no-cache",
+                "-t",
+                &tag,
+                context.to_str().unwrap(),
+            ],
         );
         let archive = dir.path().join("image.tar");
         run_ok("docker", &["save", "-o", archive.to_str().unwrap(), &tag]);
