@@ -278,7 +278,7 @@ async fn pipeline(builder: &Builder, build: &Build, log: &mut Log) -> Result<Out
     check_cancel(&store, build.id)?;
 
     // The build context, from git objects into a temporary file.
-    let staging = store.blobs.staging()?;
+    let staging = store.blobs.scratch()?;
     let context_path = staging.path().join("context.tar");
     let stage = std::time::Instant::now();
     let context = {

@@ -4,8 +4,9 @@ use actix_files::HttpRange;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use buildgrid_core::{Digest, ErrorCode};
+use buildgrid_store::BlobBody;
 use bytes::Bytes;
-use futures_util::stream;
+use futures_util::{TryStreamExt, stream};
 
 use crate::manifests::{matches_etag, parse_name, shorten, unknown, unstorable_digest};
 use crate::{Registry, RegistryError};
@@ -100,10 +101,34 @@ pub(crate) async fn get(
     if head {
         return Ok(crate::head_response(&mut response, length));
     }
-    let file = registry.store.blobs.open_blob(&digest)?;
-    Ok(response
-        .no_chunking(length)
-        .streaming(read_range(file, start, length)))
+    let store = registry.store.clone();
+    if let Some(lifetime) = registry.blob_redirect {
+        // The client fetches the bytes from the object store itself, with its Range header.
+        let at = digest.clone();
+        let url = web::block(move || store.blobs.redirect_url(&at, lifetime))
+            .await
+            .map_err(|e| RegistryError::internal(&e))??;
+        if let Some(url) = url {
+            return Ok(HttpResponse::TemporaryRedirect()
+                .insert_header(("Docker-Content-Digest", digest.to_string()))
+                .insert_header((header::LOCATION, url))
+                .insert_header((header::CACHE_CONTROL, "no-store"))
+                .finish());
+        }
+    }
+    let store = registry.store.clone();
+    let range = start..start + length;
+    let body = web::block(move || store.blobs.open(&digest, Some(range)))
+        .await
+        .map_err(|e| RegistryError::internal(&e))??;
+    let response = response.no_chunking(length);
+    Ok(match body {
+        BlobBody::File(file) => response.streaming(read_range(file, start, length)),
+        BlobBody::Remote(body) => response.streaming(body.map_err(|error| {
+            tracing::error!(%error, "reading a blob from the object store failed");
+            actix_web::error::ErrorInternalServerError(error)
+        })),
+    })
 }
 
 /// The bytes `start..start + length` of `file`, mapped into memory a window at a time and handed

@@ -37,6 +37,9 @@ pub struct Registry {
     /// Requests waiting for a password check of the same credentials (see `auth::principal`).
     checks: auth::PendingChecks,
     manifests: manifests::ManifestCache,
+    /// Blob GETs answer `307` to a URL of the object store valid this long (`--blob-redirect`)
+    /// rather than streaming the bytes, when the blob store has such URLs.
+    blob_redirect: Option<std::time::Duration>,
 }
 
 impl Registry {
@@ -48,7 +51,14 @@ impl Registry {
             auth,
             checks: auth::PendingChecks::default(),
             manifests: manifests::ManifestCache::default(),
+            blob_redirect: None,
         }
+    }
+
+    /// See [`Registry::blob_redirect`].
+    pub fn with_blob_redirect(mut self, lifetime: Option<std::time::Duration>) -> Registry {
+        self.blob_redirect = lifetime;
+        self
     }
 
     /// Writes counted downloads and queued audit entries to the store.

@@ -61,15 +61,14 @@ pub fn restore(data: &Path, args: RestoreArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn fsck(data: &Path) -> anyhow::Result<()> {
+pub fn fsck(data: &Path, open: impl FnOnce() -> anyhow::Result<Store>) -> anyhow::Result<()> {
     if !data.join("buildgrid.db").is_file() {
         bail!(
             "{} holds no buildgrid database: give the data directory with --data",
             data.display()
         );
     }
-    let store = Store::open(data)
-        .with_context(|| format!("cannot open the data directory {}", data.display()))?;
+    let store = open()?;
     let report = store.fsck().context("the check could not run to its end")?;
     for problem in &report.problems {
         println!("{problem}");

@@ -47,6 +47,7 @@ const DEFAULT_SHUTDOWN_GRACE_SECONDS: u64 = 10;
 #[serde(deny_unknown_fields)]
 struct File {
     data: Option<PathBuf>,
+    blob_store: Option<String>,
     #[serde(default)]
     log: LogSection,
     #[serde(default)]
@@ -71,6 +72,7 @@ struct ServerSection {
     metrics_listen: Option<SocketAddr>,
     shutdown_grace: Option<u64>,
     gc_interval: Option<u64>,
+    blob_redirect: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -101,6 +103,8 @@ pub struct Serve {
     pub shutdown_grace: u64,
     /// Minutes between garbage collections; `None`: never.
     pub gc_interval: Option<u64>,
+    /// Blob GETs answer 307 to a presigned URL valid this long; `None`: blobs are streamed.
+    pub blob_redirect: Option<std::time::Duration>,
 }
 
 /// Where a setting's effective value came from.
@@ -163,6 +167,24 @@ impl Config {
             "",
         )?;
         Ok(value.expect("the data directory has a default"))
+    }
+
+    /// Where blobs live: `--blob-store`, `BUILDGRID_BLOB_STORE`, the file's `blob_store`;
+    /// `None`: in the data directory.
+    pub fn blob_store(
+        &self,
+        flag: Option<String>,
+        shown: &mut Vec<Shown>,
+    ) -> anyhow::Result<Option<String>> {
+        pick(
+            shown,
+            "blob_store",
+            None,
+            flag.map(|v| (v, "--blob-store")),
+            self.file.blob_store.clone(),
+            None,
+            "unset: <data>/blobs",
+        )
     }
 
     /// Whether logs are JSON lines: `--log-json`, `BUILDGRID_LOG_JSON`, the file's `log.json`.
@@ -269,6 +291,20 @@ impl Config {
             None,
             "unset: no scheduled garbage collection",
         )?;
+        let blob_redirect = pick(
+            shown,
+            "server.blob_redirect",
+            Some("BUILDGRID_BLOB_REDIRECT"),
+            args.blob_redirect.map(|v| (v, "--blob-redirect")),
+            server.blob_redirect,
+            None,
+            "unset: blobs are streamed through buildgrid",
+        )?;
+        if blob_redirect == Some(0) {
+            bail!(
+                "server.blob_redirect is 0: give the seconds a redirect URL stays valid, or leave it unset"
+            );
+        }
         if gc_interval == Some(0) {
             bail!("server.gc_interval is 0: give minutes between collections, or leave it unset");
         }
@@ -288,6 +324,7 @@ impl Config {
             metrics_listen,
             shutdown_grace,
             gc_interval,
+            blob_redirect: blob_redirect.map(std::time::Duration::from_secs),
         })
     }
 }

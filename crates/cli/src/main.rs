@@ -10,9 +10,10 @@ mod gc;
 mod metrics;
 mod request_log;
 mod serve;
+mod store;
 mod telemetry;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use buildgrid_core::{RepoName, Tag};
@@ -31,6 +32,12 @@ struct Cli {
     /// buildgrid-data; env: BUILDGRID_DATA; config: data].
     #[arg(long, global = true)]
     data: Option<PathBuf>,
+    /// Keep blobs in an S3-compatible object store, `s3://<bucket>[/<prefix>]`, rather than in
+    /// the data directory; endpoint, region and credentials come from AWS_ENDPOINT_URL,
+    /// AWS_REGION, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY [env: BUILDGRID_BLOB_STORE;
+    /// config: blob_store].
+    #[arg(long, global = true)]
+    blob_store: Option<String>,
     /// Log as JSON lines instead of text [env: BUILDGRID_LOG_JSON; config: log.json].
     #[arg(long, global = true)]
     log_json: bool,
@@ -111,6 +118,9 @@ enum Command {
     /// Check the settings file and print the effective settings (secrets masked).
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Move the blobs between the data directory and an object store.
+    #[command(subcommand)]
+    Store(store::StoreCommand),
     /// Called by git hooks of the apps' repositories.
     #[command(subcommand, hide = true)]
     Hook(builds::HookCommand),
@@ -122,6 +132,19 @@ enum ConfigCommand {
     Check(serve::ServeArgs),
 }
 
+/// Opens the data directory, with its blobs in the object store at `blob_store` when given
+/// (checked first: a store that does not answer, refuses the credentials or lacks the bucket
+/// is one line, before anything else happens).
+pub(crate) fn open_store(data: &Path, blob_store: Option<&str>) -> anyhow::Result<Store> {
+    let backend = match blob_store {
+        None => None,
+        Some(url) => Some(store::connect(url)?),
+    };
+    let key = std::env::var(buildgrid_store::secrets::KEY_ENV).ok();
+    Store::open_with(data, key, backend)
+        .with_context(|| format!("cannot open the data directory {}", data.display()))
+}
+
 fn main() -> anyhow::Result<()> {
     // Everything this process and its subprocesses (git) create is private to its user.
     buildgrid_store::keep_new_files_private();
@@ -129,13 +152,16 @@ fn main() -> anyhow::Result<()> {
     let config = config::Config::load(cli.config.as_deref())?;
     let mut shown = Vec::new();
     let data = config.data(cli.data, &mut shown)?;
+    let blob_store = config.blob_store(cli.blob_store, &mut shown)?;
     telemetry::init(config.log_json(cli.log_json, &mut shown)?);
-    let open = || {
-        Store::open(&data)
-            .with_context(|| format!("cannot open the data directory {}", data.display()))
-    };
+    let open = || open_store(&data, blob_store.as_deref());
     match cli.command {
-        Command::Serve(args) => serve::run(&data, config.serve(args, &mut shown)?),
+        Command::Serve(args) => serve::run(
+            &data,
+            blob_store.as_deref(),
+            config.serve(args, &mut shown)?,
+        ),
+        Command::Store(command) => store::run(&open()?, command),
         Command::Config(ConfigCommand::Check(args)) => {
             config.serve(args, &mut shown)?;
             print!("{}", config::render(&config, &shown));
@@ -172,7 +198,7 @@ fn main() -> anyhow::Result<()> {
         Command::Hook(command) => builds::hook(&open()?, command),
         Command::Backup(args) => backup::backup(&open()?, args),
         Command::Restore(args) => backup::restore(&data, args),
-        Command::Fsck => backup::fsck(&data),
+        Command::Fsck => backup::fsck(&data, open),
         Command::Gc(args) => gc::gc(&open()?, args),
         Command::Retention(command) => gc::retention(&open()?, command),
         Command::Image(command) => gc::image(&open()?, command),

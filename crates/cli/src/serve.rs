@@ -60,18 +60,29 @@ pub struct ServeArgs {
     /// [default: none; env: BUILDGRID_GC_INTERVAL; config: server.gc_interval].
     #[arg(long)]
     pub(crate) gc_interval: Option<u64>,
+    /// Answer blob GETs with `307` to a presigned URL of the object store valid this many
+    /// seconds, rather than streaming the bytes (only with an object store, `--blob-store`)
+    /// [default: streamed; env: BUILDGRID_BLOB_REDIRECT; config: server.blob_redirect].
+    #[arg(long)]
+    pub(crate) blob_redirect: Option<u64>,
 }
 
-pub fn run(data: &Path, args: crate::config::Serve) -> anyhow::Result<()> {
+pub fn run(
+    data: &Path,
+    blob_store: Option<&str>,
+    args: crate::config::Serve,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(data)
         .with_context(|| format!("cannot create the data directory {}", data.display()))?;
     let data = data
         .canonicalize()
         .with_context(|| format!("cannot resolve {}", data.display()))?;
-    let store = Arc::new(
-        Store::open(&data)
-            .with_context(|| format!("cannot open the data directory {}", data.display()))?,
-    );
+    if args.blob_redirect.is_some() && blob_store.is_none() {
+        anyhow::bail!(
+            "--blob-redirect needs an object store (--blob-store s3://…): blobs in the data directory are streamed"
+        );
+    }
+    let store = Arc::new(crate::open_store(&data, blob_store)?);
     let access = Arc::new(Access::new(store.clone()).context("cannot set up access control")?);
     raise_open_file_limit();
     let operations = web::Data::new(crate::metrics::Operations {
@@ -148,11 +159,14 @@ pub fn run(data: &Path, args: crate::config::Serve) -> anyhow::Result<()> {
             .db
             .set_setting("public_url", &public_url)
             .context("cannot record the public URL")?;
-        let registry = web::Data::new(Registry::new(
-            store.clone(),
-            access.clone(),
-            AuthSettings::for_public_url(&public_url),
-        ));
+        let registry = web::Data::new(
+            Registry::new(
+                store.clone(),
+                access.clone(),
+                AuthSettings::for_public_url(&public_url),
+            )
+            .with_blob_redirect(args.blob_redirect),
+        );
         let registry_host_for_deploys = registry_host.clone();
         let builder = Builder::new(
             store.clone(),

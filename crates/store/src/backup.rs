@@ -9,7 +9,7 @@
 //! complete when its last file, [`MARK`], is written.
 
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::Path;
 
 use buildgrid_core::{Digest, Sha256Writer};
@@ -34,7 +34,8 @@ pub struct Copied {
 impl Store {
     /// Writes a backup into `target`, which must not exist or be empty. With `link`, blobs are
     /// hard links to the data directory's (same file system only; a blob never changes, but a
-    /// disk failure then takes both): otherwise they are copied and checked.
+    /// disk failure then takes both): otherwise they are copied and checked. Blobs in an object
+    /// store are copied into the backup's own `blobs/` directory.
     pub fn backup(&self, target: &Path, link: bool) -> Result<Copied, StoreError> {
         prepare_empty(target)?;
         // Garbage collection waits until the blobs the snapshot lists are copied (it could
@@ -46,11 +47,10 @@ impl Store {
         for row in db::blobs_in_file(&database)? {
             let to = blob_path(target, &row.digest);
             create_parent(&to)?;
-            let from = self.blobs.path(&row.digest);
-            let size = if link {
-                linked(&from, &to, &row.digest)?
-            } else {
-                copy_checked(&from, &to, &row.digest)?
+            let local = self.blobs.backend().local_path(&row.digest);
+            let size = match local {
+                Some(from) if link => linked(&from, &to, &row.digest)?,
+                _ => copy_checked(self.blobs.reader(&row.digest)?, &to, &row.digest)?,
             };
             if size != row.size {
                 return Err(damaged(
@@ -96,7 +96,12 @@ pub fn restore(backup: &Path, data: &Path) -> Result<Copied, StoreError> {
     for row in db::blobs_in_file(&database)? {
         let to = blob_path(data, &row.digest);
         create_parent(&to)?;
-        copied.blob_bytes += copy_checked(&blob_path(backup, &row.digest), &to, &row.digest)?;
+        let from = blob_path(backup, &row.digest);
+        let source = File::open(&from).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => StoreError::BlobMissing(row.digest.clone()),
+            _ => StoreError::io(&from, e),
+        })?;
+        copied.blob_bytes += copy_checked(source, &to, &row.digest)?;
         copied.blobs += 1;
     }
     for name in EXTRA {
@@ -135,11 +140,7 @@ fn damaged(digest: &Digest, what: String) -> StoreError {
 }
 
 /// Copies a blob, hashing it on the way; a blob whose bytes are not its digest's is refused.
-fn copy_checked(from: &Path, to: &Path, digest: &Digest) -> Result<u64, StoreError> {
-    let mut source = File::open(from).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => StoreError::BlobMissing(digest.clone()),
-        _ => StoreError::io(from, e),
-    })?;
+fn copy_checked(mut source: impl Read, to: &Path, digest: &Digest) -> Result<u64, StoreError> {
     let mut target = File::create(to).map_err(|e| StoreError::io(to, e))?;
     let mut both = Tee {
         file: &mut target,
@@ -161,7 +162,10 @@ fn linked(from: &Path, to: &Path, digest: &Digest) -> Result<u64, StoreError> {
         Ok(()) => fs::metadata(to)
             .map(|m| m.len())
             .map_err(|e| StoreError::io(to, e)),
-        Err(e) if e.kind() == io::ErrorKind::CrossesDevices => copy_checked(from, to, digest),
+        Err(e) if e.kind() == io::ErrorKind::CrossesDevices => {
+            let source = File::open(from).map_err(|e| StoreError::io(from, e))?;
+            copy_checked(source, to, digest)
+        }
         Err(e) => Err(StoreError::io(to, e)),
     }
 }

@@ -41,6 +41,15 @@ pub enum StoreError {
     ForeignOwner { path: PathBuf, owner: u32, me: u32 },
     #[error("{0}")]
     Secret(String),
+    #[error("cannot read blob {digest} from {place}: {source}")]
+    Blob {
+        digest: Digest,
+        place: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("blob storage {place}: {message}")]
+    Storage { place: String, message: String },
 }
 
 impl StoreError {

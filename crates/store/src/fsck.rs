@@ -1,5 +1,5 @@
-//! `buildgrid fsck`: the store checked both ways. Every blob row has its file, of the row's
-//! size, hashing to its digest; every file in `blobs/` is a blob some row names; every
+//! `buildgrid fsck`: the store checked both ways. Every blob row has its blob, of the row's
+//! size, hashing to its digest; every blob the backend lists is one some row names; every
 //! manifest's config, layers and children are stored and served by its repository; SQLite finds
 //! its own pages and foreign keys sound.
 //!
@@ -9,9 +9,7 @@
 //! is pending collection (`Report::pending_collection`), not a problem.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::{self, File};
 use std::io;
-use std::path::{Path, PathBuf};
 
 use buildgrid_core::{Digest, Sha256Writer};
 
@@ -40,53 +38,56 @@ impl Store {
     pub fn fsck(&self) -> Result<Report, StoreError> {
         let mut report = Report::default();
         report.problems.extend(self.db.integrity_problems()?);
-        let files = blob_files(
-            &self.root.join("blobs").join("sha256"),
-            &mut report.problems,
+        let mut files = HashMap::new();
+        self.blobs.backend().list(
+            &mut |digest, size| {
+                files.insert(digest, size);
+            },
+            &mut |name| {
+                report
+                    .problems
+                    .push(format!("unexpected file {name} in the blob store"))
+            },
         )?;
+        let place = self.blobs.describe();
         let rows = self.db.all_blobs()?;
         let mut stored = HashSet::new();
         for row in &rows {
             stored.insert(row.digest.clone());
             report.blobs += 1;
-            let path = self.blobs.path(&row.digest);
-            match hash_file(&path) {
+            if !files.contains_key(&row.digest) {
+                report.problems.push(format!(
+                    "blob {}: missing: its row says {} bytes, and {place} has no such blob",
+                    row.digest, row.size,
+                ));
+                continue;
+            }
+            match self.hash_blob(&row.digest) {
                 Ok((actual, size)) => {
                     report.blob_bytes += size;
                     if size != row.size {
                         report.problems.push(format!(
-                            "blob {}: {size} bytes in {}, {} in its row",
-                            row.digest,
-                            path.display(),
-                            row.size
+                            "blob {}: {size} bytes in {place}, {} in its row",
+                            row.digest, row.size
                         ));
                     } else if actual != row.digest {
                         report.problems.push(format!(
-                            "blob {}: damaged: the bytes of {} hash to {actual}",
+                            "blob {}: damaged: its bytes in {place} hash to {actual}",
                             row.digest,
-                            path.display()
                         ));
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => report.problems.push(format!(
-                    "blob {}: missing: its row says {} bytes, and there is no file {}",
-                    row.digest,
-                    row.size,
-                    path.display()
-                )),
-                Err(e) => report.problems.push(format!(
-                    "blob {}: cannot read {}: {e}",
-                    row.digest,
-                    path.display()
-                )),
+                Err(e) => report
+                    .problems
+                    .push(format!("blob {}: cannot read it: {e}", row.digest)),
             }
         }
         let tombstones = self.db.all_tombstones()?;
-        let mut unreferenced: Vec<(&Digest, &PathBuf)> = files
-            .iter()
-            .filter(|(digest, _)| !stored.contains(*digest))
+        let mut unreferenced: Vec<&Digest> = files
+            .keys()
+            .filter(|digest| !stored.contains(*digest))
             .collect();
-        unreferenced.retain(|(digest, _)| {
+        unreferenced.retain(|digest| {
             let pending = tombstones.contains(*digest);
             report.pending_collection += u64::from(pending);
             !pending
@@ -94,13 +95,12 @@ impl Store {
         if !unreferenced.is_empty() {
             // Rows committed since the first read (an import finishing) are not problems.
             let now: HashSet<Digest> = self.db.all_blobs()?.into_iter().map(|r| r.digest).collect();
-            unreferenced.retain(|(digest, _)| !now.contains(*digest));
+            unreferenced.retain(|digest| !now.contains(*digest));
         }
         unreferenced.sort();
-        for (digest, path) in unreferenced {
+        for digest in unreferenced {
             report.problems.push(format!(
-                "blob {digest}: unreferenced: {} has no blob row",
-                path.display()
+                "blob {digest}: unreferenced: {place} holds it and no blob row names it"
             ));
         }
         self.check_manifests(&stored, &mut report)?;
@@ -119,7 +119,7 @@ impl Store {
             for (digest, _) in &repo.manifests {
                 report.manifests += 1;
                 let name = format!("manifest {}@{digest}", repo.name);
-                let Ok(bytes) = fs::read(self.blobs.path(digest)) else {
+                let Ok(bytes) = self.blobs.read(digest) else {
                     continue; // reported with the blobs
                 };
                 let document: serde_json::Value = match serde_json::from_slice(&bytes) {
@@ -194,53 +194,12 @@ pub(crate) fn references(document: &serde_json::Value) -> Vec<(&'static str, Str
     found
 }
 
-/// Every file under `blobs/sha256/`, by the digest its name gives; anything else found there
-/// is a problem.
-fn blob_files(
-    dir: &Path,
-    problems: &mut Vec<String>,
-) -> Result<HashMap<Digest, PathBuf>, StoreError> {
-    let mut files = HashMap::new();
-    let entries = match fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(files),
-        Err(e) => return Err(StoreError::io(dir, e)),
-    };
-    for prefix in entries {
-        let prefix = prefix.map_err(|e| StoreError::io(dir, e))?.path();
-        if !prefix.is_dir() {
-            problems.push(format!(
-                "unexpected file {} in the blob store",
-                prefix.display()
-            ));
-            continue;
-        }
-        for entry in fs::read_dir(&prefix).map_err(|e| StoreError::io(&prefix, e))? {
-            let path = entry.map_err(|e| StoreError::io(&prefix, e))?.path();
-            let name = path.file_name().unwrap_or_default().to_string_lossy();
-            let digest = Digest::parse(&format!("sha256:{name}")).ok().filter(|d| {
-                prefix
-                    .file_name()
-                    .is_some_and(|p| p.to_string_lossy() == d.hex()[..2])
-            });
-            match digest {
-                Some(digest) if path.is_file() => {
-                    files.insert(digest, path);
-                }
-                _ => problems.push(format!(
-                    "unexpected file {} in the blob store",
-                    path.display()
-                )),
-            }
-        }
+impl Store {
+    /// The SHA-256 digest and size of a stored blob, read in a stream.
+    fn hash_blob(&self, digest: &Digest) -> Result<(Digest, u64), StoreError> {
+        let mut reader = self.blobs.reader(digest)?;
+        let mut hash = Sha256Writer::new();
+        io::copy(&mut reader, &mut hash).map_err(|e| self.blobs.read_error(digest, e))?;
+        Ok(hash.finish())
     }
-    Ok(files)
-}
-
-/// The SHA-256 digest and size of a file, read in a stream.
-fn hash_file(path: &Path) -> io::Result<(Digest, u64)> {
-    let mut file = File::open(path)?;
-    let mut hash = Sha256Writer::new();
-    io::copy(&mut file, &mut hash)?;
-    Ok(hash.finish())
 }

@@ -1,11 +1,13 @@
-//! buildgrid's storage: content-addressed blobs on disk and metadata in SQLite, all under one
-//! data directory. This crate is the only code that touches that directory.
+//! buildgrid's storage: content-addressed blobs and metadata in SQLite, under one data
+//! directory. This crate is the only code that touches that directory. Blobs live behind a
+//! port ([`BlobBackend`]): in the data directory by default, or in an object store.
 //!
 //! ```text
 //! <data>/
 //!   buildgrid.db            SQLite (WAL), metadata
-//!   blobs/sha256/ab/ab…     every blob, named by its digest, immutable
-//!   tmp/                    staging area; a blob is renamed out of it only complete and verified
+//!   blobs/sha256/ab/ab…     every blob, named by its digest, immutable (the local backend)
+//!   tmp/                    scratch: staged blobs (committed only complete and verified),
+//!                           spools, build contexts; never the blob namespace
 //!   git/<ns>/<app>.git      each app's bare repository (pushes land here, fetches mirror here)
 //!   secret.key              the key of sealed secrets (`secrets`), made on first need
 //! ```
@@ -26,7 +28,10 @@ pub mod secrets;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use blobs::{BlobStore, BlobWriter, StagedBlob};
+pub use blobs::{
+    BlobBackend, BlobBody, BlobStore, BlobStream, BlobWriter, CopyReport, LocalBlobs, RemoteBody,
+    StagedBlob, conformance,
+};
 pub use db::{
     App, AppSummary, ArchiveChecksums, AuditEntry, BlobRow, BlobTotals, Build, BuildFilter,
     BuildState, Db, Deploy, DeployImage, DeployLine, DeployLogFilter, DownloadCount, ImageFilesRow,
@@ -69,8 +74,17 @@ impl Store {
     /// [`Store::open`] with the key of sealed secrets given (base64 of 32 bytes) rather than
     /// read from the environment; `None` keys from `<root>/secret.key`.
     pub fn open_with_key(root: &Path, secret_key: Option<String>) -> Result<Store, StoreError> {
+        Store::open_with(root, secret_key, None)
+    }
+
+    /// [`Store::open_with_key`] with the blobs kept by `blobs` (`None`: in `<root>/blobs`).
+    pub fn open_with(
+        root: &Path,
+        secret_key: Option<String>,
+        blobs: Option<Arc<dyn BlobBackend>>,
+    ) -> Result<Store, StoreError> {
         private_dir::prepare(root)?;
-        let blobs = BlobStore::open(root)?;
+        let blobs = BlobStore::new(root, blobs)?;
         let secrets = Arc::new(Secrets::new(root, secret_key));
         let db = Db::open(&root.join("buildgrid.db"), secrets.clone())?;
         db.seal_plain_service_secrets()?;

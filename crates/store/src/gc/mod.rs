@@ -35,8 +35,6 @@
 pub(crate) mod plan;
 
 use std::fs::{self, File};
-use std::io;
-use std::path::Path;
 
 use buildgrid_core::Digest;
 
@@ -183,38 +181,22 @@ impl Store {
             if batch.is_empty() {
                 return Ok(deleted);
             }
-            let mut dirs = Vec::new();
-            for (digest, stored_again) in &batch {
-                if *stored_again {
-                    continue;
-                }
-                if stop == Some(deleted as usize) {
-                    sync_dirs(&dirs)?;
+            let mut doomed: Vec<Digest> = batch
+                .iter()
+                .filter(|(_, stored_again)| !stored_again)
+                .map(|(digest, _)| digest.clone())
+                .collect();
+            if let Some(stop) = stop {
+                let room = stop.saturating_sub(deleted as usize);
+                if doomed.len() >= room {
+                    doomed.truncate(room);
+                    deleted += self.blobs.delete(&doomed)?;
                     return Ok(deleted);
                 }
-                let path = self.blobs.path(digest);
-                match fs::remove_file(&path) {
-                    Ok(()) => deleted += 1,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(StoreError::io(&path, e)),
-                }
-                dirs.push(path.parent().expect("blob paths have a parent").to_owned());
             }
-            sync_dirs(&dirs)?;
+            deleted += self.blobs.delete(&doomed)?;
             let digests: Vec<Digest> = batch.into_iter().map(|(d, _)| d).collect();
             self.db.drop_tombstones(&digests)?;
         }
     }
-}
-
-fn sync_dirs(dirs: &[std::path::PathBuf]) -> Result<(), StoreError> {
-    let mut dirs: Vec<&Path> = dirs.iter().map(|d| d.as_path()).collect();
-    dirs.sort();
-    dirs.dedup();
-    for dir in dirs {
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| StoreError::io(dir, e))?;
-    }
-    Ok(())
 }

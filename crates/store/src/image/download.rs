@@ -5,7 +5,6 @@
 //! are computed once and stored.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 
 use buildgrid_core::media_type::{self, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST};
@@ -221,19 +220,24 @@ fn write(
 }
 
 /// A stored blob of exactly `size` bytes.
-fn open_blob(store: &Store, digest: &Digest, size: u64) -> Result<File, StoreError> {
-    let file = store.blobs.open_blob(digest)?;
-    let path = store.blobs.path(digest);
-    let len = file.metadata().map_err(|e| StoreError::io(&path, e))?.len();
+fn open_blob(
+    store: &Store,
+    digest: &Digest,
+    size: u64,
+) -> Result<Box<dyn io::Read + Send>, StoreError> {
+    let len = store
+        .blobs
+        .stat(digest)?
+        .ok_or_else(|| StoreError::BlobMissing(digest.clone()))?;
     if len != size {
-        return Err(StoreError::io(
-            &path,
+        return Err(store.blobs.read_error(
+            digest,
             io::Error::other(format!(
                 "the blob has {len} bytes, its descriptor says {size}"
             )),
         ));
     }
-    Ok(file)
+    store.blobs.reader(digest)
 }
 
 /// Writes `members` into `out` and returns their checksums. MD5 and SHA-1 are computed on a

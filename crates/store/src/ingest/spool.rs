@@ -66,7 +66,7 @@ pub fn spool_archive(
             }
         })
     };
-    let dir = store.blobs.staging()?;
+    let dir = store.blobs.scratch()?;
     let mut file = BufWriter::with_capacity(4 << 20, File::create(spool).map_err(io_error)?);
     let mut layers = HashMap::new();
     let skipping = Cell::new(false);

@@ -64,7 +64,7 @@ impl<'a> Staging<'a> {
             store,
             prepared,
             labels: labels.clone(),
-            dir: store.blobs.staging()?,
+            dir: store.blobs.scratch()?,
             staged: Vec::new(),
             blobs: Vec::new(),
             repo_blobs: Vec::new(),

@@ -389,8 +389,7 @@ fn a_layer_gzip_cannot_shrink_is_stored_as_its_tar_the_same_each_time() {
     let archive = tar(&docker_save(&[("app:v1", &image)]));
     let report = test.import("one.tar", &archive, "acme/app", "v1").unwrap();
     let manifest: Value =
-        serde_json::from_slice(&std::fs::read(test.store.blobs.path(&report.digest)).unwrap())
-            .unwrap();
+        serde_json::from_slice(&test.store.blobs.read(&report.digest).unwrap()).unwrap();
     let layers = manifest["layers"].as_array().unwrap();
     assert_eq!(layers[0]["mediaType"], OCI_LAYER_GZIP);
     assert_eq!(layers[1]["mediaType"], OCI_LAYER_TAR);

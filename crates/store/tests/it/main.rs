@@ -2,6 +2,7 @@
 //! layouts, multi-platform indexes) imported into a store in a temporary directory.
 
 mod bad_input;
+mod blob_backend;
 mod branch_tags;
 mod gc;
 mod image_archive;

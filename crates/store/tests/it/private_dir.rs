@@ -25,7 +25,7 @@ fn a_new_data_directory_is_private_with_its_database_and_blobs() {
     let report = test
         .import("image.tar", &archive, "acme/app", "v1")
         .unwrap();
-    assert!(test.store.blobs.contains(&report.digest));
+    assert!(test.store.blobs.contains(&report.digest).unwrap());
     let mut dirs = vec![root.join("blobs")];
     let mut blobs = 0;
     while let Some(dir) = dirs.pop() {

@@ -414,8 +414,8 @@ pub fn check_served_blob(store: &Store, repo: &RepoName, descriptor: &Value) -> 
             size
         })
     );
-    assert!(store.blobs.contains(&digest));
-    let content = std::fs::read(store.blobs.path(&digest)).unwrap();
+    assert!(store.blobs.contains(&digest).unwrap());
+    let content = store.blobs.read(&digest).unwrap();
     assert_eq!(Digest::of(&content), digest);
     assert_eq!(content.len() as u64, size);
     content
