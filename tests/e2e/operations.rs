@@ -85,7 +85,7 @@ fn probes_answer_without_credentials_and_readyz_sees_the_store() {
     let (status, body) = get("/readyz");
     assert_eq!(status, 503, "{body}");
     assert!(
-        body.starts_with("not ready: the blob directory does not answer"),
+        body.starts_with("not ready: the blob store does not answer"),
         "{body}"
     );
     assert_eq!(get("/healthz").0, 200);

@@ -156,7 +156,7 @@ async fn readyz(operations: web::Data<Operations>) -> HttpResponse {
         store
             .blobs
             .answering()
-            .map_err(|e| format!("the blob directory does not answer: {e}"))
+            .map_err(|e| format!("the blob store does not answer: {e}"))
     });
     let failure = match tokio::time::timeout(PROBE_TIMEOUT, check).await {
         Ok(Ok(Ok(()))) => {

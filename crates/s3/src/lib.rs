@@ -60,19 +60,37 @@ impl S3Blobs {
     /// path-style addressing unless `AWS_VIRTUAL_HOSTED_STYLE_REQUEST=true`. It does not
     /// contact the store: [`BlobBackend::check`] does.
     pub fn from_env(url: &str) -> Result<S3Blobs, String> {
+        S3Blobs::with_variables(url, std::env::vars())
+    }
+
+    /// [`S3Blobs::from_env`] with the variables given rather than read from the process.
+    pub fn with_variables(
+        url: &str,
+        variables: impl IntoIterator<Item = (impl AsRef<str>, impl AsRef<str>)>,
+    ) -> Result<S3Blobs, String> {
         let location = S3Location::parse(url)?;
-        let builder = AmazonS3Builder::from_env().with_bucket_name(&location.bucket);
+        let mut builder = AmazonS3Builder::new();
+        for (name, value) in variables {
+            let name = name.as_ref();
+            if name.starts_with("AWS_")
+                && let Ok(key) = name.to_ascii_lowercase().parse()
+            {
+                builder = builder.with_config(key, value.as_ref());
+            }
+        }
+        let builder = builder.with_bucket_name(&location.bucket);
         let endpoint = builder
             .get_config_value(&object_store::aws::AmazonS3ConfigKey::Endpoint)
             .unwrap_or_else(|| "AWS S3".to_owned());
         let client = builder
-            .with_allow_http(endpoint.starts_with("http://"))
             .with_client_options(
                 ClientOptions::new()
                     .with_connect_timeout(Duration::from_secs(5))
                     // A slow client may take its time over a large blob streamed through us.
                     .with_timeout(Duration::from_secs(3600)),
             )
+            // After the client options, which would reset it.
+            .with_allow_http(endpoint.starts_with("http://"))
             .with_retry(RetryConfig {
                 max_retries: 3,
                 retry_timeout: Duration::from_secs(30),
