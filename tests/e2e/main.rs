@@ -17,11 +17,14 @@ mod deploy_web;
 mod engines;
 mod fixtures;
 mod full_disk;
+#[path = "../garage.rs"]
+mod garage;
 mod gc;
 mod hardening;
 mod import;
 mod installs;
 mod isolation;
+mod object_store;
 mod operations;
 mod private_data;
 mod pull;

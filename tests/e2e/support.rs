@@ -15,6 +15,8 @@ pub struct Buildgrid {
     pub data: tempfile::TempDir,
     pub addr: SocketAddr,
     child: Child,
+    /// Variables given to `serve` and to every command run through [`Buildgrid::cli`].
+    env: Vec<(String, String)>,
 }
 
 impl Buildgrid {
@@ -25,14 +27,53 @@ impl Buildgrid {
 
     pub fn spawn_in(data: tempfile::TempDir) -> Buildgrid {
         let (child, addr) = start(data.path(), &[], &[]);
-        Buildgrid { data, addr, child }
+        Buildgrid {
+            data,
+            addr,
+            child,
+            env: Vec::new(),
+        }
+    }
+
+    /// A server started with extra variables and `serve` arguments; the variables go to
+    /// every command [`Buildgrid::cli`] runs too (e.g. an object store's).
+    pub fn spawn_with_env_and_args(env: &[(&str, &str)], args: &[&str]) -> Buildgrid {
+        let data = tempfile::tempdir().unwrap();
+        let (child, addr) = start(data.path(), env, args);
+        Buildgrid {
+            data,
+            addr,
+            child,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    /// Starts the server again on the same data directory and variables, with `args`.
+    pub fn restart_with_args(&mut self, args: &[&str]) {
+        self.kill();
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let (child, addr) = start(self.data.path(), &env, args);
+        self.child = child;
+        self.addr = addr;
     }
 
     /// A server started with extra `serve` arguments (e.g. `--metrics-listen`).
     pub fn spawn_with_args(args: &[&str]) -> Buildgrid {
         let data = tempfile::tempdir().unwrap();
         let (child, addr) = start(data.path(), &[], args);
-        Buildgrid { data, addr, child }
+        Buildgrid {
+            data,
+            addr,
+            child,
+            env: Vec::new(),
+        }
     }
 
     /// The server's process id (to send it signals).
@@ -59,7 +100,12 @@ impl Buildgrid {
     pub fn spawn_with_env(env: &[(&str, &str)]) -> Buildgrid {
         let data = tempfile::tempdir().unwrap();
         let (child, addr) = start(data.path(), env, &[]);
-        Buildgrid { data, addr, child }
+        Buildgrid {
+            data,
+            addr,
+            child,
+            env: Vec::new(),
+        }
     }
 
     /// Runs `buildgrid <args> --data <data>` and returns its output.
@@ -68,6 +114,7 @@ impl Buildgrid {
             .args(args)
             .arg("--data")
             .arg(self.data_dir())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .output()
             .unwrap()
     }
@@ -150,6 +197,7 @@ impl Buildgrid {
             .arg(archive)
             .args(["--repo", repo, "--tag", tag, "--data"])
             .arg(self.data_dir())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .output()
             .unwrap()
     }
