@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::fixtures::{Source, create_app, ensure_base_image, wait_for_build};
 use crate::garage::Garage;
+use crate::registry_protocol::Ctr;
 use crate::support::{Buildgrid, TestImage, run, run_ok};
 
 /// A server whose blobs live under `s3://<bucket>/<prefix>` of `garage`.
@@ -247,4 +248,99 @@ fn imported_private_images_copy_out_with_skopeo_streamed_and_redirected() {
     let (status, location) = blob_get(&buildgrid, "team/app", &big, Some(("reader", &password)));
     assert_eq!(status, 307);
     assert!(location.starts_with(&garage.endpoint), "{location}");
+}
+
+#[test]
+fn store_copy_moves_the_blobs_and_everything_then_reads_them_from_the_object_store() {
+    let garage = Garage::start();
+    let mut buildgrid = Buildgrid::spawn();
+    buildgrid.make_public("acme");
+    let image = TestImage::build("moved to the object store", 1);
+    let digest = buildgrid.import_ok(&image.archive, "acme/moved", "v1");
+    let url = format!("s3://{}/moved", garage.bucket);
+    let copy = || {
+        let output = std::process::Command::new(crate::support::BIN)
+            .args(["store", "copy", "--to", &url, "--data"])
+            .arg(buildgrid.data_dir())
+            .envs(garage.env())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stdout
+    };
+    let first = copy();
+    let local = local_blob_files(&buildgrid.data_dir());
+    assert!(
+        first.contains(&format!("copied {local} blobs")) && first.contains("0 were there already"),
+        "{first}"
+    );
+    assert!(first.contains("restart with: buildgrid"), "{first}");
+    let second = copy();
+    assert!(
+        second.contains("copied 0 blobs")
+            && second.contains(&format!("{local} were there already")),
+        "{second}"
+    );
+
+    // Restarted on the object store, with the local blobs out of the way.
+    let blobs = buildgrid.data_dir().join("blobs");
+    std::fs::rename(&blobs, buildgrid.data_dir().join("blobs.old")).unwrap();
+    let mut env: Vec<(&str, String)> = garage.env();
+    env.push(("BUILDGRID_BLOB_STORE", url.clone()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    buildgrid.restart_with_env_and_args(&env, &[]);
+    let reference = format!("{}/acme/moved:v1", buildgrid.host());
+    run_ok("docker", &["pull", &reference]);
+    assert_eq!(
+        run_ok("docker", &["run", "--rm", &reference]).trim(),
+        "moved to the object store"
+    );
+    run_ok("docker", &["rmi", "--no-prune", &reference]);
+
+    // fsck reads the object store; the image archive comes from it.
+    let checked = buildgrid.cli_ok(&["fsck"]);
+    assert!(checked.contains("no problems"), "{checked}");
+    let page = reqwest::blocking::get(buildgrid.url("/images/acme/moved/v1?tab=download"))
+        .unwrap()
+        .text()
+        .unwrap();
+    let href = page
+        .split("id=\"download-link\" href=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no download link:\n{page}"))
+        .replace("&amp;", "&");
+    let archive = reqwest::blocking::get(buildgrid.url(&href)).unwrap();
+    assert_eq!(archive.status().as_u16(), 200);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("image.tar");
+    std::fs::write(&path, archive.bytes().unwrap()).unwrap();
+    let listed = run_ok("tar", &["-tf", path.to_str().unwrap()]);
+    let hex = digest.strip_prefix("sha256:").unwrap();
+    assert!(listed.contains(&format!("blobs/sha256/{hex}")), "{listed}");
+
+    // An unusable store stops every command at once with one line.
+    let mut missing = garage.env();
+    missing.push(("BUILDGRID_BLOB_STORE", "s3://no-such-bucket".to_owned()));
+    let output = std::process::Command::new(crate::support::BIN)
+        .args(["fsck", "--data"])
+        .arg(buildgrid.data_dir())
+        .envs(missing)
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_LIB_BACKTRACE")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("cannot use the blob store")
+            && stderr.contains("the bucket no-such-bucket does not exist"),
+        "{stderr}"
+    );
+    assert!(stderr.trim().lines().count() <= 2, "{stderr}");
 }

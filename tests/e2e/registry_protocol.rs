@@ -11,14 +11,16 @@ const CONTAINERD: [&str; 2] = [
     "/run/containerd/containerd.sock",
 ];
 
+static NAMESPACES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// `ctr` against the engine's containerd, in a namespace of the test's own, removed on drop.
-struct Ctr {
+pub(crate) struct Ctr {
     address: &'static str,
     namespace: String,
 }
 
 impl Ctr {
-    fn new() -> Ctr {
+    pub(crate) fn new() -> Ctr {
         let address = CONTAINERD
             .into_iter()
             .find(|socket| std::path::Path::new(socket).exists())
@@ -29,11 +31,16 @@ impl Ctr {
             });
         Ctr {
             address,
-            namespace: format!("buildgrid-e2e-{}", std::process::id()),
+            // One per instance: tests run at once, and dropping one removes its namespace.
+            namespace: format!(
+                "buildgrid-e2e-{}-{}",
+                std::process::id(),
+                NAMESPACES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            ),
         }
     }
 
-    fn args<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
+    pub(crate) fn args<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
         let mut all = vec!["--address", self.address, "--namespace", &self.namespace];
         all.extend_from_slice(args);
         all

@@ -51,6 +51,16 @@ impl Buildgrid {
         }
     }
 
+    /// Starts the server again on the same data directory with these variables (kept for
+    /// later commands) and `args`.
+    pub fn restart_with_env_and_args(&mut self, env: &[(&str, &str)], args: &[&str]) {
+        self.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.restart_with_args(args);
+    }
+
     /// Starts the server again on the same data directory and variables, with `args`.
     pub fn restart_with_args(&mut self, args: &[&str]) {
         self.kill();

@@ -145,7 +145,7 @@ impl S3Blobs {
     fn error(&self, error: object_store::Error) -> StoreError {
         StoreError::Storage {
             place: self.describe(),
-            message: explain(&error, &self.location.bucket, &self.endpoint),
+            message: explain(&error, &self.location.bucket),
         }
     }
 }
@@ -160,25 +160,25 @@ impl Drop for S3Blobs {
 }
 
 /// One line saying what went wrong, in the operator's terms.
-fn explain(error: &object_store::Error, bucket: &str, endpoint: &str) -> String {
+fn explain(error: &object_store::Error, bucket: &str) -> String {
     let text = error.to_string();
     let has = |s: &str| text.contains(s);
     if has("NoSuchBucket") {
-        format!("the bucket {bucket} does not exist at {endpoint}: create it, or name another")
+        format!("the bucket {bucket} does not exist: create it, or name another")
     } else if has("InvalidAccessKeyId")
         || has("SignatureDoesNotMatch")
         || has("AccessDenied")
         || has("403 Forbidden")
     {
         format!(
-            "{endpoint} refused the credentials for bucket {bucket}: check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, and the key's rights on the bucket"
+            "the store refused the credentials for bucket {bucket}: check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, and the key's rights on the bucket"
         )
     } else if has("error sending request")
         || has("Connection refused")
         || has("connect")
         || has("timed out")
     {
-        format!("{endpoint} does not answer ({})", last_line(&text))
+        format!("the store does not answer ({})", last_line(&text))
     } else {
         last_line(&text)
     }
@@ -217,8 +217,7 @@ impl BlobBackend for S3Blobs {
             Err(_) => Err(StoreError::Storage {
                 place: self.describe(),
                 message: format!(
-                    "{} does not answer within {} s",
-                    self.endpoint,
+                    "the store does not answer within {} s",
                     CHECK_TIMEOUT.as_secs()
                 ),
             }),
