@@ -146,6 +146,35 @@ fn a_push_builds_into_the_object_store_and_docker_pulls_it_streamed_and_redirect
         pull_and_read(&buildgrid),
         "<p>hello from the object store</p>\n"
     );
+    // containerd and podman follow the redirects too.
+    let reference = format!("{}/{repo}:{commit}", buildgrid.host());
+    let ctr = Ctr::new();
+    run_ok(
+        "ctr",
+        &ctr.args(&["images", "pull", "--plain-http", &reference]),
+    );
+    let storage = tempfile::tempdir().unwrap();
+    let root = storage.path().join("root");
+    let runroot = storage.path().join("run");
+    let podman = |args: &[&str]| {
+        let mut all = vec![
+            "--root",
+            root.to_str().unwrap(),
+            "--runroot",
+            runroot.to_str().unwrap(),
+            "--storage-driver",
+            "vfs",
+        ];
+        all.extend_from_slice(args);
+        run_ok("podman", &all)
+    };
+    podman(&["pull", "--tls-verify=false", &reference]);
+    let listed = podman(&["images", "--digests", "--format", "{{.Digest}}"]);
+    assert!(
+        listed.contains(build["digest"].as_str().unwrap()),
+        "{listed}"
+    );
+    podman(&["rmi", "--all"]);
 }
 
 #[test]
