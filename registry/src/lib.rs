@@ -132,7 +132,7 @@ async fn dispatch(
             listing::referrers(&request, &registry, &name, &digest)
         }
         Route::Manifest { name, reference } => {
-            manifests::get(&request, &registry, &principal, &name, &reference, head)
+            manifests::get(&request, &registry, &principal, &name, &reference, head).await
         }
         Route::Blob { name, digest } => blobs::get(&request, &registry, &name, &digest, head).await,
         // Reading an upload's state: there are never uploads to read.

@@ -1,4 +1,5 @@
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::Mutex;
 
 use actix_web::http::header::{self, HeaderValue};
@@ -22,15 +23,21 @@ pub(crate) struct ManifestCache {
 const CACHE_LIMIT: usize = 8 << 20;
 
 impl ManifestCache {
-    fn get_or_load(
+    /// The manifest from the cache, or read from the store on a blocking thread (an object
+    /// store's read waits for the network).
+    async fn get_or_load(
         &self,
         digest: &Digest,
-        load: impl FnOnce() -> Result<Vec<u8>, RegistryError>,
+        store: &Arc<buildgrid_store::Store>,
     ) -> Result<Bytes, RegistryError> {
         if let Some(bytes) = self.entries.lock().unwrap().get(digest) {
             return Ok(bytes.clone());
         }
-        let bytes = Bytes::from(load()?);
+        let (store, at) = (store.clone(), digest.clone());
+        let bytes = actix_web::web::block(move || store.blobs.read(&at))
+            .await
+            .map_err(|e| RegistryError::internal(&e))??;
+        let bytes = Bytes::from(bytes);
         let mut entries = self.entries.lock().unwrap();
         let used: usize = entries.values().map(Bytes::len).sum();
         if used + bytes.len() > CACHE_LIMIT {
@@ -83,7 +90,7 @@ pub(crate) fn unknown(
     }
 }
 
-pub(crate) fn get(
+pub(crate) async fn get(
     request: &HttpRequest,
     registry: &Registry,
     principal: &Principal,
@@ -163,9 +170,10 @@ pub(crate) fn get(
     if not_modified {
         return Ok(response.finish());
     }
-    let bytes = registry.manifests.get_or_load(&row.digest, || {
-        Ok(registry.store.blobs.read(&row.digest)?)
-    })?;
+    let bytes = registry
+        .manifests
+        .get_or_load(&row.digest, &registry.store)
+        .await?;
     Ok(response.body(bytes))
 }
 
