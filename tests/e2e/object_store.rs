@@ -334,6 +334,10 @@ fn store_copy_moves_the_blobs_and_everything_then_reads_them_from_the_object_sto
     // fsck reads the object store; the image archive comes from it.
     let checked = buildgrid.cli_ok(&["fsck"]);
     assert!(checked.contains("no problems"), "{checked}");
+    let backup = tempfile::tempdir().unwrap();
+    let target = backup.path().join("b");
+    buildgrid.cli_ok(&["backup", target.to_str().unwrap()]);
+    assert_eq!(local_blob_files(&target), local, "the backup holds every blob");
     let page = reqwest::blocking::get(buildgrid.url("/images/acme/moved/v1?tab=download"))
         .unwrap()
         .text()
