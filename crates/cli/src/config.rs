@@ -3,6 +3,7 @@
 //!
 //! ```toml
 //! data = "/var/lib/buildgrid"       # relative paths are relative to the file's directory
+//! blob_store = "s3://registry/bg"   # blobs in an object store (unset: <data>/blobs)
 //!
 //! [log]
 //! json = false
@@ -15,6 +16,7 @@
 //! metrics_listen = "127.0.0.1:9090" # /metrics, /healthz and /readyz without credentials
 //! shutdown_grace = 10               # seconds for requests in flight after SIGTERM
 //! gc_interval = 60                  # minutes between garbage collections (unset: none)
+//! blob_redirect = 300               # blob GETs answer 307 to presigned URLs (unset: streamed)
 //!
 //! [builds]
 //! concurrency = 2
