@@ -31,6 +31,18 @@ impl Db {
         })
     }
 
+    /// The rows a collection would decide on now, read in one read transaction without the
+    /// collection lock: what pages show of the next collection.
+    pub(crate) fn collection_graph(
+        &self,
+        read: &dyn Fn(&Digest) -> Result<Vec<u8>, StoreError>,
+    ) -> Result<Graph, StoreError> {
+        self.with(|conn| {
+            let tx = conn.transaction()?;
+            read_graph(&tx, read)
+        })
+    }
+
     /// Up to `limit` tombstones, each with whether a blob row names its digest again.
     pub(crate) fn tombstones(&self, limit: usize) -> Result<Vec<(Digest, bool)>, StoreError> {
         self.with(|conn| {
@@ -116,7 +128,7 @@ fn read_graph(
         }
         graph.manifests.push(node);
     }
-    let mut stmt = tx.prepare("SELECT repo_id, name, digest, branch IS NOT NULL FROM tags")?;
+    let mut stmt = tx.prepare("SELECT repo_id, name, digest, branch FROM tags")?;
     graph.tags = stmt
         .query_map([], |row| {
             Ok(TagNode {
@@ -179,6 +191,23 @@ fn read_graph(
     graph.running_deploys = stmt
         .query_map([], |row| row.get(0))?
         .collect::<Result<_, _>>()?;
+    let mut stmt = tx.prepare("SELECT app_id, name, spec FROM services")?;
+    let rows = stmt.query_map([], |row| {
+        Ok((
+            row.get::<_, i64>(0)?,
+            row.get::<_, String>(1)?,
+            row.get::<_, String>(2)?,
+        ))
+    })?;
+    for row in rows {
+        let (app_id, service, spec) = row?;
+        let spec: serde_json::Value = serde_json::from_str(&spec).unwrap_or_default();
+        let servers = spec["servers"].as_array().into_iter().flatten();
+        let servers = servers
+            .filter_map(|s| s.as_str().map(str::to_owned))
+            .collect();
+        graph.servers.insert((app_id, service), servers);
+    }
     let mut stmt = tx.prepare("SELECT repo_id, digest FROM image_pins")?;
     graph.pins = stmt
         .query_map([], |row| Ok((row.get(0)?, digest_column(row, 1)?)))?

@@ -36,10 +36,10 @@ pub(crate) mod plan;
 
 use std::fs::{self, File};
 
-use buildgrid_core::Digest;
+use buildgrid_core::{Digest, RepoName};
 
 use crate::{Store, StoreError};
-pub use plan::Usage;
+pub use plan::{KeepReason, Usage};
 
 /// The lock ingest shares and collection holds alone.
 const LOCK_FILE: &str = "gc.lock";
@@ -86,7 +86,62 @@ pub struct Collection {
     pub pending_finished: u64,
 }
 
+/// What the next collection would decide, as of one moment: for pages, which show why an
+/// image stays and what each app would get back. Read without the collection lock, so it can
+/// be a moment behind a collection or an ingest running beside it.
+#[derive(Debug)]
+pub struct Outlook {
+    graph: plan::Graph,
+    plan: plan::Plan,
+}
+
+impl Outlook {
+    /// Seconds since the epoch when the rows were read.
+    pub fn computed_at(&self) -> i64 {
+        self.graph.now
+    }
+
+    /// Storage per app and namespace (as `gc --dry-run` prints it).
+    pub fn usage(&self) -> Vec<Usage> {
+        plan::usage(&self.graph, &self.plan)
+    }
+
+    /// Why the collection keeps the manifest `digest` of `repo` (empty: it deletes it); `None`
+    /// when that manifest was not stored.
+    pub fn keep_reasons(&self, repo: &RepoName, digest: &Digest) -> Option<Vec<KeepReason>> {
+        let (repo_id, _) = self
+            .graph
+            .repos
+            .iter()
+            .find(|(_, name)| name.as_str() == repo.as_str())?;
+        self.graph
+            .manifests
+            .iter()
+            .any(|m| m.repo_id == *repo_id && m.digest == *digest)
+            .then(|| plan::reasons(&self.graph, *repo_id, digest))
+    }
+}
+
 impl Store {
+    /// What the next collection would decide now (see [`Outlook`]). It reads every manifest,
+    /// so it costs about as much as `gc --dry-run`.
+    pub fn collection_outlook(&self) -> Result<Outlook, StoreError> {
+        let read = |digest: &Digest| self.blobs.read(digest);
+        let graph = self.db.collection_graph(&read)?;
+        let plan = plan::plan(&graph);
+        Ok(Outlook { graph, plan })
+    }
+
+    /// Why the next collection would keep the manifest `digest` of `repo`, computed from the
+    /// same roots it uses (see [`Outlook::keep_reasons`]).
+    pub fn keep_reasons(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<Vec<KeepReason>>, StoreError> {
+        Ok(self.collection_outlook()?.keep_reasons(repo, digest))
+    }
+
     fn lock_file(&self) -> Result<File, StoreError> {
         use std::os::unix::fs::OpenOptionsExt;
         let path = self.root.join(LOCK_FILE);

@@ -20,6 +20,8 @@ pub(crate) struct Graph {
     /// Builds of deploys still running.
     pub running_deploys: Vec<i64>,
     pub pins: Vec<(i64, Digest)>,
+    /// The servers of each service, by app id and service name.
+    pub servers: HashMap<(i64, String), Vec<String>>,
     pub rules: Vec<(String, RetentionRule)>,
     pub blobs: Vec<(Digest, u64)>,
     pub repo_blobs: Vec<(i64, Digest)>,
@@ -41,8 +43,8 @@ pub(crate) struct TagNode {
     pub repo_id: i64,
     pub name: String,
     pub digest: Digest,
-    /// A branch's moving tag.
-    pub branch: bool,
+    /// The branch whose moving tag this is.
+    pub branch: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -97,9 +99,125 @@ pub(crate) fn rule_for(rules: &[(String, RetentionRule)], namespace: &str, app: 
     find(app).over(find(namespace).over(find("").over(DEFAULT_RETENTION)))
 }
 
-/// Builds whose images retention keeps.
-fn kept_builds(graph: &Graph) -> HashSet<i64> {
-    let mut kept = HashSet::new();
+/// Why the next collection keeps a manifest: one root that names it, or the kept manifest it
+/// comes with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeepReason {
+    /// Build `build` is among the newest `keep_last` successful builds of `branch`; `rank` 1 is
+    /// the newest.
+    RecentBuild {
+        build: i64,
+        branch: String,
+        rank: usize,
+        keep_last: u32,
+    },
+    /// Build `build` finished less than `keep_days` days ago.
+    Young { build: i64, keep_days: u32 },
+    /// Service `service` runs the image of build `build` now, on `servers`.
+    Runs {
+        build: i64,
+        service: String,
+        servers: Vec<String>,
+    },
+    /// A deploy of `service` newer than the one that runs it did not succeed and may have left
+    /// containers of build `build` running.
+    LeftRunning { build: i64, service: String },
+    /// Service `service` ran the image of build `build` before; it keeps `keep_deployed` such.
+    RollbackTarget {
+        build: i64,
+        service: String,
+        keep_deployed: u32,
+    },
+    /// A deploy of build `build` is running.
+    Deploying { build: i64 },
+    /// The moving tag `tag` of `branch` names it.
+    BranchTag { tag: String, branch: String },
+    /// The tag `tag` no build made (`buildgrid import` made it).
+    Imported { tag: String },
+    /// Build `build` is in progress and its commit tag `tag` names it.
+    BuildInProgress { build: i64, tag: String },
+    /// Pinned by hand.
+    Pinned,
+    /// The kept index `index` lists it (a platform's image).
+    InIndex { index: Digest },
+    /// It refers to the kept manifest `subject` (a signature, an SBOM).
+    RefersTo { subject: Digest },
+}
+
+impl std::fmt::Display for KeepReason {
+    /// In plain words, as the image page shows it: "younger than 14 days".
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeepReason::RecentBuild {
+                branch,
+                rank,
+                keep_last,
+                ..
+            } => {
+                let which = match rank {
+                    1 => "the newest".to_owned(),
+                    n => format!("the {} newest", ordinal(*n)),
+                };
+                write!(
+                    f,
+                    "{which} of the last {keep_last} successful builds of branch {branch}"
+                )
+            }
+            KeepReason::Young { keep_days, .. } => write!(f, "younger than {keep_days} days"),
+            KeepReason::Runs {
+                service, servers, ..
+            } => match servers.as_slice() {
+                [] => write!(f, "runs now on service {service}"),
+                [server] => write!(f, "runs now on service {service} of server {server}"),
+                servers => {
+                    let servers = servers.join(", ");
+                    write!(f, "runs now on service {service} of servers {servers}")
+                }
+            },
+            KeepReason::LeftRunning { service, .. } => write!(
+                f,
+                "may still run on service {service}: a deploy that did not finish left it there"
+            ),
+            KeepReason::RollbackTarget {
+                service,
+                keep_deployed,
+                ..
+            } => {
+                write!(
+                    f,
+                    "a rollback target of service {service} ({keep_deployed} kept)"
+                )
+            }
+            KeepReason::Deploying { .. } => write!(f, "a deploy in progress"),
+            KeepReason::BranchTag { tag, branch } => {
+                write!(f, "the tag {tag} of branch {branch} names it")
+            }
+            KeepReason::Imported { tag } => write!(f, "a tag buildgrid import made ({tag})"),
+            KeepReason::BuildInProgress { .. } => write!(f, "a build in progress"),
+            KeepReason::Pinned => write!(f, "pinned"),
+            KeepReason::InIndex { index } => write!(f, "a platform of the kept index {index}"),
+            KeepReason::RefersTo { subject } => {
+                write!(f, "refers to the kept image {subject}")
+            }
+        }
+    }
+}
+
+/// `2nd`, `3rd`, `11th`, `21st`.
+fn ordinal(n: usize) -> String {
+    let suffix = match (n % 10, n % 100) {
+        (_, 11..=13) => "th",
+        (1, _) => "st",
+        (2, _) => "nd",
+        (3, _) => "rd",
+        _ => "th",
+    };
+    format!("{n}{suffix}")
+}
+
+/// Builds whose images retention keeps, each with why (a build may have several reasons).
+fn kept_builds(graph: &Graph) -> Vec<(i64, KeepReason)> {
+    let mut kept = Vec::new();
     let mut branches: BTreeMap<(i64, Option<i64>, &str), Vec<&BuildNode>> = BTreeMap::new();
     // A build whose image went still counts: raising N never brings older builds' images
     // back into the count, which would make an image kept only by a pin or a deploy stay when
@@ -113,13 +231,28 @@ fn kept_builds(graph: &Graph) -> HashSet<i64> {
         let rule = rule_for(&graph.rules, &build.namespace, &build.app);
         let age = graph.now - build.finished_at.unwrap_or(graph.now);
         if rule.keep_days > 0 && age < i64::from(rule.keep_days) * 86_400 {
-            kept.insert(build.id);
+            let keep_days = rule.keep_days;
+            kept.push((
+                build.id,
+                KeepReason::Young {
+                    build: build.id,
+                    keep_days,
+                },
+            ));
         }
     }
     for builds in branches.values_mut() {
         builds.sort_by_key(|b| std::cmp::Reverse(b.id));
         let rule = rule_for(&graph.rules, &builds[0].namespace, &builds[0].app);
-        kept.extend(builds.iter().take(rule.keep_last as usize).map(|b| b.id));
+        for (i, build) in builds.iter().take(rule.keep_last as usize).enumerate() {
+            let reason = KeepReason::RecentBuild {
+                build: build.id,
+                branch: build.git_ref.clone(),
+                rank: i + 1,
+                keep_last: rule.keep_last,
+            };
+            kept.push((build.id, reason));
+        }
     }
     let apps: HashMap<i64, &BuildNode> = graph.builds.iter().map(|b| (b.app_id, b)).collect();
     let mut services: BTreeMap<(i64, &str), Vec<&DeployNode>> = BTreeMap::new();
@@ -129,7 +262,7 @@ fn kept_builds(graph: &Graph) -> HashSet<i64> {
             .or_default()
             .push(node);
     }
-    for ((app_id, _), mut nodes) in services {
+    for ((app_id, service), mut nodes) in services {
         nodes.sort_by_key(|n| std::cmp::Reverse(n.deploy_id));
         // Deploys newer than the newest that succeeded may have left containers running (an
         // interrupted deploy's are adopted): their images stay with the one that runs.
@@ -137,7 +270,33 @@ fn kept_builds(graph: &Graph) -> HashSet<i64> {
             .iter()
             .position(|n| n.succeeded)
             .unwrap_or(nodes.len() - 1);
-        kept.extend(nodes[..=current].iter().map(|n| n.build_id));
+        let servers = graph
+            .servers
+            .get(&(app_id, service.to_owned()))
+            .cloned()
+            .unwrap_or_default();
+        for node in &nodes[..current] {
+            let service = service.to_owned();
+            let reason = KeepReason::LeftRunning {
+                build: node.build_id,
+                service,
+            };
+            kept.push((node.build_id, reason));
+        }
+        let running = nodes[current].build_id;
+        let service = service.to_owned();
+        let reason = match nodes[current].succeeded {
+            true => KeepReason::Runs {
+                build: running,
+                service: service.clone(),
+                servers,
+            },
+            false => KeepReason::LeftRunning {
+                build: running,
+                service: service.clone(),
+            },
+        };
+        kept.push((running, reason));
         let keep_deployed = apps
             .get(&app_id)
             .map(|b| rule_for(&graph.rules, &b.namespace, &b.app).keep_deployed)
@@ -147,18 +306,83 @@ fn kept_builds(graph: &Graph) -> HashSet<i64> {
             if before.len() == keep_deployed as usize {
                 break;
             }
-            if !before.contains(&node.build_id) && node.build_id != nodes[current].build_id {
+            if !before.contains(&node.build_id) && node.build_id != running {
                 before.push(node.build_id);
             }
         }
-        kept.extend(before);
+        for build in before {
+            let service = service.clone();
+            let reason = KeepReason::RollbackTarget {
+                build,
+                service,
+                keep_deployed,
+            };
+            kept.push((build, reason));
+        }
     }
-    kept.extend(graph.running_deploys.iter().copied());
+    for &build in &graph.running_deploys {
+        kept.push((build, KeepReason::Deploying { build }));
+    }
     kept
 }
 
-/// What to delete: everything not reachable from the roots (see `gc`).
-pub(crate) fn plan(graph: &Graph) -> Plan {
+/// The roots of a collection: every manifest a rule keeps by itself, with why, once per
+/// reason (see `gc`). A root may name a manifest no longer stored.
+fn roots(graph: &Graph) -> Vec<((i64, &Digest), KeepReason)> {
+    // Per commit tag: a build of it in flight, if any.
+    let mut commits: HashMap<(i64, &str), Option<i64>> = HashMap::new();
+    for build in &graph.builds {
+        if let (Some(repo_id), Some(commit)) = (build.repo_id, build.commit_id.as_deref()) {
+            let in_flight = commits.entry((repo_id, commit)).or_default();
+            if !build.finished {
+                *in_flight = Some(build.id);
+            }
+        }
+    }
+    let mut roots = Vec::new();
+    for tag in &graph.tags {
+        let key = (tag.repo_id, &tag.digest);
+        // Branch tags, tags that no build made (imports), and commit tags of builds in flight.
+        let name = tag.name.clone();
+        let reason = match (&tag.branch, commits.get(&(tag.repo_id, tag.name.as_str()))) {
+            (Some(branch), _) => KeepReason::BranchTag {
+                tag: name,
+                branch: branch.clone(),
+            },
+            (None, None) => KeepReason::Imported { tag: name },
+            (None, Some(Some(build))) => KeepReason::BuildInProgress {
+                build: *build,
+                tag: name,
+            },
+            (None, Some(None)) => continue,
+        };
+        roots.push((key, reason));
+    }
+    let builds: HashMap<i64, &BuildNode> = graph.builds.iter().map(|b| (b.id, b)).collect();
+    for (id, reason) in kept_builds(graph) {
+        let Some(build) = builds.get(&id) else {
+            continue;
+        };
+        if let (Some(repo_id), Some(digest)) = (build.repo_id, &build.image_digest) {
+            roots.push(((repo_id, digest), reason));
+        }
+    }
+    for (repo_id, digest) in &graph.pins {
+        roots.push(((*repo_id, digest), KeepReason::Pinned));
+    }
+    roots
+}
+
+/// The kept manifest another was first reached from and whether it is that one's index child
+/// (else its referrer); `None` for a root itself.
+type Via<'a> = Option<(&'a Digest, bool)>;
+
+/// Every manifest the roots keep, each with how it was reached.
+type Reached<'a> = HashMap<(i64, &'a Digest), Via<'a>>;
+
+/// The manifests `roots` keep: the roots stored, their index children and their referrers in
+/// the same repository, transitively.
+fn reach<'a>(graph: &'a Graph, roots: &[((i64, &'a Digest), KeepReason)]) -> Reached<'a> {
     let existing: HashMap<(i64, &Digest), &ManifestNode> = graph
         .manifests
         .iter()
@@ -173,57 +397,67 @@ pub(crate) fn plan(graph: &Graph) -> Plan {
                 .push(&manifest.digest);
         }
     }
-    let builds_kept = kept_builds(graph);
-    let commits: HashSet<(i64, &str)> = graph
-        .builds
+    let mut kept: Reached<'a> = HashMap::new();
+    let mut work: Vec<((i64, &Digest), Via<'a>)> = roots
         .iter()
-        .filter_map(|b| Some((b.repo_id?, b.commit_id.as_deref()?)))
+        .map(|(key, _)| (*key, None))
+        .filter(|(key, _)| existing.contains_key(key))
         .collect();
-    let in_flight: HashSet<(i64, &str)> = graph
-        .builds
-        .iter()
-        .filter(|b| !b.finished)
-        .filter_map(|b| Some((b.repo_id?, b.commit_id.as_deref()?)))
-        .collect();
-    let mut roots: Vec<(i64, &Digest)> = Vec::new();
-    for tag in &graph.tags {
-        let key = (tag.repo_id, tag.name.as_str());
-        // Branch tags, tags that no build made (imports), and commit tags of builds in flight.
-        if tag.branch || !commits.contains(&key) || in_flight.contains(&key) {
-            roots.push((tag.repo_id, &tag.digest));
-        }
-    }
-    for build in graph.builds.iter().filter(|b| builds_kept.contains(&b.id)) {
-        if let (Some(repo_id), Some(digest)) = (build.repo_id, &build.image_digest) {
-            roots.push((repo_id, digest));
-        }
-    }
-    roots.extend(
-        graph
-            .pins
-            .iter()
-            .map(|(repo_id, digest)| (*repo_id, digest)),
-    );
-
-    let mut kept: HashSet<(i64, &Digest)> = HashSet::new();
-    let mut work: Vec<(i64, &Digest)> = roots
-        .into_iter()
-        .filter(|key| existing.contains_key(key))
-        .collect();
-    while let Some(key) = work.pop() {
-        if !kept.insert(key) {
+    while let Some((key, from)) = work.pop() {
+        if kept.contains_key(&key) {
             continue;
         }
+        kept.insert(key, from);
         let manifest = existing[&key];
-        let children = manifest.children.iter();
-        let referring = referrers.get(&key).into_iter().flatten().copied();
-        for next in children.chain(referring) {
+        let children = manifest.children.iter().map(|c| (c, true));
+        let referring = referrers
+            .get(&key)
+            .into_iter()
+            .flatten()
+            .map(|r| (*r, false));
+        for (next, child) in children.chain(referring) {
             let next = (key.0, next);
-            if existing.contains_key(&next) && !kept.contains(&next) {
-                work.push(next);
+            if existing.contains_key(&next) && !kept.contains_key(&next) {
+                work.push((next, Some((key.1, child))));
             }
         }
     }
+    kept
+}
+
+/// Why the next collection would keep the manifest `digest` of repository `repo_id`: every
+/// root that names it, else the kept manifest it comes with. Empty: the collection deletes it.
+pub(crate) fn reasons(graph: &Graph, repo_id: i64, digest: &Digest) -> Vec<KeepReason> {
+    let roots = roots(graph);
+    let mut reasons: Vec<KeepReason> = roots
+        .iter()
+        .filter(|(key, _)| *key == (repo_id, digest))
+        .map(|(_, reason)| reason.clone())
+        .collect();
+    if reasons.is_empty() {
+        let kept = reach(graph, &roots);
+        if let Some(Some((from, child))) = kept.get(&(repo_id, digest)) {
+            let from = (*from).clone();
+            reasons.push(match child {
+                true => KeepReason::InIndex { index: from },
+                false => KeepReason::RefersTo { subject: from },
+            });
+        }
+    }
+    reasons.dedup();
+    reasons
+}
+
+/// What to delete: everything not reachable from the roots (see `gc`).
+pub(crate) fn plan(graph: &Graph) -> Plan {
+    let roots = roots(graph);
+    let reached = reach(graph, &roots);
+    let kept: HashSet<(i64, &Digest)> = reached.into_keys().collect();
+    let existing: HashMap<(i64, &Digest), &ManifestNode> = graph
+        .manifests
+        .iter()
+        .map(|m| ((m.repo_id, &m.digest), m))
+        .collect();
     let mut kept_blobs: HashSet<&Digest> = HashSet::new();
     let mut kept_repo_blobs: HashSet<(i64, &Digest)> = HashSet::new();
     for &(repo_id, digest) in &kept {

@@ -786,3 +786,109 @@ fn an_ingest_between_publish_and_commit_holds_collection_off() {
     pullable(store, &repo, &digest).unwrap();
     check_fsck(store, false);
 }
+
+fn reasons(w: &World, digest: &Digest) -> Vec<String> {
+    let reasons = w.store().keep_reasons(&w.repo, digest).unwrap();
+    let reasons = reasons.expect("the manifest is stored");
+    reasons.iter().map(ToString::to_string).collect()
+}
+
+#[test]
+fn keep_reasons_name_the_branch_rule_and_the_images_it_lets_go() {
+    let mut w = World::new();
+    w.retain(2, 3);
+    let main: Vec<Built> = (0..3)
+        .map(|i| w.build("main", "base", &format!("m{i}")))
+        .collect();
+    let release = w.import("release", "base", "r0");
+
+    assert_eq!(
+        reasons(&w, &main[2].digest),
+        [
+            "the tag main of branch main names it",
+            "the newest of the last 2 successful builds of branch main",
+        ]
+    );
+    assert_eq!(
+        reasons(&w, &main[1].digest),
+        ["the 2nd newest of the last 2 successful builds of branch main"]
+    );
+    assert_eq!(reasons(&w, &main[0].digest), Vec::<String>::new());
+    assert_eq!(
+        reasons(&w, &release),
+        ["a tag buildgrid import made (release)"]
+    );
+    let unknown = Digest::of(b"no such manifest");
+    assert_eq!(w.store().keep_reasons(&w.repo, &unknown).unwrap(), None);
+
+    // What the reasons say is what collection does.
+    assert_eq!(w.gc().builds, vec![main[0].id]);
+    assert_eq!(
+        w.store().keep_reasons(&w.repo, &main[0].digest).unwrap(),
+        None
+    );
+}
+
+#[test]
+fn keep_reasons_name_pins_deploys_and_rollback_targets() {
+    let mut w = World::new();
+    let builds: Vec<Built> = (0..5)
+        .map(|i| w.build("main", "base", &format!("b{i}")))
+        .collect();
+    w.store()
+        .db
+        .pin_image(&w.repo, &tag_name(&builds[0].commit))
+        .unwrap()
+        .unwrap();
+    w.store()
+        .db
+        .add_service(w.app.id, "web", r#"{"servers": ["s1"]}"#)
+        .unwrap();
+    w.deploy(builds[1].id, &builds[1].digest);
+    w.deploy(builds[2].id, &builds[2].digest);
+    w.retain(1, 1);
+
+    assert_eq!(reasons(&w, &builds[0].digest), ["pinned"]);
+    assert_eq!(
+        reasons(&w, &builds[1].digest),
+        ["a rollback target of service web (1 kept)"]
+    );
+    assert_eq!(
+        reasons(&w, &builds[2].digest),
+        ["runs now on service web of server s1"]
+    );
+    assert_eq!(reasons(&w, &builds[3].digest), Vec::<String>::new());
+    let kept = w.store().keep_reasons(&w.repo, &builds[2].digest).unwrap();
+    assert_eq!(
+        kept.unwrap(),
+        [buildgrid_store::gc::KeepReason::Runs {
+            build: builds[2].id,
+            service: "web".into(),
+            servers: vec!["s1".into()],
+        }]
+    );
+    assert_eq!(w.gc().builds, vec![builds[3].id]);
+}
+
+/// How long pages wait for the next collection's outlook of a store with a few hundred builds
+/// (printed; run with `--nocapture`).
+#[test]
+fn the_outlook_of_a_few_hundred_builds() {
+    let mut w = World::new();
+    for i in 0..300 {
+        w.build(&format!("b{}", i % 10), "base", &format!("n{i}"));
+    }
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let started = std::time::Instant::now();
+        let outlook = w.store().collection_outlook().unwrap();
+        let usage = outlook.usage();
+        times.push(started.elapsed());
+        assert!(usage.iter().any(|u| u.name == "acme/shop" && u.stored > 0));
+    }
+    times.sort();
+    println!(
+        "outlook of 300 builds: median {:?}, all {times:?}",
+        times[2]
+    );
+}
