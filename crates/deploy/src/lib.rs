@@ -12,6 +12,7 @@
 mod docker_url;
 mod output;
 mod part;
+mod prune;
 mod recover;
 mod run;
 mod servers;

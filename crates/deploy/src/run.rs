@@ -210,17 +210,35 @@ pub async fn deploy(
     // then the old ones stop, where the new ones are up.
     let started = futures_util::future::join_all(parts.iter().map(Part::start)).await;
     let mut up = Vec::new();
+    let mut failed_servers = Vec::new();
     for (part, outcome) in parts.iter().zip(started) {
         match outcome {
             Ok(started) => up.push((part, started)),
             Err(reason) => {
                 part.line(None, "deploy", &format!("failed: {reason}"));
+                failed_servers.push(&part.server.name);
                 failures.push(format!("{}/{}: {reason}", part.server.name, part.service));
             }
         }
     }
     futures_util::future::join_all(up.into_iter().map(|(part, started)| part.finish(started)))
         .await;
+    // Where every part is up: the install's images nothing there needs any more go.
+    let hosts: Vec<String> = std::iter::once(registry_host.to_owned())
+        .chain(install.registry_host.clone())
+        .collect();
+    let mut done: Vec<&Server> = parts
+        .iter()
+        .map(|p| p.server)
+        .filter(|s| !failed_servers.contains(&&s.name))
+        .collect();
+    done.sort_by_key(|s| &s.name);
+    done.dedup_by_key(|s| &s.name);
+    futures_util::future::join_all(
+        done.into_iter()
+            .map(|server| crate::prune::prune(&log, server, &deploy, &hosts)),
+    )
+    .await;
     if let Err(error) = store.db.delete_token(token_id) {
         tracing::warn!(%error, "cannot delete a deploy's pull token");
     }
