@@ -12,6 +12,7 @@ pub mod fetch;
 mod git_http;
 pub mod hooks;
 pub mod isolation;
+pub mod prune;
 mod pull_token;
 mod routes;
 pub mod webhook;

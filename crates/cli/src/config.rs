@@ -21,6 +21,7 @@
 //! [builds]
 //! concurrency = 2
 //! timeout_minutes = 30
+//! engine_cache_budget = "20GiB"     # the engine's build cache after each collection
 //! ```
 //!
 //! The key `section.key` is also read from `BUILDGRID_SECTION__KEY` (`BUILDGRID_SERVER__LISTEN`),
@@ -33,6 +34,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use anyhow::{Context, anyhow, bail};
+use buildgrid_builder::prune::{ByteSize, DEFAULT_ENGINE_CACHE_BUDGET};
 use serde::Deserialize;
 
 use crate::serve::ServeArgs;
@@ -82,6 +84,7 @@ struct ServerSection {
 struct BuildsSection {
     concurrency: Option<usize>,
     timeout_minutes: Option<u64>,
+    engine_cache_budget: Option<ByteSize>,
 }
 
 /// The settings file as read (or none).
@@ -105,6 +108,8 @@ pub struct Serve {
     pub shutdown_grace: u64,
     /// Minutes between garbage collections; `None`: never.
     pub gc_interval: Option<u64>,
+    /// The Docker engine's build cache is pruned down to this after each collection.
+    pub engine_cache_budget: ByteSize,
     /// Blob GETs answer 307 to a presigned URL valid this long; `None`: blobs are streamed.
     pub blob_redirect: Option<std::time::Duration>,
 }
@@ -293,6 +298,17 @@ impl Config {
             None,
             "unset: no scheduled garbage collection",
         )?;
+        let engine_cache_budget = pick(
+            shown,
+            "builds.engine_cache_budget",
+            Some("BUILDGRID_ENGINE_CACHE_BUDGET"),
+            args.engine_cache_budget
+                .map(|v| (v, "--engine-cache-budget")),
+            builds.engine_cache_budget,
+            Some(DEFAULT_ENGINE_CACHE_BUDGET),
+            "bytes, or with K, M, G, KiB, MiB, GiB",
+        )?
+        .expect("the engine cache budget has a default");
         let blob_redirect = pick(
             shown,
             "server.blob_redirect",
@@ -326,6 +342,7 @@ impl Config {
             metrics_listen,
             shutdown_grace,
             gc_interval,
+            engine_cache_budget,
             blob_redirect: blob_redirect.map(std::time::Duration::from_secs),
         })
     }
@@ -449,6 +466,12 @@ fn from_env<T: Setting>(
 /// A value a setting may take: parsed from a variable, shown as TOML.
 trait Setting: FromStr<Err: std::fmt::Display> {
     fn show(&self) -> String;
+}
+
+impl Setting for ByteSize {
+    fn show(&self) -> String {
+        format!("\"{self}\"")
+    }
 }
 
 impl Setting for SocketAddr {

@@ -1,6 +1,9 @@
 //! `buildgrid gc`, `retention` and `image pin|unpin`.
 
 use anyhow::{Context, bail};
+use buildgrid_builder::prune::{
+    ByteSize, DEFAULT_ENGINE_CACHE_BUDGET, EnginePrune, PruneError, prune_engine,
+};
 use buildgrid_core::{AppRef, RepoName, Tag};
 use buildgrid_store::gc::{Collection, GcOptions};
 use buildgrid_store::{RetentionRule, Store};
@@ -11,6 +14,10 @@ pub struct GcArgs {
     /// Print what a collection would delete, and storage per app and namespace; delete nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Prune the Docker engine's build cache down to this size (bytes, or with K, M, G, KiB,
+    /// MiB, GiB) [default: 20GiB].
+    #[arg(long, env = "BUILDGRID_ENGINE_CACHE_BUDGET")]
+    engine_cache_budget: Option<ByteSize>,
 }
 
 #[derive(Subcommand)]
@@ -59,7 +66,46 @@ pub fn gc(store: &Store, args: GcArgs) -> anyhow::Result<()> {
         })
         .context("garbage collection failed")?;
     print_collection(&collection, args.dry_run);
+    let budget = args
+        .engine_cache_budget
+        .unwrap_or(DEFAULT_ENGINE_CACHE_BUDGET);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    match runtime.block_on(prune_engine(store, budget, args.dry_run)) {
+        Ok(pruned) => print_engine_prune(&pruned, budget, args.dry_run),
+        Err(PruneError::NoEngine(reason)) => {
+            println!("engine: skipped, no Docker engine answers ({reason})");
+        }
+        Err(error) => return Err(error).context("cannot clean up the Docker engine"),
+    }
     Ok(())
+}
+
+fn print_engine_prune(pruned: &EnginePrune, budget: ByteSize, dry_run: bool) {
+    let verb = if dry_run { "would remove" } else { "removed" };
+    for (build, name) in &pruned.tags {
+        println!("engine tag {name} (build {build})");
+    }
+    for (name, reason) in &pruned.tags_left {
+        println!("engine tag {name} kept for now: {reason}");
+    }
+    for id in &pruned.dangling {
+        println!("engine untagged image {id}");
+    }
+    let used = match pruned.cache_used {
+        Some(bytes) => format!("{bytes} bytes"),
+        None => "size not reported".to_owned(),
+    };
+    println!(
+        "engine: {verb} {} tags of collected builds and {} untagged images ({} images \
+         deleted); build cache {used}, budget {budget}, {} bytes reclaimed",
+        pruned.tags.len(),
+        pruned.dangling.len(),
+        pruned.images_deleted,
+        pruned.cache_reclaimed
+    );
 }
 
 fn print_collection(collection: &Collection, dry_run: bool) {
@@ -212,8 +258,14 @@ pub fn image(store: &Store, command: ImageCommand) -> anyhow::Result<()> {
 }
 
 /// What `serve` does for collection: finishes a collection an earlier process left halfway
-/// (tombstoned files), then, with `interval` (minutes), collects on a thread of its own.
-pub fn start(store: &std::sync::Arc<Store>, interval: Option<u64>) -> anyhow::Result<()> {
+/// (tombstoned files), then, with `interval` (minutes), collects on a thread of its own, each
+/// collection followed by the Docker engine's clean-up (`engine_cache_budget`: its build
+/// cache's budget).
+pub fn start(
+    store: &std::sync::Arc<Store>,
+    interval: Option<u64>,
+    engine_cache_budget: ByteSize,
+) -> anyhow::Result<()> {
     let finished = store
         .finish_pending_collection()
         .context("cannot finish the garbage collection the last process left")?;
@@ -234,6 +286,16 @@ pub fn start(store: &std::sync::Arc<Store>, interval: Option<u64>) -> anyhow::Re
     std::thread::Builder::new()
         .name("gc".into())
         .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => Some(runtime),
+                Err(error) => {
+                    tracing::error!(%error, "cannot start the runtime of the engine's clean-up");
+                    None
+                }
+            };
             loop {
                 std::thread::sleep(std::time::Duration::from_secs(minutes * 60));
                 match store.gc(GcOptions::default()) {
@@ -254,6 +316,14 @@ pub fn start(store: &std::sync::Arc<Store>, interval: Option<u64>) -> anyhow::Re
                             bytes = collection.bytes,
                             "garbage collection done"
                         );
+                        if let Some(runtime) = &runtime {
+                            let pruned = runtime.block_on(prune_engine(
+                                &store,
+                                engine_cache_budget,
+                                false,
+                            ));
+                            log_engine_prune(pruned);
+                        }
                     }
                     Err(error) => {
                         metrics::counter!("buildgrid_gc_runs_total", "outcome" => "failed")
@@ -265,4 +335,23 @@ pub fn start(store: &std::sync::Arc<Store>, interval: Option<u64>) -> anyhow::Re
         })
         .context("cannot start the garbage collection thread")?;
     Ok(())
+}
+
+fn log_engine_prune(pruned: Result<EnginePrune, PruneError>) {
+    match pruned {
+        Ok(pruned) => tracing::info!(
+            tags = pruned.tags.len(),
+            tags_left = pruned.tags_left.len(),
+            untagged_images = pruned.dangling.len(),
+            images_deleted = pruned.images_deleted,
+            cache_reclaimed = pruned.cache_reclaimed,
+            "the Docker engine cleaned up after garbage collection"
+        ),
+        Err(PruneError::NoEngine(reason)) => {
+            tracing::info!(%reason, "no Docker engine answers: its clean-up is skipped");
+        }
+        Err(error) => {
+            tracing::error!(error = %anyhow::Error::from(error), "cannot clean up the Docker engine");
+        }
+    }
 }

@@ -60,6 +60,11 @@ pub struct ServeArgs {
     /// [default: none; env: BUILDGRID_GC_INTERVAL; config: server.gc_interval].
     #[arg(long)]
     pub(crate) gc_interval: Option<u64>,
+    /// After each garbage collection, prune the Docker engine's build cache down to this size
+    /// (bytes, or with K, M, G, KiB, MiB, GiB) [default: 20GiB; env:
+    /// BUILDGRID_ENGINE_CACHE_BUDGET; config: builds.engine_cache_budget].
+    #[arg(long)]
+    pub(crate) engine_cache_budget: Option<buildgrid_builder::prune::ByteSize>,
     /// Answer blob GETs with `307` to a presigned URL of the object store valid this many
     /// seconds, rather than streaming the bytes (only with an object store, `--blob-store`)
     /// [default: streamed; env: BUILDGRID_BLOB_REDIRECT; config: server.blob_redirect].
@@ -183,7 +188,7 @@ pub fn run(
         let interrupted = builder
             .recover()
             .context("cannot recover the build queue")?;
-        crate::gc::start(&store, args.gc_interval)?;
+        crate::gc::start(&store, args.gc_interval, args.engine_cache_budget)?;
         if !interrupted.is_empty() {
             tracing::warn!(
                 ?interrupted,

@@ -39,6 +39,7 @@ pub use db::{
     Namespace, NewApp, NewBuild, NewSource, NewToken, Page, Queued, ReferrerRow, Server,
     ServerAccess, ServiceRow, Source, TagMove, TagRow, TokenRow, Undeployable, User,
 };
+pub use db::CollectedEngineTag;
 pub use db::{DEFAULT_RETENTION, Pin, Retention, RetentionRule};
 pub use error::StoreError;
 pub use private_dir::keep_new_files_private;

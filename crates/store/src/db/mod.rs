@@ -13,6 +13,7 @@ mod apps;
 mod builds;
 mod collect;
 mod deploys;
+mod engine_tags;
 mod files;
 mod images;
 mod log_view;
@@ -30,6 +31,7 @@ pub use builds::{Build, BuildState, NewBuild, Queued};
 pub use deploys::{
     Deploy, DeployImage, DeployLine, DeployLogFilter, Server, ServerAccess, ServiceRow,
 };
+pub use engine_tags::CollectedEngineTag;
 pub use files::{ArchiveChecksums, ImageFilesRow, LayerFilesRow};
 pub use images::{
     BlobRow, DownloadCount, ImageRecord, LayerRow, ManifestRecord, ManifestRow, ReferrerRow,

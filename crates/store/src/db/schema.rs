@@ -363,6 +363,11 @@ CREATE TABLE gc_tombstones (
 -- image_removed: the build's image was collected by retention; the build's row stays.
 ALTER TABLE builds ADD COLUMN image_removed INTEGER NOT NULL DEFAULT 0;
 "#,
+    r#"
+-- engine_tag_removed: the name the build left in the Docker engine was removed after its image
+-- was collected (or another build of its commit holds that name).
+ALTER TABLE builds ADD COLUMN engine_tag_removed INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
