@@ -142,15 +142,18 @@ pub struct EnginePrune {
 
 /// Removes what builds left in the engine once collection removed their images, and prunes
 /// the engine's build cache down to `cache_budget` bytes; with `dry_run`, only finds out what
-/// it would remove.
+/// it would remove, counting `collecting` (the builds the dry run's collection would take) as
+/// collected.
 pub async fn prune_engine(
     store: &Store,
     cache_budget: ByteSize,
     dry_run: bool,
+    collecting: &[i64],
 ) -> Result<EnginePrune, PruneError> {
     let docker = connect().await?;
     let mut report = EnginePrune::default();
-    remove_collected_tags(&docker, store, dry_run, &mut report).await?;
+    let collecting = if dry_run { collecting } else { &[] };
+    remove_collected_tags(&docker, store, dry_run, collecting, &mut report).await?;
     remove_dangling(&docker, dry_run, &mut report).await?;
     prune_cache(&docker, cache_budget, dry_run, &mut report).await?;
     Ok(report)
@@ -216,10 +219,11 @@ async fn remove_collected_tags(
     docker: &Docker,
     store: &Store,
     dry_run: bool,
+    collecting: &[i64],
     report: &mut EnginePrune,
 ) -> Result<(), PruneError> {
     let mut repos = HashMap::new();
-    for build in store.db.collected_engine_tags()? {
+    for build in store.db.collected_engine_tags(collecting)? {
         let name = match engine_name(store, &build, &mut repos)? {
             Some(name) if !build.still_used => name,
             // Another build of the commit holds the name, or nobody can name it any more.
@@ -317,17 +321,16 @@ async fn prune_cache(
     report: &mut EnginePrune,
 ) -> Result<(), PruneError> {
     // Engines before API 1.48 report the cache in a shape bollard does not read: unknown there.
-    let usage = docker
-        .df(Some(DataUsageOptions {
-            _type: Some(vec!["build-cache".to_owned()]),
-            verbose: false,
-        }))
-        .await
-        .map_err(|e| refused("report its build cache", &e))?;
-    report.cache_used = usage
-        .build_cache_usage
-        .and_then(|cache| cache.total_size)
-        .map(|size| size.max(0) as u64);
+    if api_at_least(docker, 1, 48) {
+        let usage = docker
+            .df(None::<DataUsageOptions>)
+            .await
+            .map_err(|e| refused("report its build cache", &e))?;
+        report.cache_used = usage
+            .build_cache_usage
+            .and_then(|cache| cache.total_size)
+            .map(|size| size.max(0) as u64);
+    }
     if dry_run {
         report.cache_reclaimed = report.cache_used.unwrap_or(0).saturating_sub(budget.0);
         return Ok(());

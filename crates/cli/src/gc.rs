@@ -73,7 +73,12 @@ pub fn gc(store: &Store, args: GcArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    match runtime.block_on(prune_engine(store, budget, args.dry_run)) {
+    match runtime.block_on(prune_engine(
+        store,
+        budget,
+        args.dry_run,
+        &collection.builds,
+    )) {
         Ok(pruned) => print_engine_prune(&pruned, budget, args.dry_run),
         Err(PruneError::NoEngine(reason)) => {
             println!("engine: skipped, no Docker engine answers ({reason})");
@@ -321,6 +326,7 @@ pub fn start(
                                 &store,
                                 engine_cache_budget,
                                 false,
+                                &[],
                             ));
                             log_engine_prune(pruned);
                         }

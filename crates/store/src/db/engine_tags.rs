@@ -17,21 +17,36 @@ pub struct CollectedEngineTag {
 }
 
 impl Db {
-    /// Builds whose image collection removed and whose engine name was not removed yet.
-    pub fn collected_engine_tags(&self) -> Result<Vec<CollectedEngineTag>, StoreError> {
+    /// Builds whose image collection removed, or will remove (`collecting`: what a dry run
+    /// would collect), and whose engine name was not removed yet.
+    pub fn collected_engine_tags(
+        &self,
+        collecting: &[i64],
+    ) -> Result<Vec<CollectedEngineTag>, StoreError> {
+        // A JSON array of numbers, for `json_each`.
+        let collecting = format!(
+            "[{}]",
+            collecting
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        );
         self.with(|conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT b.id, b.app_id, b.source_id, b.commit_id,
                         EXISTS (SELECT 1 FROM builds k
                                 WHERE k.app_id = b.app_id AND k.source_id IS b.source_id
                                   AND k.commit_id = b.commit_id AND k.image_removed = 0
+                                  AND k.id NOT IN (SELECT value FROM json_each(?1))
                                   AND k.state NOT IN ('failed', 'cancelled', 'skipped'))
                  FROM builds b
-                 WHERE b.image_removed = 1 AND b.engine_tag_removed = 0
+                 WHERE (b.image_removed = 1 OR b.id IN (SELECT value FROM json_each(?1)))
+                   AND b.engine_tag_removed = 0
                    AND b.commit_id IS NOT NULL
                  ORDER BY b.id",
             )?;
-            let rows = stmt.query_map([], |row| {
+            let rows = stmt.query_map([&collecting], |row| {
                 Ok(CollectedEngineTag {
                     build_id: row.get(0)?,
                     app_id: row.get(1)?,
