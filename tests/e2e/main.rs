@@ -14,6 +14,7 @@ mod deploy_faults;
 mod deploy_logs;
 mod deploy_sources;
 mod deploy_web;
+mod engine_prune;
 mod engines;
 mod fixtures;
 mod full_disk;
