@@ -192,7 +192,7 @@ fn an_unknown_key_is_refused_with_its_name_and_line() {
         assert!(stderr.contains("buildgrid.toml"), "{stderr}");
         assert!(stderr.contains("line 5"), "{stderr}");
         assert!(stderr.contains("unknown field `concurency`"), "{stderr}");
-        assert!(stderr.contains("expected `concurrency`"), "{stderr}");
+        assert!(stderr.contains("expected one of `concurrency`"), "{stderr}");
     }
     // A value of the wrong type is named the same way.
     let file = write_config(dir.path(), "[server]\nworkers = \"four\"\n");
