@@ -1,7 +1,8 @@
 //! Garbage collection cleans up the Docker engine: two builds of a branch with keep-last 1,
 //! then `buildgrid gc`: the collected build's engine name is gone from `docker images`, the
-//! kept build's stays, a second collection removes nothing more, and a rebuild of the kept
-//! tree still takes its early steps from the engine's cache.
+//! kept build's stays, a second collection removes nothing more, a rebuild of the kept tree
+//! still takes its early steps from the engine's cache, and collecting a build whose image a
+//! newer build's name shares only untags it.
 
 use crate::fixtures::{Source, build_log, create_app, ensure_base_image};
 use crate::support::{Buildgrid, run_ok};
@@ -107,7 +108,19 @@ fn engine_prune_removes_collected_builds_and_keeps_kept_ones_warm() {
         log.lines().filter(|l| l.contains("Using cache")).count() >= 2,
         "{log}"
     );
-    assert_eq!(engine_names(&third).len(), 1);
+    let newest = engine_names(&third);
+    assert_eq!(newest.len(), 1);
+
+    // The rebuild is the kept build's image under a second name: collecting the older build
+    // only takes its name away.
+    let id = |name: &str| run_ok("docker", &["image", "inspect", "--format", "{{.Id}}", name]);
+    assert_eq!(id(&kept[0]), id(&newest[0]));
+    let shared = buildgrid.cli_ok(&["gc"]);
+    assert!(shared.contains("engine: removed 1 tags"), "{shared}");
+    assert!(shared.contains("(0 images deleted)"), "{shared}");
+    assert_eq!(engine_names(&second), Vec::<String>::new(), "{shared}");
+    assert_eq!(engine_names(&third), newest, "{shared}");
+    run_ok("docker", &["rmi", &newest[0]]);
 }
 
 #[test]
