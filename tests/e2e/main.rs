@@ -12,6 +12,7 @@ mod config;
 mod deploy;
 mod deploy_faults;
 mod deploy_logs;
+mod deploy_prune;
 mod deploy_sources;
 mod deploy_web;
 mod engine_prune;

@@ -175,18 +175,22 @@ pub(crate) async fn prune(log: &Log<'_>, server: &Server, current: &Deploy, host
         if kept {
             continue;
         }
-        // Only the install's names go, never with force: an image that has other names (someone
-        // tagged or pulled it as well) keeps them and stays; the last name removes the image.
-        let only_ours = ours.len() == image.repo_tags.len() + image.repo_digests.len();
+        // Only the install's names go (tags, then digests), never with force: an image that
+        // has other names (someone tagged or pulled it as well) keeps them and stays; the last
+        // name removes the image.
         let mut targets: Vec<&str> = ours.iter().copied().filter(|n| !n.contains('@')).collect();
-        if targets.is_empty() && only_ours {
-            targets.push(image.id.as_str());
-        }
+        targets.extend(ours.iter().copied().filter(|n| n.contains('@')));
         let (mut deleted, mut failed) = (false, None);
         for target in targets {
+            if deleted {
+                break;
+            }
             let options = RemoveImageOptionsBuilder::new().build();
             match docker.remove_image(target, Some(options), None).await {
-                Ok(items) => deleted |= items.iter().any(|item| item.deleted.is_some()),
+                Ok(items) => deleted = items.iter().any(|item| item.deleted.is_some()),
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => {}
                 Err(error) => failed = Some(engine_message(&error)),
             }
         }
