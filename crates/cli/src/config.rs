@@ -176,6 +176,12 @@ impl Config {
         Ok(value.expect("the data directory has a default"))
     }
 
+    /// The settings file's `builds.engine_cache_budget` (`buildgrid gc` takes its flag or
+    /// variable first).
+    pub fn engine_cache_budget_in_file(&self) -> Option<ByteSize> {
+        self.file.builds.engine_cache_budget
+    }
+
     /// Where blobs live: `--blob-store`, `BUILDGRID_BLOB_STORE`, the file's `blob_store`;
     /// `None`: in the data directory.
     pub fn blob_store(

@@ -15,7 +15,7 @@ pub struct GcArgs {
     #[arg(long)]
     dry_run: bool,
     /// Prune the Docker engine's build cache down to this size (bytes, or with K, M, G, KiB,
-    /// MiB, GiB) [default: 20GiB].
+    /// MiB, GiB) [default: 20GiB; config: builds.engine_cache_budget].
     #[arg(long, env = "BUILDGRID_ENGINE_CACHE_BUDGET")]
     engine_cache_budget: Option<ByteSize>,
 }
@@ -58,7 +58,7 @@ pub enum ImageCommand {
     Pins,
 }
 
-pub fn gc(store: &Store, args: GcArgs) -> anyhow::Result<()> {
+pub fn gc(store: &Store, args: GcArgs, in_file: Option<ByteSize>) -> anyhow::Result<()> {
     let collection = store
         .gc(GcOptions {
             dry_run: args.dry_run,
@@ -68,6 +68,7 @@ pub fn gc(store: &Store, args: GcArgs) -> anyhow::Result<()> {
     print_collection(&collection, args.dry_run);
     let budget = args
         .engine_cache_budget
+        .or(in_file)
         .unwrap_or(DEFAULT_ENGINE_CACHE_BUDGET);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

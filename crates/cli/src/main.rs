@@ -199,7 +199,7 @@ fn main() -> anyhow::Result<()> {
         Command::Backup(args) => backup::backup(&open()?, args),
         Command::Restore(args) => backup::restore(&data, args),
         Command::Fsck => backup::fsck(&data, open),
-        Command::Gc(args) => gc::gc(&open()?, args),
+        Command::Gc(args) => gc::gc(&open()?, args, config.engine_cache_budget_in_file()),
         Command::Retention(command) => gc::retention(&open()?, command),
         Command::Image(command) => gc::image(&open()?, command),
     }
