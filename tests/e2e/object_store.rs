@@ -124,6 +124,7 @@ fn a_push_builds_into_the_object_store_and_docker_pulls_it_streamed_and_redirect
         pull_and_read(&buildgrid),
         "<p>hello from the object store</p>\n"
     );
+    other_clients_pull(&buildgrid, repo, &commit, digest);
 
     // Redirected: blob GETs answer 307 to the object store; docker follows and runs it.
     buildgrid.restart_with_args(&["--blob-redirect", "60"]);
@@ -146,7 +147,12 @@ fn a_push_builds_into_the_object_store_and_docker_pulls_it_streamed_and_redirect
         pull_and_read(&buildgrid),
         "<p>hello from the object store</p>\n"
     );
-    // containerd and podman follow the redirects too.
+    other_clients_pull(&buildgrid, repo, &commit, build["digest"].as_str().unwrap());
+}
+
+/// containerd's `ctr` and podman pull the image (each into a store of its own) and find its
+/// digest.
+fn other_clients_pull(buildgrid: &Buildgrid, repo: &str, commit: &str, digest: &str) {
     let reference = format!("{}/{repo}:{commit}", buildgrid.host());
     let ctr = Ctr::new();
     run_ok(
@@ -170,10 +176,7 @@ fn a_push_builds_into_the_object_store_and_docker_pulls_it_streamed_and_redirect
     };
     podman(&["pull", "--tls-verify=false", &reference]);
     let listed = podman(&["images", "--digests", "--format", "{{.Digest}}"]);
-    assert!(
-        listed.contains(build["digest"].as_str().unwrap()),
-        "{listed}"
-    );
+    assert!(listed.contains(digest), "{listed}");
     podman(&["rmi", "--all"]);
 }
 
@@ -337,7 +340,11 @@ fn store_copy_moves_the_blobs_and_everything_then_reads_them_from_the_object_sto
     let backup = tempfile::tempdir().unwrap();
     let target = backup.path().join("b");
     buildgrid.cli_ok(&["backup", target.to_str().unwrap()]);
-    assert_eq!(local_blob_files(&target), local, "the backup holds every blob");
+    assert_eq!(
+        local_blob_files(&target),
+        local,
+        "the backup holds every blob"
+    );
     let page = reqwest::blocking::get(buildgrid.url("/images/acme/moved/v1?tab=download"))
         .unwrap()
         .text()

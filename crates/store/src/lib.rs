@@ -32,6 +32,7 @@ pub use blobs::{
     BlobBackend, BlobBody, BlobStore, BlobStream, BlobWriter, CopyReport, LocalBlobs, RemoteBody,
     StagedBlob, conformance,
 };
+pub use db::CollectedEngineTag;
 pub use db::{
     App, AppSummary, ArchiveChecksums, AuditEntry, BlobRow, BlobTotals, Build, BuildFilter,
     BuildState, Db, Deploy, DeployImage, DeployLine, DeployLogFilter, DownloadCount, ImageFilesRow,
@@ -39,7 +40,6 @@ pub use db::{
     Namespace, NewApp, NewBuild, NewSource, NewToken, Page, Queued, ReferrerRow, Server,
     ServerAccess, ServiceRow, Source, TagMove, TagRow, TokenRow, Undeployable, User,
 };
-pub use db::CollectedEngineTag;
 pub use db::{DEFAULT_RETENTION, Pin, Retention, RetentionRule};
 pub use error::StoreError;
 pub use private_dir::keep_new_files_private;
