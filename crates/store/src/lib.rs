@@ -35,10 +35,11 @@ pub use blobs::{
 pub use db::CollectedEngineTag;
 pub use db::{
     App, AppSummary, ArchiveChecksums, AuditEntry, BlobRow, BlobTotals, Build, BuildFilter,
-    BuildState, Db, Deploy, DeployImage, DeployLine, DeployLogFilter, DownloadCount, ImageFilesRow,
-    ImageRecord, LayerFilesRow, LayerRow, LogFilter, LogLine, LogStep, ManifestRecord, ManifestRow,
-    Namespace, NewApp, NewBuild, NewSource, NewToken, Page, Queued, ReferrerRow, Server,
-    ServerAccess, ServiceRow, Source, TagMove, TagRow, TokenRow, Undeployable, User,
+    BuildState, Db, DeletedBranch, Deploy, DeployImage, DeployLine, DeployLogFilter, DownloadCount,
+    ImageFilesRow, ImageRecord, LayerFilesRow, LayerRow, LogFilter, LogLine, LogStep,
+    ManifestRecord, ManifestRow, Namespace, NewApp, NewBuild, NewSource, NewToken, Page, Queued,
+    ReferrerRow, Server, ServerAccess, ServiceRow, Source, TagMove, TagRow, TokenRow, Undeployable,
+    User,
 };
 pub use db::{DEFAULT_RETENTION, Pin, Retention, RetentionRule};
 pub use error::StoreError;
@@ -130,7 +131,7 @@ impl Store {
 }
 
 /// Seconds since the Unix epoch.
-pub(crate) fn now() -> i64 {
+pub fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)

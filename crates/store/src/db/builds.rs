@@ -194,16 +194,10 @@ impl Db {
     ) -> Result<Option<Queued>, StoreError> {
         self.with(|conn| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            if let Some(delivery) = delivery {
-                let inserted = tx
-                    .prepare_cached(
-                        "INSERT INTO webhook_deliveries (app_id, delivery, received_at)
-                         VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
-                    )?
-                    .execute(params![new.app_id, delivery, now()])?;
-                if inserted == 0 {
-                    return Ok(None);
-                }
+            if let Some(delivery) = delivery
+                && !first_delivery(&tx, new.app_id, delivery)?
+            {
+                return Ok(None);
             }
             let queued = enqueue(&tx, new, source, request)?;
             tx.commit()?;
@@ -474,4 +468,19 @@ fn enqueue(
         )?;
     }
     Ok(Queued::New(id))
+}
+
+/// Records webhook delivery `delivery` of app `app_id`; whether it is the first time.
+pub(super) fn first_delivery(
+    tx: &rusqlite::Transaction<'_>,
+    app_id: i64,
+    delivery: &str,
+) -> Result<bool, StoreError> {
+    let inserted = tx
+        .prepare_cached(
+            "INSERT INTO webhook_deliveries (app_id, delivery, received_at)
+             VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+        )?
+        .execute(params![app_id, delivery, now()])?;
+    Ok(inserted > 0)
 }

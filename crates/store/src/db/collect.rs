@@ -7,7 +7,9 @@ use buildgrid_core::Digest;
 use rusqlite::{Connection, Transaction, params};
 
 use super::{Db, digest_column};
-use crate::gc::plan::{self, BuildNode, DeployNode, Graph, ManifestNode, Plan, TagNode};
+use crate::gc::plan::{
+    self, BuildNode, DeletedBranchNode, DeployNode, Graph, ManifestNode, Plan, TagNode,
+};
 use crate::{StoreError, now};
 
 impl Db {
@@ -208,6 +210,27 @@ fn read_graph(
             .collect();
         graph.servers.insert((app_id, service), servers);
     }
+    let mut stmt = tx.prepare(
+        "SELECT d.app_id, a.namespace, a.name, d.source_id, r.id, d.branch, d.deleted_at
+         FROM deleted_branches d JOIN apps a ON a.id = d.app_id
+         LEFT JOIN app_sources s ON s.id = d.source_id
+         LEFT JOIN repositories r ON r.name = coalesce(s.image_repo, a.image_repo)",
+    )?;
+    graph.deleted_branches = stmt
+        .query_map([], |row| {
+            let namespace: String = row.get(1)?;
+            let app: String = row.get(2)?;
+            Ok(DeletedBranchNode {
+                app_id: row.get(0)?,
+                app: format!("{namespace}/{app}"),
+                namespace,
+                source_id: row.get(3)?,
+                repo_id: row.get(4)?,
+                branch: row.get(5)?,
+                deleted_at: row.get(6)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
     let mut stmt = tx.prepare("SELECT repo_id, digest FROM image_pins")?;
     graph.pins = stmt
         .query_map([], |row| Ok((row.get(0)?, digest_column(row, 1)?)))?

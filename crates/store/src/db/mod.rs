@@ -10,6 +10,7 @@ use crate::{Secrets, StoreError};
 
 mod access;
 mod apps;
+mod branches;
 mod builds;
 mod collect;
 mod deploys;
@@ -27,6 +28,8 @@ mod whole;
 
 pub use access::{AuditEntry, Namespace, NewToken, TokenRow, User};
 pub use apps::{App, NewApp};
+pub use branches::DeletedBranch;
+pub(crate) use branches::branch_name;
 pub use builds::{Build, BuildState, NewBuild, Queued};
 pub use deploys::{
     Deploy, DeployImage, DeployLine, DeployLogFilter, Server, ServerAccess, ServiceRow,

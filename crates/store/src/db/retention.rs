@@ -15,6 +15,9 @@ pub struct RetentionRule {
     pub keep_days: Option<u32>,
     /// Keep the images each service ran before the one it runs now, this many.
     pub keep_deployed: Option<u32>,
+    /// Stop keeping the builds of a branch deleted upstream this many days after it was
+    /// deleted (0: as soon as it is).
+    pub drop_deleted_after: Option<u32>,
 }
 
 /// The rule in force once every scope has been consulted: nothing inherits any more.
@@ -23,14 +26,17 @@ pub struct Retention {
     pub keep_last: u32,
     pub keep_days: u32,
     pub keep_deployed: u32,
+    pub drop_deleted_after: u32,
 }
 
 /// What applies where nobody set anything: the newest 20 builds of each branch and the 3
-/// images each service ran before its current one; age keeps nothing.
+/// images each service ran before its current one; age keeps nothing; a branch deleted
+/// upstream loses its builds a week after it was deleted.
 pub const DEFAULT_RETENTION: Retention = Retention {
     keep_last: 20,
     keep_days: 0,
     keep_deployed: 3,
+    drop_deleted_after: 7,
 };
 
 impl RetentionRule {
@@ -40,6 +46,9 @@ impl RetentionRule {
             keep_last: self.keep_last.unwrap_or(fallback.keep_last),
             keep_days: self.keep_days.unwrap_or(fallback.keep_days),
             keep_deployed: self.keep_deployed.unwrap_or(fallback.keep_deployed),
+            drop_deleted_after: self
+                .drop_deleted_after
+                .unwrap_or(fallback.drop_deleted_after),
         }
     }
 }
@@ -59,15 +68,10 @@ impl Db {
         self.with(|conn| {
             Ok(conn
                 .prepare_cached(
-                    "SELECT keep_last, keep_days, keep_deployed FROM retention WHERE scope = ?1",
+                    "SELECT keep_last, keep_days, keep_deployed, drop_deleted_after
+                     FROM retention WHERE scope = ?1",
                 )?
-                .query_row([scope], |row| {
-                    Ok(RetentionRule {
-                        keep_last: row.get(0)?,
-                        keep_days: row.get(1)?,
-                        keep_deployed: row.get(2)?,
-                    })
-                })
+                .query_row([scope], |row| rule_columns(row, 0))
                 .optional()?
                 .unwrap_or_default())
         })
@@ -77,13 +81,21 @@ impl Db {
     pub fn set_retention_rule(&self, scope: &str, rule: RetentionRule) -> Result<(), StoreError> {
         self.with(|conn| {
             conn.execute(
-                "INSERT INTO retention (scope, keep_last, keep_days, keep_deployed)
-                 VALUES (?1, ?2, ?3, ?4)
+                "INSERT INTO retention (scope, keep_last, keep_days, keep_deployed,
+                                        drop_deleted_after)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (scope) DO UPDATE SET
                     keep_last = coalesce(?2, keep_last),
                     keep_days = coalesce(?3, keep_days),
-                    keep_deployed = coalesce(?4, keep_deployed)",
-                params![scope, rule.keep_last, rule.keep_days, rule.keep_deployed],
+                    keep_deployed = coalesce(?4, keep_deployed),
+                    drop_deleted_after = coalesce(?5, drop_deleted_after)",
+                params![
+                    scope,
+                    rule.keep_last,
+                    rule.keep_days,
+                    rule.keep_deployed,
+                    rule.drop_deleted_after
+                ],
             )?;
             Ok(())
         })
@@ -178,17 +190,19 @@ pub(super) fn retention_rules(
     conn: &rusqlite::Connection,
 ) -> Result<Vec<(String, RetentionRule)>, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT scope, keep_last, keep_days, keep_deployed FROM retention ORDER BY scope",
+        "SELECT scope, keep_last, keep_days, keep_deployed, drop_deleted_after
+         FROM retention ORDER BY scope",
     )?;
-    let rows = stmt.query_map([], |row| {
-        Ok((
-            row.get(0)?,
-            RetentionRule {
-                keep_last: row.get(1)?,
-                keep_days: row.get(2)?,
-                keep_deployed: row.get(3)?,
-            },
-        ))
-    })?;
+    let rows = stmt.query_map([], |row| Ok((row.get(0)?, rule_columns(row, 1)?)))?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// The rule in the four columns from `first` on.
+fn rule_columns(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<RetentionRule> {
+    Ok(RetentionRule {
+        keep_last: row.get(first)?,
+        keep_days: row.get(first + 1)?,
+        keep_deployed: row.get(first + 2)?,
+        drop_deleted_after: row.get(first + 3)?,
+    })
 }

@@ -368,6 +368,20 @@ ALTER TABLE builds ADD COLUMN image_removed INTEGER NOT NULL DEFAULT 0;
 -- was collected (or another build of its commit holds that name).
 ALTER TABLE builds ADD COLUMN engine_tag_removed INTEGER NOT NULL DEFAULT 0;
 "#,
+    r#"
+-- deleted_branches: branches a push deleted upstream (to buildgrid's git or through a webhook),
+-- per app and source (NULL: the app's own repository), and since when; a push of the branch
+-- again removes its row. Retention stops keeping their builds drop_deleted_after days later.
+CREATE TABLE deleted_branches (
+    app_id      INTEGER NOT NULL REFERENCES apps(id),
+    source_id   INTEGER REFERENCES app_sources(id),
+    branch      TEXT NOT NULL,
+    deleted_at  INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX deleted_branches_by_branch
+    ON deleted_branches(app_id, ifnull(source_id, 0), branch);
+ALTER TABLE retention ADD COLUMN drop_deleted_after INTEGER;
+"#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {

@@ -5,12 +5,14 @@
 //! build); tags no build made (imports); the images of the builds retention keeps (the newest N
 //! successful builds of each branch, builds younger than D days); what each service runs now,
 //! what deploys newer than that left, and the K images it ran before (rollback targets); images
-//! of running deploys; pinned images; commit tags of builds in flight. From these, index
-//! children and referrers (same repository) of kept manifests stay, and the configs and layers
-//! of every kept manifest, so a layer stays while any kept image uses it. Everything else goes:
-//! tags, manifests, `repo_blobs`, blob rows, layers, layer file lists, image file summaries,
-//! archive checksums, download counts; the builds whose image went are marked
-//! (`image_removed`).
+//! of running deploys; pinned images; commit tags of builds in flight. A branch deleted upstream
+//! (`deleted_branches`) at least `drop_deleted_after` days ago keeps nothing by itself: neither
+//! its tag nor the N-newest and D-days rules keep its builds, so only a pin, a service, a deploy
+//! or a build in flight still does. From these, index children and referrers (same repository)
+//! of kept manifests stay, and the configs and layers of every kept manifest, so a layer stays
+//! while any kept image uses it. Everything else goes: tags, manifests, `repo_blobs`, blob rows,
+//! layers, layer file lists, image file summaries, archive checksums, download counts; the
+//! builds whose image went are marked (`image_removed`).
 //!
 //! **Why nothing reachable is lost — no time window.** buildgrid's only writer of blobs and
 //! image rows is ingest, and ingest holds the collection lock (`<data>/gc.lock`, a shared
@@ -33,13 +35,15 @@
 //! collection, not as unreferenced.
 
 pub(crate) mod plan;
+mod reason;
 
 use std::fs::{self, File};
 
 use buildgrid_core::{Digest, RepoName};
 
 use crate::{Store, StoreError};
-pub use plan::{KeepReason, Usage};
+pub use plan::Usage;
+pub use reason::KeepReason;
 
 /// The lock ingest shares and collection holds alone.
 const LOCK_FILE: &str = "gc.lock";

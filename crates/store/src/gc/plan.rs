@@ -4,7 +4,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use buildgrid_core::Digest;
 
-use crate::db::{DEFAULT_RETENTION, Retention, RetentionRule};
+use super::KeepReason;
+use crate::db::{DEFAULT_RETENTION, Retention, RetentionRule, branch_name};
 
 /// The rows a collection decides on, read in the transaction that deletes.
 #[derive(Debug, Default)]
@@ -23,6 +24,8 @@ pub(crate) struct Graph {
     /// The servers of each service, by app id and service name.
     pub servers: HashMap<(i64, String), Vec<String>>,
     pub rules: Vec<(String, RetentionRule)>,
+    /// Branches deleted upstream.
+    pub deleted_branches: Vec<DeletedBranchNode>,
     pub blobs: Vec<(Digest, u64)>,
     pub repo_blobs: Vec<(i64, Digest)>,
 }
@@ -75,6 +78,20 @@ pub(crate) struct DeployNode {
     pub build_id: i64,
 }
 
+/// A branch of an app's repository or of one of its sources that a push deleted.
+#[derive(Debug, Clone)]
+pub(crate) struct DeletedBranchNode {
+    pub app_id: i64,
+    /// `<ns>/<app>`.
+    pub app: String,
+    pub namespace: String,
+    pub source_id: Option<i64>,
+    /// The repository its builds' images go to, when it has a row.
+    pub repo_id: Option<i64>,
+    pub branch: String,
+    pub deleted_at: i64,
+}
+
 /// What a collection deletes.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct Plan {
@@ -99,131 +116,57 @@ pub(crate) fn rule_for(rules: &[(String, RetentionRule)], namespace: &str, app: 
     find(app).over(find(namespace).over(find("").over(DEFAULT_RETENTION)))
 }
 
-/// Why the next collection keeps a manifest: one root that names it, or the kept manifest it
-/// comes with.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeepReason {
-    /// Build `build` is among the newest `keep_last` successful builds of `branch`; `rank` 1 is
-    /// the newest.
-    RecentBuild {
-        build: i64,
-        branch: String,
-        rank: usize,
-        keep_last: u32,
-    },
-    /// Build `build` finished less than `keep_days` days ago.
-    Young { build: i64, keep_days: u32 },
-    /// Service `service` runs the image of build `build` now, on `servers`.
-    Runs {
-        build: i64,
-        service: String,
-        servers: Vec<String>,
-    },
-    /// A deploy of `service` newer than the one that runs it did not succeed and may have left
-    /// containers of build `build` running.
-    LeftRunning { build: i64, service: String },
-    /// Service `service` ran the image of build `build` before; it keeps `keep_deployed` such.
-    RollbackTarget {
-        build: i64,
-        service: String,
-        keep_deployed: u32,
-    },
-    /// A deploy of build `build` is running.
-    Deploying { build: i64 },
-    /// The moving tag `tag` of `branch` names it.
-    BranchTag { tag: String, branch: String },
-    /// The tag `tag` no build made (`buildgrid import` made it).
-    Imported { tag: String },
-    /// Build `build` is in progress and its commit tag `tag` names it.
-    BuildInProgress { build: i64, tag: String },
-    /// Pinned by hand.
-    Pinned,
-    /// The kept index `index` lists it (a platform's image).
-    InIndex { index: Digest },
-    /// It refers to the kept manifest `subject` (a signature, an SBOM).
-    RefersTo { subject: Digest },
+/// Branches deleted upstream at least their rule's `drop_deleted_after` days ago: retention
+/// keeps none of their builds (neither keep-last nor keep-days) and their branch tags keep
+/// nothing, so only a pin, a deploy or a build in flight keeps their images.
+#[derive(Default)]
+struct Dropped<'a> {
+    /// By app, source and branch name, as builds name them.
+    branches: HashSet<(i64, Option<i64>, &'a str)>,
+    /// By repository and branch name, as branch tags name them.
+    tags: HashSet<(i64, &'a str)>,
 }
 
-impl std::fmt::Display for KeepReason {
-    /// In plain words, as the image page shows it: "younger than 14 days".
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            KeepReason::RecentBuild {
-                branch,
-                rank,
-                keep_last,
-                ..
-            } => {
-                let which = match rank {
-                    1 => "the newest".to_owned(),
-                    n => format!("the {} newest", ordinal(*n)),
-                };
-                write!(
-                    f,
-                    "{which} of the last {keep_last} successful builds of branch {branch}"
-                )
-            }
-            KeepReason::Young { keep_days, .. } => write!(f, "younger than {keep_days} days"),
-            KeepReason::Runs {
-                service, servers, ..
-            } => match servers.as_slice() {
-                [] => write!(f, "runs now on service {service}"),
-                [server] => write!(f, "runs now on service {service} of server {server}"),
-                servers => {
-                    let servers = servers.join(", ");
-                    write!(f, "runs now on service {service} of servers {servers}")
-                }
-            },
-            KeepReason::LeftRunning { service, .. } => write!(
-                f,
-                "may still run on service {service}: a deploy that did not finish left it there"
-            ),
-            KeepReason::RollbackTarget {
-                service,
-                keep_deployed,
-                ..
-            } => {
-                write!(
-                    f,
-                    "a rollback target of service {service} ({keep_deployed} kept)"
-                )
-            }
-            KeepReason::Deploying { .. } => write!(f, "a deploy in progress"),
-            KeepReason::BranchTag { tag, branch } => {
-                write!(f, "the tag {tag} of branch {branch} names it")
-            }
-            KeepReason::Imported { tag } => write!(f, "a tag buildgrid import made ({tag})"),
-            KeepReason::BuildInProgress { .. } => write!(f, "a build in progress"),
-            KeepReason::Pinned => write!(f, "pinned"),
-            KeepReason::InIndex { index } => write!(f, "a platform of the kept index {index}"),
-            KeepReason::RefersTo { subject } => {
-                write!(f, "refers to the kept image {subject}")
-            }
-        }
+impl Dropped<'_> {
+    fn build(&self, build: &BuildNode) -> bool {
+        let branch = branch_name(&build.git_ref);
+        self.branches
+            .contains(&(build.app_id, build.source_id, branch))
     }
 }
 
-/// `2nd`, `3rd`, `11th`, `21st`.
-fn ordinal(n: usize) -> String {
-    let suffix = match (n % 10, n % 100) {
-        (_, 11..=13) => "th",
-        (1, _) => "st",
-        (2, _) => "nd",
-        (3, _) => "rd",
-        _ => "th",
-    };
-    format!("{n}{suffix}")
+fn dropped_branches(graph: &Graph) -> Dropped<'_> {
+    let mut dropped = Dropped::default();
+    for deleted in &graph.deleted_branches {
+        let rule = rule_for(&graph.rules, &deleted.namespace, &deleted.app);
+        let after = i64::from(rule.drop_deleted_after) * 86_400;
+        if graph.now - deleted.deleted_at < after {
+            continue;
+        }
+        let branch = deleted.branch.as_str();
+        dropped
+            .branches
+            .insert((deleted.app_id, deleted.source_id, branch));
+        if let Some(repo_id) = deleted.repo_id {
+            dropped.tags.insert((repo_id, branch));
+        }
+    }
+    dropped
 }
 
 /// Builds whose images retention keeps, each with why (a build may have several reasons).
-fn kept_builds(graph: &Graph) -> Vec<(i64, KeepReason)> {
+fn kept_builds(graph: &Graph, dropped: &Dropped<'_>) -> Vec<(i64, KeepReason)> {
     let mut kept = Vec::new();
     let mut branches: BTreeMap<(i64, Option<i64>, &str), Vec<&BuildNode>> = BTreeMap::new();
     // A build whose image went still counts: raising N never brings older builds' images
     // back into the count, which would make an image kept only by a pin or a deploy stay when
     // the pin or deploy goes.
     let has_image = |b: &BuildNode| b.succeeded && b.image_digest.is_some();
-    for build in graph.builds.iter().filter(|b| has_image(b)) {
+    for build in graph
+        .builds
+        .iter()
+        .filter(|b| has_image(b) && !dropped.build(b))
+    {
         branches
             .entry((build.app_id, build.source_id, build.git_ref.as_str()))
             .or_default()
@@ -329,6 +272,7 @@ fn kept_builds(graph: &Graph) -> Vec<(i64, KeepReason)> {
 /// The roots of a collection: every manifest a rule keeps by itself, with why, once per
 /// reason (see `gc`). A root may name a manifest no longer stored.
 fn roots(graph: &Graph) -> Vec<((i64, &Digest), KeepReason)> {
+    let dropped = dropped_branches(graph);
     // Per commit tag: a build of it in flight, if any.
     let mut commits: HashMap<(i64, &str), Option<i64>> = HashMap::new();
     for build in &graph.builds {
@@ -345,6 +289,9 @@ fn roots(graph: &Graph) -> Vec<((i64, &Digest), KeepReason)> {
         // Branch tags, tags that no build made (imports), and commit tags of builds in flight.
         let name = tag.name.clone();
         let reason = match (&tag.branch, commits.get(&(tag.repo_id, tag.name.as_str()))) {
+            (Some(branch), _) if dropped.tags.contains(&(tag.repo_id, branch.as_str())) => {
+                continue;
+            }
             (Some(branch), _) => KeepReason::BranchTag {
                 tag: name,
                 branch: branch.clone(),
@@ -359,7 +306,7 @@ fn roots(graph: &Graph) -> Vec<((i64, &Digest), KeepReason)> {
         roots.push((key, reason));
     }
     let builds: HashMap<i64, &BuildNode> = graph.builds.iter().map(|b| (b.id, b)).collect();
-    for (id, reason) in kept_builds(graph) {
+    for (id, reason) in kept_builds(graph, &dropped) {
         let Some(build) = builds.get(&id) else {
             continue;
         };

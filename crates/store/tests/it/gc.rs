@@ -7,7 +7,9 @@ use std::path::PathBuf;
 
 use buildgrid_core::{AppRef, Digest, RepoName};
 use buildgrid_store::gc::{GcOptions, StopPoint};
-use buildgrid_store::{App, BuildState, DeployImage, NewApp, NewBuild, RetentionRule, Store};
+use buildgrid_store::{
+    App, BuildState, DeployImage, NewApp, NewBuild, NewSource, RetentionRule, Source, Store,
+};
 use proptest::prelude::*;
 use serde_json::Value;
 
@@ -80,44 +82,55 @@ impl World {
     /// A successful build of `branch` whose image has the layers `base` (shared) and `own`,
     /// stored as the builder does: commit tag at ingest, then the branch tag, then the state.
     fn build(&mut self, branch: &str, base: &str, own: &str) -> Built {
+        self.build_of(None, branch, base, own)
+    }
+
+    /// [`World::build`] of the app's own repository (`source` `None`) or of a source.
+    fn build_of(&mut self, source: Option<&Source>, branch: &str, base: &str, own: &str) -> Built {
+        let built = self.start_build(source, branch, base, own);
+        let repo = source.map_or(&self.repo, |s| &s.image_repo);
+        let db = &self.store().db;
+        let tag = buildgrid_core::app::branch_tag(branch).unwrap();
+        db.move_branch_tag(repo, &tag, branch, built.id, &built.digest)
+            .unwrap();
+        let image_ref = format!("{repo}:{}", built.commit);
+        db.finish_build(
+            built.id,
+            BuildState::Succeeded,
+            None,
+            Some((&image_ref, &built.digest)),
+        )
+        .unwrap();
+        built
+    }
+
+    /// A build in flight: queued, claimed and its image stored under its commit tag.
+    fn start_build(
+        &mut self,
+        source: Option<&Source>,
+        branch: &str,
+        base: &str,
+        own: &str,
+    ) -> Built {
         let commit = Digest::of(own.as_bytes()).hex()[..40].to_owned();
         let db = &self.store().db;
+        let new = NewBuild {
+            app_id: self.app.id,
+            git_ref: branch.into(),
+            commit_id: Some(commit.clone()),
+            trigger: "test".into(),
+            force: true,
+        };
         let id = db
-            .enqueue_build(&NewBuild {
-                app_id: self.app.id,
-                git_ref: branch.into(),
-                commit_id: Some(commit.clone()),
-                trigger: "test".into(),
-                force: true,
-            })
+            .enqueue_source_build(&new, source.map(|s| s.id))
             .unwrap()
             .id();
         assert_eq!(db.claim_next_build().unwrap().unwrap().id, id);
         let path = self.archive(&[base, own]);
-        let store = self.store();
+        let repo = source.map_or(&self.repo, |s| &s.image_repo);
         let report =
-            buildgrid_store::ingest::import_archive(store, &path, &self.repo, &tag_name(&commit))
+            buildgrid_store::ingest::import_archive(self.store(), &path, repo, &tag_name(&commit))
                 .unwrap();
-        let image_ref = format!("{}:{commit}", self.repo);
-        store
-            .db
-            .move_branch_tag(
-                &self.repo,
-                &buildgrid_core::app::branch_tag(branch).unwrap(),
-                branch,
-                id,
-                &report.digest,
-            )
-            .unwrap();
-        store
-            .db
-            .finish_build(
-                id,
-                BuildState::Succeeded,
-                None,
-                Some((&image_ref, &report.digest)),
-            )
-            .unwrap();
         Built {
             id,
             commit,
@@ -159,9 +172,33 @@ impl World {
                     keep_last: Some(keep_last),
                     keep_days: None,
                     keep_deployed: Some(keep_deployed),
+                    drop_deleted_after: None,
                 },
             )
             .unwrap();
+    }
+
+    fn drop_deleted_after(&self, days: u32) {
+        self.store()
+            .db
+            .set_retention_rule(
+                "acme/shop",
+                RetentionRule {
+                    drop_deleted_after: Some(days),
+                    ..RetentionRule::default()
+                },
+            )
+            .unwrap();
+    }
+
+    /// Records that a push deleted `branch` of the app's repository `days_ago` days ago.
+    fn delete_branch(&self, branch: &str, days_ago: i64) {
+        let at = buildgrid_store::now() - days_ago * 86_400;
+        let db = &self.store().db;
+        assert!(
+            db.branch_deleted(self.app.id, None, branch, at, None)
+                .unwrap()
+        );
     }
 
     fn tagged(&self, tag: &str) -> Option<Digest> {
@@ -422,13 +459,36 @@ fn collection_waits_for_an_ingest_in_flight() {
 /// One step of the model test.
 #[derive(Debug, Clone)]
 enum Step {
-    Build { branch: usize, base: usize },
-    Import { tag: usize, base: usize },
-    Deploy { pick: usize },
-    Pin { pick: usize },
+    Build {
+        branch: usize,
+        base: usize,
+    },
+    Import {
+        tag: usize,
+        base: usize,
+    },
+    Deploy {
+        pick: usize,
+    },
+    Pin {
+        pick: usize,
+    },
     Unpin,
-    Retain { keep_last: u32, keep_deployed: u32 },
-    Gc { stop: Option<StopPoint> },
+    Retain {
+        keep_last: u32,
+        keep_deployed: u32,
+    },
+    /// A push deletes the branch (retention drops it at once: `drop_deleted_after` 0).
+    DeleteBranch {
+        branch: usize,
+    },
+    /// A push brings the branch back.
+    PushBranch {
+        branch: usize,
+    },
+    Gc {
+        stop: Option<StopPoint>,
+    },
     Crash,
 }
 
@@ -443,6 +503,8 @@ fn step() -> impl Strategy<Value = Step> {
             keep_last,
             keep_deployed
         }),
+        1 => (0..3usize).prop_map(|branch| Step::DeleteBranch { branch }),
+        1 => (0..3usize).prop_map(|branch| Step::PushBranch { branch }),
         3 => prop_oneof![
             Just(None),
             Just(Some(StopPoint::AfterRows)),
@@ -465,15 +527,19 @@ struct Model {
     keep_deployed: u32,
     /// Builds whose images a collection removed: gone for good, whatever the rules say later.
     collected: std::collections::BTreeSet<usize>,
+    /// Branches deleted upstream: no rule keeps their builds, nor their tag.
+    deleted: std::collections::BTreeSet<usize>,
+    /// Branches whose tag a collection removed (while deleted), until a build moves it again.
+    untagged: std::collections::BTreeSet<usize>,
 }
 
 impl Model {
-    /// Builds whose images must pull: the newest `keep_last` of each branch (at least the
-    /// newest, which its branch tag names), the one deployed last and the `keep_deployed`
-    /// deployed before it, the pinned one.
+    /// Builds whose images must pull: the newest `keep_last` of each branch not deleted (at
+    /// least the newest, which its branch tag names), the one deployed last and the
+    /// `keep_deployed` deployed before it, the pinned one.
     fn kept(&self) -> Vec<usize> {
         let mut kept = Vec::new();
-        for branch in 0..3 {
+        for branch in (0..3).filter(|b| !self.deleted.contains(b)) {
             let of_branch: Vec<usize> = (0..self.builds.len())
                 .filter(|&i| self.builds[i].0 == branch)
                 .collect();
@@ -506,6 +572,7 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
     let mut w = World::new();
     // Tight rules from the start, so that collections have something to decide.
     w.retain(1, 1);
+    w.drop_deleted_after(0);
     let mut model = Model {
         keep_last: 1,
         keep_deployed: 1,
@@ -521,6 +588,7 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                     &format!("own{n}"),
                 );
                 model.builds.push((*branch, built));
+                model.untagged.remove(branch);
             }
             Step::Import { tag, base } => {
                 let digest = w.import(
@@ -579,6 +647,20 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                 model.keep_last = *keep_last;
                 model.keep_deployed = *keep_deployed;
             }
+            Step::DeleteBranch { branch } => {
+                let at = buildgrid_store::now();
+                let name = format!("b{branch}");
+                w.store()
+                    .db
+                    .branch_deleted(w.app.id, None, &name, at, None)
+                    .unwrap();
+                model.deleted.insert(*branch);
+            }
+            Step::PushBranch { branch } => {
+                let name = format!("b{branch}");
+                let was = w.store().db.branch_pushed(w.app.id, None, &name).unwrap();
+                prop_assert_eq!(was, model.deleted.remove(branch));
+            }
             Step::Gc { stop } => {
                 w.store()
                     .gc(GcOptions {
@@ -592,6 +674,13 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                 model
                     .collected
                     .extend((0..model.builds.len()).filter(|i| !kept.contains(i)));
+                // A deleted branch's tag goes with its image, unless something else keeps that.
+                for &branch in &model.deleted {
+                    let newest = (0..model.builds.len()).rfind(|&i| model.builds[i].0 == branch);
+                    if newest.is_some_and(|i| !kept.contains(&i)) {
+                        model.untagged.insert(branch);
+                    }
+                }
                 if stop.is_none() {
                     // Nothing unreachable outlives a whole collection.
                     let kept = model.kept();
@@ -624,7 +713,11 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
         }
         for branch in 0..3 {
             if let Some((_, newest)) = model.builds.iter().rev().find(|(b, _)| *b == branch) {
-                prop_assert_eq!(w.tagged(&format!("b{branch}")), Some(newest.digest.clone()));
+                let expected = match model.untagged.contains(&branch) {
+                    true => None,
+                    false => Some(newest.digest.clone()),
+                };
+                prop_assert_eq!(w.tagged(&format!("b{branch}")), expected);
             }
         }
     }
@@ -634,9 +727,9 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 32, failure_persistence: None, ..ProptestConfig::default() })]
 
-    /// Random builds, imports, deploys, pins, rule changes, collections stopped anywhere and
-    /// crashes: after every step fsck is clean and every image a rule keeps pulls whole; after
-    /// every whole collection exactly those remain.
+    /// Random builds, imports, deploys, pins, rule changes, branches deleted and pushed again,
+    /// collections stopped anywhere and crashes: after every step fsck is clean and every image
+    /// a rule keeps pulls whole; after every whole collection exactly those remain.
     #[test]
     fn collection_never_loses_what_a_rule_keeps(steps in prop::collection::vec(step(), 1..24)) {
         run(steps)?;
@@ -669,6 +762,7 @@ fn builds_younger_than_keep_days_stay() {
                 keep_last: Some(1),
                 keep_days: Some(1),
                 keep_deployed: None,
+                drop_deleted_after: None,
             },
         )
         .unwrap();
@@ -680,7 +774,8 @@ fn builds_younger_than_keep_days_stay() {
         buildgrid_store::Retention {
             keep_last: 1,
             keep_days: 1,
-            keep_deployed: 3
+            keep_deployed: 3,
+            drop_deleted_after: 7,
         }
     );
     assert!(w.gc().builds.is_empty(), "all finished less than a day ago");
@@ -696,6 +791,179 @@ fn builds_younger_than_keep_days_stay() {
         )
         .unwrap();
     assert_eq!(w.gc().builds, vec![builds[0].id, builds[1].id]);
+    check_fsck(w.store(), false);
+}
+
+/// A branch deleted upstream keeps its builds for `drop_deleted_after` days (its tag and
+/// keep-last alike), then loses them, except what is pinned, runs or is being built; the keep
+/// reasons and the dry run say so before the collection does it.
+#[test]
+fn a_deleted_branch_loses_its_builds_after_drop_deleted_after_days() {
+    let mut w = World::new();
+    w.store()
+        .db
+        .add_service(w.app.id, "web", r#"{"servers": ["s1"]}"#)
+        .unwrap();
+    let main: Vec<Built> = (0..2)
+        .map(|i| w.build("main", "base", &format!("m{i}")))
+        .collect();
+    let feature: Vec<Built> = (0..4)
+        .map(|i| w.build("feature/x", "base", &format!("f{i}")))
+        .collect();
+    // f0 pinned, f1 runs on service web, f4 being built; f2 and f3 only retention keeps.
+    w.store()
+        .db
+        .pin_image(&w.repo, &tag_name(&feature[0].commit))
+        .unwrap()
+        .unwrap();
+    w.deploy(feature[1].id, &feature[1].digest);
+    let in_flight = w.start_build(None, "feature/x", "base", "f4");
+    w.delete_branch("feature/x", 2);
+    w.drop_deleted_after(3);
+    assert!(
+        w.gc().builds.is_empty(),
+        "deleted 2 days ago, dropped after 3"
+    );
+    assert_eq!(
+        reasons(&w, &feature[3].digest),
+        [
+            "the tag feature-x of branch feature/x names it",
+            "the newest of the last 20 successful builds of branch feature/x",
+        ]
+    );
+
+    w.drop_deleted_after(2);
+    assert_eq!(reasons(&w, &feature[3].digest), Vec::<String>::new());
+    assert_eq!(reasons(&w, &feature[2].digest), Vec::<String>::new());
+    assert_eq!(reasons(&w, &feature[0].digest), ["pinned"]);
+    assert_eq!(
+        reasons(&w, &feature[1].digest),
+        ["runs now on service web of server s1"]
+    );
+    assert_eq!(reasons(&w, &in_flight.digest), ["a build in progress"]);
+    assert_eq!(
+        reasons(&w, &main[0].digest),
+        ["the 2nd newest of the last 20 successful builds of branch main"]
+    );
+    let dry = w
+        .store()
+        .gc(GcOptions {
+            dry_run: true,
+            stop: None,
+        })
+        .unwrap();
+    let real = w.gc();
+    assert_eq!(dry, real);
+    assert_eq!(real.builds, vec![feature[2].id, feature[3].id]);
+    let mut gone = vec![
+        format!("{}:{}", w.repo, feature[2].commit),
+        format!("{}:{}", w.repo, feature[3].commit),
+        format!("{}:feature-x", w.repo),
+    ];
+    gone.sort();
+    assert_eq!(real.tags, gone);
+    for built in [&feature[0], &feature[1], &in_flight, &main[0], &main[1]] {
+        assert_eq!(w.tagged(&built.commit), Some(built.digest.clone()));
+        pullable(w.store(), &w.repo, &built.digest).unwrap();
+    }
+    assert_eq!(w.tagged("main"), Some(main[1].digest.clone()));
+    check_fsck(w.store(), false);
+}
+
+/// A push of a deleted branch brings it back: retention keeps its builds again. A webhook
+/// delivery of the deletion sent again after that deletes nothing.
+#[test]
+fn a_branch_pushed_again_is_kept_again() {
+    let mut w = World::new();
+    let feature: Vec<Built> = (0..2)
+        .map(|i| w.build("feature", "base", &format!("f{i}")))
+        .collect();
+    let db = &w.store().db;
+    let app = w.app.id;
+    let ten_days_ago = buildgrid_store::now() - 10 * 86_400;
+    assert!(
+        db.branch_deleted(app, None, "feature", ten_days_ago, Some("d1"))
+            .unwrap()
+    );
+    // Deleted again (another delivery): the first deletion's time stays.
+    let now = buildgrid_store::now();
+    assert!(
+        db.branch_deleted(app, None, "refs/heads/feature", now, Some("d2"))
+            .unwrap()
+    );
+    let deleted = buildgrid_store::DeletedBranch {
+        source_id: None,
+        branch: "feature".into(),
+        deleted_at: ten_days_ago,
+    };
+    assert_eq!(db.deleted_branches(app).unwrap(), [deleted]);
+    // Past the default of 7 days.
+    assert_eq!(reasons(&w, &feature[1].digest), Vec::<String>::new());
+
+    let db = &w.store().db;
+    assert!(db.branch_pushed(app, None, "refs/heads/feature").unwrap());
+    assert!(!db.branch_pushed(app, None, "feature").unwrap());
+    assert_eq!(db.deleted_branches(app).unwrap(), []);
+    assert!(
+        !db.branch_deleted(app, None, "feature", ten_days_ago, Some("d1"))
+            .unwrap(),
+        "a delivery seen before"
+    );
+    assert_eq!(db.deleted_branches(app).unwrap(), []);
+    assert!(w.gc().builds.is_empty());
+    for built in &feature {
+        pullable(w.store(), &w.repo, &built.digest).unwrap();
+    }
+    assert_eq!(w.tagged("feature"), Some(feature[1].digest.clone()));
+
+    // Deleted, collected, pushed and built again: the new build is the branch's tag and kept.
+    w.delete_branch("feature", 8);
+    assert_eq!(w.gc().builds, vec![feature[0].id, feature[1].id]);
+    assert_eq!(w.tagged("feature"), None);
+    assert!(w.store().db.branch_pushed(app, None, "feature").unwrap());
+    let again = w.build("feature", "base", "f2");
+    assert!(w.gc().builds.is_empty());
+    assert_eq!(w.tagged("feature"), Some(again.digest.clone()));
+    pullable(w.store(), &w.repo, &again.digest).unwrap();
+    check_fsck(w.store(), false);
+}
+
+/// A deleted branch is one repository's: the app's `main` going takes none of a source's `main`
+/// builds, and the other way round.
+#[test]
+fn a_deleted_branch_is_of_one_repository_of_the_app() {
+    const API_GIT: &str = "https://git.example.com/acme/api.git";
+    let mut w = World::new();
+    let api = w
+        .store()
+        .db
+        .add_source(
+            &w.app,
+            &NewSource {
+                image_repo: w.app.app.image_repo(API_GIT).unwrap(),
+                git_url: API_GIT.into(),
+                branch: "main".into(),
+                dockerfile: "Dockerfile".into(),
+                context: ".".into(),
+            },
+        )
+        .unwrap()
+        .unwrap();
+    let own = w.build("main", "base", "own");
+    let of_api = w.build_of(Some(&api), "main", "base", "api");
+    w.drop_deleted_after(0);
+    w.delete_branch("main", 0);
+    assert_eq!(w.gc().builds, vec![own.id]);
+    pullable(w.store(), &api.image_repo, &of_api.digest).unwrap();
+    let at = buildgrid_store::now();
+    let db = &w.store().db;
+    assert!(
+        db.branch_deleted(w.app.id, Some(api.id), "main", at, None)
+            .unwrap()
+    );
+    assert_eq!(w.gc().builds, vec![of_api.id]);
+    let tag = db.manifest_by_tag(&api.image_repo, &tag_name("main"));
+    assert_eq!(tag.unwrap().map(|row| row.digest), None);
     check_fsck(w.store(), false);
 }
 
