@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use crate::error::{PageError, blocking};
 use crate::image_tabs::{self, TabData, Want};
-use crate::{Viewer, Web, format, layout};
+use crate::{Viewer, Web, format, layout, storage};
 
 /// The tabs, as a package registry shows them.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -54,6 +54,8 @@ struct Image {
     public: bool,
     /// The config's `ExposedPorts` (`8080/tcp`), for the Run tab.
     ports: Vec<String>,
+    /// Why the next collection keeps it.
+    kept: Option<storage::Kept>,
 }
 
 /// The repository and reference of an image path (`<repo>/<tag or digest>`) the viewer may
@@ -160,7 +162,9 @@ pub async fn page(
         }
         Err(None) => return Err(not_found()),
     };
+    let kept = storage::kept(&state, &repo, &manifest.digest).await?;
     let image = Image {
+        kept,
         repo,
         reference: reference.to_owned(),
         manifest,
@@ -193,6 +197,9 @@ fn render(viewer: &Viewer, image: &Image, tab: Tab, data: Option<&TabData>, host
                     a href={ "/builds/" (build.id) } { "build #" (build.id) }
                     @if let Some(message) = &build.commit_message { " — " (format::subject(message)) }
                 }
+            }
+            @if let Some(kept) = &image.kept {
+                (storage::kept_markup(viewer, &image.repo, kept))
             }
         }
         nav.tabs aria-label="Image" {

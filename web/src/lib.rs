@@ -24,6 +24,7 @@ mod repository;
 mod session;
 mod settings;
 mod shared;
+mod storage;
 mod timeline;
 mod viewer;
 

@@ -10,8 +10,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use buildgrid_store::Store;
+use buildgrid_store::gc::Outlook;
+
 use crate::deploy_actions::ServerRunning;
-use crate::error::PageError;
+use crate::error::{PageError, blocking};
 
 /// The caps; [`Limits::default`] is what `serve` uses.
 #[derive(Debug, Clone)]
@@ -28,6 +31,9 @@ pub struct Limits {
     pub archive_write_timeout: Duration,
     /// How long the servers' answer about what runs of an app is reused.
     pub running_ttl: Duration,
+    /// How long the next collection's outlook (why images stay, what apps would get back) is
+    /// reused: computing it reads every manifest, about 60 ms for 300 builds.
+    pub outlook_ttl: Duration,
 }
 
 impl Default for Limits {
@@ -39,6 +45,7 @@ impl Default for Limits {
             archive_writers: 8,
             archive_write_timeout: Duration::from_secs(30),
             running_ttl: Duration::from_secs(5),
+            outlook_ttl: Duration::from_secs(60),
         }
     }
 }
@@ -53,6 +60,8 @@ struct Inner {
     archives: Arc<Semaphore>,
     /// Per app id: the last answer of its servers and when it came.
     running: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<Option<Answer>>>>>,
+    /// The next collection's outlook and when it was computed.
+    outlook: tokio::sync::Mutex<Option<(Instant, Arc<Outlook>)>>,
     /// Set when the process stops: open event streams end (browsers reconnect elsewhere or
     /// later) rather than hold the stop for its whole grace period.
     closing: tokio::sync::watch::Sender<bool>,
@@ -84,6 +93,7 @@ impl Shared {
             streams: Mutex::default(),
             archives,
             running: Mutex::default(),
+            outlook: tokio::sync::Mutex::default(),
             closing: tokio::sync::watch::Sender::new(false),
         }))
     }
@@ -158,6 +168,29 @@ impl Shared {
         let answer = ask.await;
         *slot = Some((Instant::now(), answer.clone()));
         answer
+    }
+}
+
+impl Shared {
+    /// The next collection's outlook, computed at most once per `outlook_ttl` unless `usable`
+    /// refuses the one kept (an image newer than it); viewers that come while it is computed
+    /// wait for it instead of computing it again.
+    pub(crate) async fn outlook(
+        &self,
+        store: &Arc<Store>,
+        usable: impl Fn(&Outlook) -> bool,
+    ) -> Result<Arc<Outlook>, PageError> {
+        let mut slot = self.0.outlook.lock().await;
+        if let Some((at, outlook)) = &*slot
+            && at.elapsed() < self.0.limits.outlook_ttl
+            && usable(outlook)
+        {
+            return Ok(outlook.clone());
+        }
+        let store = store.clone();
+        let outlook = Arc::new(blocking(move || Ok(store.collection_outlook()?)).await?);
+        *slot = Some((Instant::now(), outlook.clone()));
+        Ok(outlook)
     }
 }
 

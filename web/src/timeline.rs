@@ -160,6 +160,7 @@ pub async fn page(
     // The moving tags of the app's branches, pullable by anyone who may read the app.
     let operations = html! {
         (crate::repository::app_branch_tags(&state, &app).await?)
+        (crate::storage::app_storage(&state, &app.app).await?)
         (operations)
     };
     let view = View {

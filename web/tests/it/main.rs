@@ -14,5 +14,6 @@ mod isolation;
 mod live;
 mod messages;
 mod seed;
+mod storage;
 mod support;
 mod timeline;
