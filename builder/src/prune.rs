@@ -20,9 +20,15 @@ use buildgrid_store::{CollectedEngineTag, Store, StoreError};
 use crate::isolation;
 use crate::worker::{Stop, engine_error};
 
-/// The label every build's image carries in the engine, so untagged images buildgrid made can
-/// be told from everyone else's.
+/// The label every build's image carries in the engine, with the install's id (`Db::install_id`)
+/// as its value, so untagged images this install made can be told from everyone else's, another
+/// install's on the same engine included.
 pub const BUILD_LABEL: &str = "io.buildgrid.build";
+
+/// How old an untagged image must be before collection removes it. The engine writes a build's
+/// final image untagged and names it a moment later; a collection between the two must not
+/// take it from the build.
+pub const UNTAGGED_GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// The engine's build cache kept by default: 20 GiB.
 pub const DEFAULT_ENGINE_CACHE_BUDGET: ByteSize = ByteSize(20 << 30);
@@ -154,7 +160,8 @@ pub async fn prune_engine(
     let mut report = EnginePrune::default();
     let collecting = if dry_run { collecting } else { &[] };
     remove_collected_tags(&docker, store, dry_run, collecting, &mut report).await?;
-    remove_dangling(&docker, dry_run, &mut report).await?;
+    let install = store.db.install_id()?;
+    remove_dangling(&docker, &install, dry_run, &mut report).await?;
     prune_cache(&docker, cache_budget, dry_run, &mut report).await?;
     Ok(report)
 }
@@ -264,18 +271,24 @@ async fn remove_collected_tags(
     Ok(())
 }
 
-/// Untagged images with buildgrid's build label and no image descending from them: final
-/// images a newer build of the same commit took the name from. Images without the label are
-/// never touched.
+/// Untagged images with this install's build label, no image descending from them and older
+/// than [`UNTAGGED_GRACE`]: final images a newer build of the same commit took the name from.
+/// Images without the label, or with another install's, are never touched.
 async fn remove_dangling(
     docker: &Docker,
+    install: &str,
     dry_run: bool,
     report: &mut EnginePrune,
 ) -> Result<(), PruneError> {
     let filters = HashMap::from([
         ("dangling", vec!["true".to_owned()]),
-        ("label", vec![BUILD_LABEL.to_owned()]),
+        ("label", vec![format!("{BUILD_LABEL}={install}")]),
     ]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let newest = now - UNTAGGED_GRACE.as_secs() as i64;
     let options = ListImagesOptionsBuilder::new().filters(&filters).build();
     let images = docker
         .list_images(Some(options))
@@ -284,9 +297,10 @@ async fn remove_dangling(
     for image in images {
         // The filter is the engine's; the label is checked here too, in case an engine
         // ignores a filter it does not know.
-        let labelled = image.labels.contains_key(BUILD_LABEL);
+        let labelled = image.labels.get(BUILD_LABEL).map(String::as_str) == Some(install);
         let untagged = image.repo_tags.iter().all(|t| t == "<none>:<none>");
-        if !(labelled && untagged) {
+        // A fresh one may be a build's image the engine has yet to name.
+        if !(labelled && untagged) || image.created > newest {
             continue;
         }
         if dry_run {

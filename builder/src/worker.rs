@@ -333,10 +333,11 @@ async fn pipeline(builder: &Builder, build: &Build, log: &mut Log) -> Result<Out
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    // One constant label marks the engine's images as buildgrid's, so garbage collection can
-    // remove those left untagged and nobody else's (`prune`). The classic builder adds it as a
-    // last step, cached like any other.
-    let engine_labels = HashMap::from([(crate::prune::BUILD_LABEL, "true")]);
+    // One label, the install's id, marks the engine's images as this install's, so garbage
+    // collection can remove those left untagged and nobody else's (`prune`). The classic
+    // builder adds it as a last step, cached like any other.
+    let install = store.db.install_id()?;
+    let engine_labels = HashMap::from([(crate::prune::BUILD_LABEL, install.as_str())]);
     let options = BuildImageOptionsBuilder::default()
         .dockerfile(&context.dockerfile)
         .t(&tag)

@@ -2,7 +2,8 @@
 //! then `buildgrid gc`: the collected build's engine name is gone from `docker images`, the
 //! kept build's stays, a second collection removes nothing more, a rebuild of the kept tree
 //! still takes its early steps from the engine's cache, and collecting a build whose image a
-//! newer build's name shares only untags it.
+//! newer build's name shares only untags it; untagged images of another install, or fresh ones,
+//! stay.
 
 use crate::fixtures::{Source, build_log, create_app, ensure_base_image};
 use crate::support::{Buildgrid, run_ok};
@@ -87,9 +88,54 @@ fn engine_prune_removes_collected_builds_and_keeps_kept_ones_warm() {
     assert_eq!(engine_names(&first), Vec::<String>::new(), "{real}");
     assert_eq!(engine_names(&second), kept, "{real}");
 
-    // Each name goes once: nothing left to remove.
+    // Each name goes once: nothing left to remove. Untagged images that are another install's,
+    // or this install's but fresh (a build's image the engine has yet to name), stay.
+    let install = run_ok(
+        "docker",
+        &[
+            "image",
+            "inspect",
+            "--format",
+            "{{index .Config.Labels \"io.buildgrid.build\"}}",
+            &kept[0],
+        ],
+    );
+    let install = install.trim();
+    assert_eq!(install.len(), 32, "{install:?}");
+    let untagged = |label: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let tar = dir.path().join("rootfs.tar");
+        std::fs::write(dir.path().join("file"), label).unwrap();
+        run_ok(
+            "tar",
+            &[
+                "-cf",
+                tar.to_str().unwrap(),
+                "-C",
+                dir.path().to_str().unwrap(),
+                "file",
+            ],
+        );
+        let change = format!("LABEL io.buildgrid.build={label}");
+        run_ok(
+            "docker",
+            &["import", "--change", &change, tar.to_str().unwrap()],
+        )
+        .trim()
+        .to_owned()
+    };
+    let others = untagged("0123456789abcdef0123456789abcdef");
+    let fresh = untagged(install);
     let again = buildgrid.cli_ok(&["gc"]);
     assert!(again.contains("engine: removed 0 tags"), "{again}");
+    assert!(again.contains("0 untagged"), "{again}");
+    for image in [&others, &fresh] {
+        run_ok(
+            "docker",
+            &["image", "inspect", "--format", "{{.Id}}", image],
+        );
+        run_ok("docker", &["rmi", image]);
+    }
 
     // The kept tree again, with a file its Dockerfile does not use: the early steps come from
     // the engine's cache.
