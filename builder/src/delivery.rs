@@ -7,7 +7,7 @@ use std::time::Duration;
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use buildgrid_core::{AppRef, RequestId};
-use buildgrid_store::{NewBuild, Queued, StoreError};
+use buildgrid_store::{App, NewBuild, Queued, Source, StoreError};
 use futures_util::StreamExt;
 use serde_json::json;
 
@@ -129,6 +129,11 @@ pub(crate) async fn webhook_delivery(
         Verdict::Ignore(why) => {
             return Ok(HttpResponse::Ok().json(json!({ "ignored": why })));
         }
+        Verdict::Deleted {
+            branch,
+            delivery,
+            repository,
+        } => return branch_deleted(&builder, &app, branch, delivery, &repository).await,
         Verdict::Push {
             git_ref,
             commit,
@@ -136,27 +141,13 @@ pub(crate) async fn webhook_delivery(
             repository,
         } => (git_ref, commit, delivery, repository),
     };
-    // A push to the repository of one of the app's services builds that repository.
-    let source = {
-        let store = store.clone();
-        let slugs: Vec<String> = repository
-            .iter()
-            .filter_map(|url| app.app.image_repo(url).ok())
-            .map(|repo| repo.to_string())
-            .collect();
-        let app_id = app.id;
-        blocking(
-            move || -> Result<Option<buildgrid_store::Source>, StoreError> {
-                for repo in &slugs {
-                    if let Some(source) = store.db.source_by_repo(app_id, repo)? {
-                        return Ok(Some(source));
-                    }
-                }
-                Ok(None)
-            },
-        )
-        .await?
-    };
+    let source = source_of(&builder, &app, &repository).await?;
+    // A push of a branch brings it back if a push had deleted it, whether it builds or not.
+    if let Some(pushed) = git_ref.strip_prefix("refs/heads/") {
+        let (store, app_id, source_id) = (store.clone(), app.id, source.as_ref().map(|s| s.id));
+        let pushed = pushed.to_owned();
+        blocking(move || store.db.branch_pushed(app_id, source_id, &pushed)).await?;
+    }
     let branch = source.as_ref().map_or(&app.branch, |s| &s.branch).clone();
     let branch_ref = format!("refs/heads/{branch}");
     if git_ref != branch_ref {
@@ -193,5 +184,69 @@ pub(crate) async fn webhook_delivery(
         "build": queued.id(),
         "new": matches!(queued, Queued::New(_)),
         "url": format!("{}/builds/{}", builder.settings.public_url, queued.id()),
+    })))
+}
+
+/// The source a push to one of `repository`'s URLs builds: one of the app's sources, matched
+/// by repository slug, or `None` for the app's own repository.
+async fn source_of(
+    builder: &Builder,
+    app: &App,
+    repository: &[String],
+) -> Result<Option<Source>, ApiError> {
+    let store = builder.store.clone();
+    let slugs: Vec<String> = repository
+        .iter()
+        .filter_map(|url| app.app.image_repo(url).ok())
+        .map(|repo| repo.to_string())
+        .collect();
+    let app_id = app.id;
+    blocking(move || -> Result<Option<Source>, StoreError> {
+        for repo in &slugs {
+            if let Some(source) = store.db.source_by_repo(app_id, repo)? {
+                return Ok(Some(source));
+            }
+        }
+        Ok(None)
+    })
+    .await
+}
+
+/// Records that a push deleted `branch` of the app's repository or of one of its sources:
+/// retention lets the branch's builds go `drop_deleted_after` days later.
+async fn branch_deleted(
+    builder: &Builder,
+    app: &App,
+    branch: String,
+    delivery: Option<String>,
+    repository: &[String],
+) -> Result<HttpResponse, ApiError> {
+    let source = source_of(builder, app, repository).await?;
+    let store = builder.store.clone();
+    let (app_id, source_id, app_ref) = (app.id, source.map(|s| s.id), app.app.clone());
+    let recorded = {
+        let branch = branch.clone();
+        blocking(move || -> Result<Option<u32>, StoreError> {
+            let at = buildgrid_store::now();
+            if !store
+                .db
+                .branch_deleted(app_id, source_id, &branch, at, delivery.as_deref())?
+            {
+                return Ok(None);
+            }
+            let rule = store
+                .db
+                .effective_retention(app_ref.namespace(), Some(app_ref.app()))?;
+            Ok(Some(rule.drop_deleted_after))
+        })
+        .await?
+    };
+    let Some(days) = recorded else {
+        return Ok(HttpResponse::Ok().json(json!({ "ignored": "this delivery was seen before" })));
+    };
+    tracing::info!(app = %app.app, %branch, source = ?source_id, "branch deleted upstream");
+    Ok(HttpResponse::Ok().json(json!({
+        "deleted": branch,
+        "drop_deleted_after_days": days,
     })))
 }

@@ -35,7 +35,9 @@ pub fn install(git_dir: &Path, exe: &Path, data: &Path, app: &AppRef) -> std::io
 }
 
 /// Reads `<old> <new> <ref>` lines and queues a build for a push to the app's branch; its log
-/// names `request`, the HTTP request of the push, when there is one.
+/// names `request`, the HTTP request of the push, when there is one. A push that deletes a
+/// branch records the deletion (retention lets the branch's builds go `drop_deleted_after` days
+/// later), and a push of a deleted branch brings it back.
 pub fn post_receive(
     store: &Store,
     app: &AppRef,
@@ -59,15 +61,41 @@ pub fn post_receive(
         else {
             continue;
         };
+        let deleted = new.bytes().all(|b| b == b'0');
+        if let Some(branch) = git_ref.strip_prefix("refs/heads/") {
+            if deleted {
+                store
+                    .db
+                    .branch_deleted(app.id, None, branch, buildgrid_store::now(), None)?;
+                let days = store
+                    .db
+                    .effective_retention(app.app.namespace(), Some(app.app.app()))?
+                    .drop_deleted_after;
+                let when = match days {
+                    0 => "from now on".to_owned(),
+                    1 => "in 1 day".to_owned(),
+                    days => format!("in {days} days"),
+                };
+                let _ = writeln!(
+                    out,
+                    "buildgrid: branch {branch} deleted; retention stops keeping its builds \
+                     {when} (pinned and deployed ones stay)"
+                );
+                continue;
+            }
+            if store.db.branch_pushed(app.id, None, branch)? {
+                let _ = writeln!(
+                    out,
+                    "buildgrid: branch {branch} is back; retention keeps its builds again"
+                );
+            }
+        }
         if git_ref != branch_ref {
             let _ = writeln!(
                 out,
                 "buildgrid: {git_ref} is not {branch_ref}, the branch {} builds; not building it",
                 app.app
             );
-            continue;
-        }
-        if new.bytes().all(|b| b == b'0') {
             continue;
         }
         let new_build = NewBuild {

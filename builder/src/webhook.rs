@@ -54,7 +54,15 @@ pub enum Verdict {
         /// that a push to the repository of one of the app's services builds that one.
         repository: Vec<String>,
     },
-    /// A valid delivery that asks for nothing (a ping, another event, a deleted branch).
+    /// A push that deleted a branch (GitHub's `"deleted": true`, or `after` 40 zeros).
+    Deleted {
+        /// Without `refs/heads/`.
+        branch: String,
+        delivery: Option<String>,
+        /// As in [`Verdict::Push`].
+        repository: Vec<String>,
+    },
+    /// A valid delivery that asks for nothing (a ping, another event, a deleted tag).
     Ignore(String),
 }
 
@@ -197,15 +205,28 @@ pub fn verify(
         .filter(|c| !c.is_empty())
         .or(payload.after)
         .unwrap_or_default();
-    if payload.deleted || commit.is_empty() || commit == ZERO_COMMIT {
-        return Ok(Verdict::Ignore(format!("{} was deleted", payload.git_ref)));
-    }
     let repository = payload
         .repository
         .into_iter()
         .chain(payload.project)
         .flat_map(RepositoryUrls::urls)
         .collect();
+    if payload.deleted || commit == ZERO_COMMIT {
+        return Ok(match payload.git_ref.strip_prefix("refs/heads/") {
+            Some(branch) => Verdict::Deleted {
+                branch: branch.to_owned(),
+                delivery,
+                repository,
+            },
+            None => Verdict::Ignore(format!("{} was deleted", payload.git_ref)),
+        });
+    }
+    if commit.is_empty() {
+        return Ok(Verdict::Ignore(format!(
+            "{} names no commit",
+            payload.git_ref
+        )));
+    }
     Ok(Verdict::Push {
         git_ref: payload.git_ref,
         commit,
@@ -420,18 +441,65 @@ mod tests {
             gitlab,
             Err(WebhookError::BadSignature),
         );
-        let deleted = br#"{"ref":"refs/heads/main","after":"0000000000000000000000000000000000000000","deleted":true}"#;
+    }
+
+    #[test]
+    fn deleted_branches() {
+        let deleted = |branch: &str, delivery: Option<&str>| {
+            Ok(Verdict::Deleted {
+                branch: branch.into(),
+                delivery: delivery.map(str::to_owned),
+                repository: Vec::new(),
+            })
+        };
+        let github = br#"{"ref":"refs/heads/feature/x","before":"0123456789012345678901234567890123456789","after":"0000000000000000000000000000000000000000","deleted":true}"#;
         check(
             Provider::GitHub,
             &[
                 (
                     "x-hub-signature-256",
-                    format!("sha256={}", sign(SECRET, deleted)),
+                    format!("sha256={}", sign(SECRET, github)),
+                ),
+                ("x-github-event", "push".into()),
+                ("x-github-delivery", "d1".into()),
+            ],
+            github,
+            deleted("feature/x", Some("d1")),
+        );
+        let gitea =
+            br#"{"ref":"refs/heads/old","after":"0000000000000000000000000000000000000000"}"#;
+        check(
+            Provider::Gitea,
+            &[
+                ("x-gitea-signature", sign(SECRET, gitea)),
+                ("x-gitea-event", "push".into()),
+            ],
+            gitea,
+            deleted("old", None),
+        );
+        let gitlab = br#"{"ref":"refs/heads/old","after":"0000000000000000000000000000000000000000","checkout_sha":null}"#;
+        check(
+            Provider::GitLab,
+            &[
+                ("x-gitlab-token", SECRET.into()),
+                ("x-gitlab-event", "Push Hook".into()),
+            ],
+            gitlab,
+            deleted("old", None),
+        );
+        // A deleted tag is no branch.
+        let tag = br#"{"ref":"refs/tags/v1","after":"0000000000000000000000000000000000000000","deleted":true}"#;
+        check(
+            Provider::GitHub,
+            &[
+                (
+                    "x-hub-signature-256",
+                    format!("sha256={}", sign(SECRET, tag)),
                 ),
                 ("x-github-event", "push".into()),
             ],
-            deleted,
-            Ok(Verdict::Ignore("refs/heads/main was deleted".into())),
+            tag,
+            Ok(Verdict::Ignore("refs/tags/v1 was deleted".into())),
         );
     }
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use buildgrid_builder::hooks::{install, post_receive};
 use buildgrid_core::AppRef;
-use buildgrid_store::BuildState;
+use buildgrid_store::{BuildState, RetentionRule};
 
 use crate::support::{TestStore, test_store};
 
@@ -86,10 +86,53 @@ fn other_refs_deletions_and_noise_queue_nothing() {
         "
 buildgrid: refs/heads/feature is not refs/heads/main, the branch acme/web builds; not building it
 buildgrid: refs/tags/v1 is not refs/heads/main, the branch acme/web builds; not building it
+buildgrid: branch main deleted; retention stops keeping its builds in 7 days (pinned and deployed ones stay)
 ",
         &[],
     );
     assert!(store.store.db.builds_of_app(app.id, 10).unwrap().is_empty());
+}
+
+#[test]
+fn a_deleted_branch_is_recorded_until_a_push_brings_it_back() {
+    let store = test_store();
+    let app = store.create_app("acme/web", "main");
+    let before = buildgrid_store::now();
+    check(
+        &store,
+        "acme/web",
+        &format!("{OLD} {ZERO} refs/heads/feature/x\n"),
+        "buildgrid: branch feature/x deleted; retention stops keeping its builds in 7 days \
+         (pinned and deployed ones stay)",
+        &[],
+    );
+    let deleted = store.store.db.deleted_branches(app.id).unwrap();
+    assert_eq!(deleted.len(), 1);
+    assert_eq!(
+        (deleted[0].source_id, deleted[0].branch.as_str()),
+        (None, "feature/x")
+    );
+    assert!(deleted[0].deleted_at >= before && deleted[0].deleted_at <= buildgrid_store::now());
+
+    let rule = RetentionRule {
+        drop_deleted_after: Some(0),
+        ..RetentionRule::default()
+    };
+    store.store.db.set_retention_rule("acme/web", rule).unwrap();
+    check(
+        &store,
+        "acme/web",
+        &format!("{OLD} {ZERO} refs/heads/old\n{ZERO} {NEW} refs/heads/feature/x\n"),
+        "
+buildgrid: branch old deleted; retention stops keeping its builds from now on (pinned and deployed ones stay)
+buildgrid: branch feature/x is back; retention keeps its builds again
+buildgrid: refs/heads/feature/x is not refs/heads/main, the branch acme/web builds; not building it
+",
+        &[],
+    );
+    let deleted = store.store.db.deleted_branches(app.id).unwrap();
+    let names: Vec<&str> = deleted.iter().map(|d| d.branch.as_str()).collect();
+    assert_eq!(names, ["old"]);
 }
 
 #[test]
