@@ -1,10 +1,15 @@
 //! Garbage collection of a serving buildgrid: builds on three branches with keep-last-2, then
 //! `buildgrid gc`: the oldest build of each branch answers 404, everything kept pulls with
 //! `docker pull`, and fsck is clean; what a service runs and its rollback target stay, and the
-//! rollback still deploys.
+//! rollback still deploys; branches deleted upstream (`git push --delete`, a webhook) lose
+//! their builds.
+
+use hmac::{Hmac, Mac};
+use serde_json::json;
+use sha2::Sha256;
 
 use crate::engines::Cleanup;
-use crate::fixtures::{Source, create_app, ensure_base_image};
+use crate::fixtures::{Source, WEBHOOK_SECRET, create_app, ensure_base_image};
 use crate::support::{Buildgrid, run, run_ok};
 
 fn manifest_status(buildgrid: &Buildgrid, repo: &str, tag: &str) -> u16 {
@@ -187,4 +192,136 @@ fn gc_keeps_the_running_image_and_the_rollback_target() {
     assert!(stderr.contains("no longer stored"), "{stderr}");
     let fsck = buildgrid.cli_ok(&["fsck"]);
     assert!(fsck.contains("no problems"), "{fsck}");
+}
+
+/// The build a push's output says it queued.
+fn queued_build(push_output: &str) -> String {
+    let after = push_output
+        .split("buildgrid: build ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("the push queued no build:\n{push_output}"));
+    after.split_whitespace().next().unwrap().to_owned()
+}
+
+#[test]
+fn gc_drops_the_builds_of_branches_deleted_upstream() {
+    ensure_base_image();
+    let buildgrid = Buildgrid::spawn();
+    buildgrid.make_public("acme");
+    let source = Source::example();
+    let (_upstream, url) = source.bare_clone();
+    create_app(&buildgrid, "acme/gcbranches", &url);
+    let remote = format!(
+        "http://push:{}@{}/git/acme/gcbranches.git",
+        buildgrid.token(),
+        buildgrid.host()
+    );
+    let repo = buildgrid_core::AppRef::parse("acme/gcbranches")
+        .unwrap()
+        .image_repo(&url)
+        .unwrap()
+        .to_string();
+
+    // main builds on push; feature and spike are pushed to buildgrid and built by hand.
+    let mut commits = Vec::new();
+    for branch in ["main", "feature", "spike"] {
+        if branch != "main" {
+            source.git(&["checkout", "-q", "-B", branch, "main"]);
+        }
+        source.write("index.html", &format!("<p>branch {branch}</p>\n"));
+        commits.push(source.commit(&format!("work on {branch}")));
+        let pushed = source.git(&["push", &remote, branch]);
+        if branch == "main" {
+            buildgrid.cli_ok(&["build-log", &queued_build(&pushed), "--follow"]);
+        } else {
+            assert!(pushed.contains("not building it"), "{pushed}");
+            buildgrid.cli_ok(&["build", "acme/gcbranches", "--ref", branch, "--wait"]);
+        }
+    }
+    source.git(&["checkout", "-q", "main"]);
+    for tag in commits
+        .iter()
+        .map(String::as_str)
+        .chain(["main", "feature", "spike"])
+    {
+        assert_eq!(manifest_status(&buildgrid, &repo, tag), 200, "{tag}");
+    }
+
+    // feature is deleted with git, spike by a GitHub webhook.
+    let deleted = source.git(&["push", &remote, "--delete", "feature"]);
+    assert!(
+        deleted.contains(
+            "buildgrid: branch feature deleted; retention stops keeping its builds in 7 days"
+        ),
+        "{deleted}"
+    );
+    let body = serde_json::to_vec(&json!({
+        "ref": "refs/heads/spike",
+        "before": commits[2],
+        "after": "0".repeat(40),
+        "deleted": true,
+    }))
+    .unwrap();
+    let mut mac = Hmac::<Sha256>::new_from_slice(WEBHOOK_SECRET.as_bytes()).unwrap();
+    mac.update(&body);
+    let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    let response = reqwest::blocking::Client::new()
+        .post(buildgrid.url("/hooks/github/acme/gcbranches"))
+        .header("X-GitHub-Event", "push")
+        .header("X-GitHub-Delivery", "spike-deleted")
+        .header("X-Hub-Signature-256", signature)
+        .header("Content-Type", "application/json")
+        .body(body)
+        .send()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let answer: serde_json::Value = response.json().unwrap();
+    assert_eq!(answer["deleted"], "spike", "{answer}");
+
+    // Within the default week nothing goes.
+    let dry = buildgrid.cli_ok(&["gc", "--dry-run"]);
+    assert!(dry.contains("would delete 0 tags"), "{dry}");
+    let shown = buildgrid.cli_ok(&["retention", "show"]);
+    assert!(shown.contains("drop-deleted-after 7 days"), "{shown}");
+    let set = buildgrid.cli_ok(&[
+        "retention",
+        "set",
+        "acme/gcbranches",
+        "--drop-deleted-after",
+        "0",
+    ]);
+    assert!(set.contains("drop-deleted-after 0"), "{set}");
+    let shown = buildgrid.cli_ok(&["retention", "show", "acme/gcbranches"]);
+    assert!(
+        shown.contains(
+            "in force: keep-last 20, keep-days 0, keep-deployed 3, drop-deleted-after 0 days"
+        ),
+        "{shown}"
+    );
+    let feature = "deleted branch feature: deleted 0 days ago; \
+                   retention keeps only its pinned and deployed builds";
+    assert!(shown.contains(feature), "{shown}");
+    assert!(
+        shown.contains("deleted branch spike: deleted 0 days ago"),
+        "{shown}"
+    );
+
+    let collected = buildgrid.cli_ok(&["gc"]);
+    assert!(
+        collected.contains("deleted 4 tags, 2 manifests"),
+        "{collected}"
+    );
+    for tag in [commits[1].as_str(), &commits[2], "feature", "spike"] {
+        assert_eq!(manifest_status(&buildgrid, &repo, tag), 404, "{tag}");
+    }
+    let host = buildgrid.host();
+    for tag in [commits[0].as_str(), "main"] {
+        let reference = format!("{host}/{repo}:{tag}");
+        let _ = run("docker", &["rmi", &reference]);
+        run_ok("docker", &["pull", &reference]);
+        run_ok("docker", &["rmi", &reference]);
+    }
+    let fsck = buildgrid.cli_ok(&["fsck"]);
+    assert!(fsck.contains("no problems"), "{fsck}");
+    assert!(!fsck.contains("pending collection"), "{fsck}");
 }

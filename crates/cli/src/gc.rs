@@ -6,7 +6,7 @@ use buildgrid_builder::prune::{
 };
 use buildgrid_core::{AppRef, RepoName, Tag};
 use buildgrid_store::gc::{Collection, GcOptions};
-use buildgrid_store::{RetentionRule, Store};
+use buildgrid_store::{App, Retention, RetentionRule, Store};
 use clap::{Args, Subcommand};
 
 #[derive(Args)]
@@ -45,6 +45,10 @@ pub enum RetentionCommand {
         /// (default 3).
         #[arg(long)]
         keep_deployed: Option<u32>,
+        /// Stop keeping the builds of a branch deleted upstream (a push that deleted it) D days
+        /// after its deletion; pinned and deployed ones stay (default 7; 0: at once).
+        #[arg(long)]
+        drop_deleted_after: Option<u32>,
     },
 }
 
@@ -163,10 +167,7 @@ pub fn retention(store: &Store, command: RetentionCommand) -> anyhow::Result<()>
         RetentionCommand::Show { scope: None } => {
             let rules = store.db.retention_rules()?;
             let default = store.db.effective_retention("", None)?;
-            println!(
-                "server-wide: keep-last {}, keep-days {}, keep-deployed {}",
-                default.keep_last, default.keep_days, default.keep_deployed
-            );
+            println!("server-wide: {}", in_force(&default));
             for (scope, rule) in rules.iter().filter(|(s, _)| !s.is_empty()) {
                 println!("{scope}: {}", describe(rule));
             }
@@ -180,10 +181,12 @@ pub fn retention(store: &Store, command: RetentionCommand) -> anyhow::Result<()>
             let rule = store.db.retention_rule(&scope)?;
             let effective = store.db.effective_retention(namespace, app)?;
             println!("{scope}: {}", describe(&rule));
-            println!(
-                "in force: keep-last {}, keep-days {}, keep-deployed {}",
-                effective.keep_last, effective.keep_days, effective.keep_deployed
-            );
+            println!("in force: {}", in_force(&effective));
+            if app.is_some()
+                && let Some(app) = store.db.app(&AppRef::parse(&scope)?)?
+            {
+                print_deleted_branches(store, &app, effective.drop_deleted_after)?;
+            }
         }
         RetentionCommand::Set {
             scope: text,
@@ -191,23 +194,26 @@ pub fn retention(store: &Store, command: RetentionCommand) -> anyhow::Result<()>
             keep_last,
             keep_days,
             keep_deployed,
+            drop_deleted_after,
         } => {
             let scope = match (text, server_wide) {
                 (Some(text), false) => scope(&text)?,
                 (None, true) => String::new(),
                 _ => bail!("give <ns>/<app>, <ns>, or --server-wide"),
             };
-            if keep_last.is_none() && keep_days.is_none() && keep_deployed.is_none() {
-                bail!("give at least one of --keep-last, --keep-days and --keep-deployed");
+            let rule = RetentionRule {
+                keep_last,
+                keep_days,
+                keep_deployed,
+                drop_deleted_after,
+            };
+            if rule == RetentionRule::default() {
+                bail!(
+                    "give at least one of --keep-last, --keep-days, --keep-deployed and \
+                     --drop-deleted-after"
+                );
             }
-            store.db.set_retention_rule(
-                &scope,
-                RetentionRule {
-                    keep_last,
-                    keep_days,
-                    keep_deployed,
-                },
-            )?;
+            store.db.set_retention_rule(&scope, rule)?;
             let rule = store.db.retention_rule(&scope)?;
             let name = if scope.is_empty() {
                 "server-wide"
@@ -223,11 +229,48 @@ pub fn retention(store: &Store, command: RetentionCommand) -> anyhow::Result<()>
 fn describe(rule: &RetentionRule) -> String {
     let value = |v: Option<u32>| v.map(|v| v.to_string()).unwrap_or("inherited".into());
     format!(
-        "keep-last {}, keep-days {}, keep-deployed {}",
+        "keep-last {}, keep-days {}, keep-deployed {}, drop-deleted-after {}",
         value(rule.keep_last),
         value(rule.keep_days),
-        value(rule.keep_deployed)
+        value(rule.keep_deployed),
+        value(rule.drop_deleted_after)
     )
+}
+
+fn in_force(rule: &Retention) -> String {
+    format!(
+        "keep-last {}, keep-days {}, keep-deployed {}, drop-deleted-after {} days",
+        rule.keep_last, rule.keep_days, rule.keep_deployed, rule.drop_deleted_after
+    )
+}
+
+/// The app's branches deleted upstream and what retention does with their builds now.
+fn print_deleted_branches(store: &Store, app: &App, drop_after_days: u32) -> anyhow::Result<()> {
+    let now = buildgrid_store::now();
+    for deleted in store.db.deleted_branches(app.id)? {
+        let of = match deleted.source_id {
+            Some(id) => match store.db.source(id)? {
+                Some(source) => format!(" of {}", source.image_repo),
+                None => format!(" of source {id}"),
+            },
+            None => String::new(),
+        };
+        let elapsed = now - deleted.deleted_at;
+        let left = i64::from(drop_after_days) * 86_400 - elapsed;
+        let fate = match left {
+            ..=0 => "retention keeps only its pinned and deployed builds".to_owned(),
+            left => format!(
+                "retention keeps its builds {} more days",
+                (left + 86_399) / 86_400
+            ),
+        };
+        println!(
+            "deleted branch {}{of}: deleted {} days ago; {fate}",
+            buildgrid_core::escape_control(&deleted.branch),
+            elapsed / 86_400
+        );
+    }
+    Ok(())
 }
 
 /// `<ns>/<app>.<repo>:<tag>`.
