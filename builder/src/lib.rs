@@ -101,11 +101,11 @@ impl Builder {
         self.wake.notify_waiters();
     }
 
-    /// Marks builds left running by a previous process as failed.
+    /// Marks builds whose lease lapsed (the process running them stopped) as failed.
     pub fn recover(&self) -> Result<Vec<i64>, buildgrid_store::StoreError> {
         self.store
             .db
-            .interrupt_running_builds("interrupted: buildgrid stopped while the build ran")
+            .interrupt_lapsed_builds("interrupted: buildgrid stopped while the build ran")
     }
 
     /// Starts the workers on the current tokio runtime.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bollard::Docker;
 use bollard::query_parameters::BuildImageOptionsBuilder;
 use buildgrid_core::app::{commit_tag, redact_url};
-use buildgrid_store::{App, Build, BuildState, Store};
+use buildgrid_store::{App, Build, BuildState, LEASE_RENEW_EVERY, Lease, Store};
 use futures_util::StreamExt;
 
 use crate::Builder;
@@ -79,6 +79,9 @@ async fn run(builder: &Builder, build: Build) {
     let last_seq = store.db.last_log_seq(build.id).unwrap_or(0);
     let mut log = Log::start(store.clone(), build.id, last_seq);
     let started = std::time::Instant::now();
+    // The build's lease (taken with the claim) is renewed until it is recorded as ended, by a
+    // task of its own.
+    let _renewal = RenewLease(tokio::spawn(renew_lease(store.clone(), build.id)));
     // A stopping process ends the build here: dropping the pipeline drops the engine's build
     // stream, which stops the engine's build.
     let result = tokio::select! {
@@ -139,6 +142,37 @@ async fn run(builder: &Builder, build: Build) {
     };
     if let Err(error) = finished {
         tracing::error!(%error, "cannot record the end of a build");
+    }
+}
+
+/// Renews build `id`'s lease every [`LEASE_RENEW_EVERY`] until aborted.
+async fn renew_lease(store: Arc<Store>, id: i64) {
+    let lease = Lease::this_process();
+    let mut ticks = tokio::time::interval(LEASE_RENEW_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        match store.db.renew_build_lease(id, &lease) {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(
+                    build = id,
+                    "the build's lease was lost: it no longer runs here"
+                );
+                return;
+            }
+            Err(error) => tracing::error!(%error, build = id, "cannot renew the build's lease"),
+        }
+    }
+}
+
+/// Stops renewing a build's lease when dropped.
+struct RenewLease(tokio::task::JoinHandle<()>);
+
+impl Drop for RenewLease {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

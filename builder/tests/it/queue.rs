@@ -210,8 +210,13 @@ fn interrupted_builds_fail_with_the_reason_in_their_log() {
     enqueue(db, web, "b", Some(C3), false); // 3: storing
     enqueue(db, web, "c", None, false); // 4: succeeded
     enqueue(db, web, "d", None, false); // 5: still queued
+    // Claimed by a process whose leases lapse at once (as if it stopped at once).
+    let gone = buildgrid_store::Lease {
+        owner: "gone".into(),
+        term: std::time::Duration::ZERO,
+    };
     for _ in 0..4 {
-        db.claim_next_build().unwrap().unwrap();
+        db.claim_next_build_leased(&gone).unwrap().unwrap();
     }
     db.set_build_state(2, BuildState::Building).unwrap();
     db.append_log(2, 1, Some("build"), "Step 1/2 : FROM alpine")
@@ -223,7 +228,7 @@ fn interrupted_builds_fail_with_the_reason_in_their_log() {
         .unwrap();
 
     let reason = "interrupted: buildgrid stopped while the build ran";
-    let mut interrupted = db.interrupt_running_builds(reason).unwrap();
+    let mut interrupted = db.interrupt_lapsed_builds(reason).unwrap();
     interrupted.sort();
     assert_eq!(interrupted, [1, 2, 3]);
     check_states(
@@ -256,7 +261,7 @@ fn interrupted_builds_fail_with_the_reason_in_their_log() {
     );
     assert!(lines(4).is_empty());
     // Nothing is left running.
-    assert!(db.interrupt_running_builds(reason).unwrap().is_empty());
+    assert!(db.interrupt_lapsed_builds(reason).unwrap().is_empty());
 }
 
 #[track_caller]

@@ -9,7 +9,7 @@ use anyhow::Context;
 use buildgrid_access::Access;
 use buildgrid_builder::Builder;
 use buildgrid_registry::{AuthSettings, Registry};
-use buildgrid_store::Store;
+use buildgrid_store::{LEASE_REAP_EVERY, Lease, Store};
 use clap::Args;
 
 type Deployer = Arc<dyn buildgrid_web::Deployer>;
@@ -195,19 +195,11 @@ pub fn run(
                 "builds interrupted by the last stop are marked failed"
             );
         }
-        // Deploys the last process was running: marked interrupted, and what they left on the
-        // servers settled, in the background (a server may be slow to answer).
-        let recovering = store.clone();
-        tokio::spawn(async move {
-            match buildgrid_deploy::recover(&recovering).await {
-                Ok(deploys) if !deploys.is_empty() => {
-                    let ids: Vec<i64> = deploys.iter().map(|d| d.id).collect();
-                    tracing::warn!(?ids, "deploys interrupted by the last stop are settled");
-                }
-                Ok(_) => {}
-                Err(error) => tracing::error!(%error, "cannot recover interrupted deploys"),
-            }
-        });
+        // Builds and deploys whose lease lapsed (the process running them stopped: the last
+        // `serve`, or a `buildgrid deploy`): marked interrupted, and what the deploys left on
+        // the servers settled, now and every few seconds, in the background (a server may be
+        // slow to answer).
+        tokio::spawn(reap(store.clone(), builder.clone()));
         let deploys = crate::auto_deploy::AutoDeploy::new(store.clone(), registry_host_for_deploys);
         let deployer: Deployer = Arc::new(crate::auto_deploy::WebDeployer(deploys.clone()));
         builder.on_success(Arc::new(move |build| deploys.built(build)));
@@ -321,19 +313,49 @@ async fn stop_work(store: &Arc<Store>, builder: &Arc<Builder>, reason: &str) {
     {
         tracing::warn!("build workers did not stop within 5 s");
     }
-    match store.db.interrupt_running_builds(reason) {
+    let me = Lease::this_process().owner;
+    match store.db.interrupt_builds_of(&me, reason) {
         Ok(ids) if !ids.is_empty() => tracing::warn!(?ids, "builds still running marked failed"),
         Ok(_) => {}
         Err(error) => tracing::error!(%error, "cannot mark running builds failed"),
     }
-    let me = std::process::id();
-    match store.db.interrupt_dead_deploys(|pid| pid != me) {
+    match store
+        .db
+        .interrupt_deploys_of(&me, "interrupted: the process running it stopped")
+    {
         Ok(deploys) if !deploys.is_empty() => {
             let ids: Vec<i64> = deploys.iter().map(|d| d.id).collect();
             tracing::warn!(?ids, "deploys in progress marked interrupted");
         }
         Ok(_) => {}
         Err(error) => tracing::error!(%error, "cannot mark deploys in progress interrupted"),
+    }
+}
+
+/// Every [`LEASE_REAP_EVERY`], from the start: builds whose lease lapsed end failed, and
+/// deploys whose lease lapsed are marked interrupted and what they left on the servers settled.
+/// A process killed in the middle of either is thus settled within the lease's term, whether
+/// or not `serve` restarts, whatever process id the next one gets.
+async fn reap(store: Arc<Store>, builder: Arc<Builder>) {
+    let mut ticks = tokio::time::interval(LEASE_REAP_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        match builder.recover() {
+            Ok(ids) if !ids.is_empty() => {
+                tracing::warn!(?ids, "builds whose process stopped are marked failed");
+            }
+            Ok(_) => {}
+            Err(error) => tracing::error!(%error, "cannot mark interrupted builds failed"),
+        }
+        match buildgrid_deploy::recover(&store).await {
+            Ok(deploys) if !deploys.is_empty() => {
+                let ids: Vec<i64> = deploys.iter().map(|d| d.id).collect();
+                tracing::warn!(?ids, "deploys whose process stopped are settled");
+            }
+            Ok(_) => {}
+            Err(error) => tracing::error!(%error, "cannot recover interrupted deploys"),
+        }
     }
 }
 

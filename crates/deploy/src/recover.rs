@@ -13,7 +13,7 @@ use buildgrid_store::{Deploy, Store, StoreError};
 
 use crate::Labelled;
 use crate::part::{removal, remove};
-use crate::run::{Log, process_alive};
+use crate::run::Log;
 
 /// The containers of `service` on an engine that stay: it removes the leftovers of failed and
 /// interrupted deploys that sit beside older containers, and tells `note` what it removed or
@@ -85,10 +85,12 @@ pub(crate) async fn settle(
     Ok(kept)
 }
 
-/// After a restart: marks the deploys the previous process was running interrupted, and settles
-/// what they left on their servers, noting it in their logs. Returns the interrupted deploys.
+/// Marks the running deploys whose lease lapsed (the process running them stopped, whatever
+/// its process id now names) interrupted, and settles what they left on their servers, noting
+/// it in their logs. Returns the interrupted deploys. `serve` runs it every
+/// [`buildgrid_store::LEASE_REAP_EVERY`].
 pub async fn recover(store: &Store) -> Result<Vec<Deploy>, StoreError> {
-    let interrupted = store.db.interrupt_dead_deploys(process_alive)?;
+    let interrupted = store.db.interrupt_lapsed_deploys()?;
     let servers = store.db.servers()?;
     let install = crate::install(store)?;
     for deploy in &interrupted {

@@ -8,8 +8,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bollard::auth::DockerCredentials;
 use buildgrid_core::{AppRef, RequestId};
 use buildgrid_store::{
-    App, Build, BuildState, Deploy, DeployImage, DeployLine, Server, Store, StoreError,
-    Undeployable,
+    App, Build, BuildState, Deploy, DeployImage, DeployLine, LEASE_RENEW_EVERY, Lease, Server,
+    Store, StoreError, Undeployable,
 };
 
 use crate::part::Part;
@@ -117,161 +117,186 @@ pub async fn deploy(
         .map(|s| (s.name.clone(), s))
         .collect();
     let deploy_started = std::time::Instant::now();
+    let lease = Lease::this_process();
     let deploy = store
         .db
-        .start_deploy(app.id, build.id, trigger, std::process::id(), process_alive)
+        .start_deploy(app.id, build.id, trigger, &lease)
         .map_err(|e| match e {
             StoreError::Conflict(message) => DeployError::Refused(message),
             other => other.into(),
         })?;
-    let log = Log {
-        store,
-        deploy: deploy.id,
-        print,
-    };
-    if let Some(request) = request {
+    // The deploy's lease is renewed while it runs; this process stopping lets it lapse.
+    let work = async {
+        let log = Log {
+            store,
+            deploy: deploy.id,
+            print,
+        };
+        if let Some(request) = request {
+            log.line(
+                None,
+                None,
+                None,
+                "deploy",
+                &format!("requested by request {request}"),
+            );
+        }
         log.line(
             None,
             None,
             None,
             "deploy",
-            &format!("requested by request {request}"),
+            &format!(
+                "deploy {} of build {} ({image_ref}, {digest}) to {} service{}",
+                deploy.id,
+                build.id,
+                services.len(),
+                if services.len() == 1 { "" } else { "s" }
+            ),
         );
-    }
-    log.line(
-        None,
-        None,
-        None,
-        "deploy",
-        &format!(
-            "deploy {} of build {} ({image_ref}, {digest}) to {} service{}",
-            deploy.id,
-            build.id,
-            services.len(),
-            if services.len() == 1 { "" } else { "s" }
-        ),
-    );
-    let (token_id, token) = pull_token(store, &app.app, deploy.id)?;
-    let credentials = DockerCredentials {
-        username: Some(DEPLOY_USER.to_owned()),
-        password: Some(token),
-        serveraddress: Some(registry_host.to_owned()),
-        ..Default::default()
-    };
-    let images: Vec<DeployImage> = services
-        .iter()
-        .map(|(name, _, build, image, digest)| DeployImage {
-            deploy_id: deploy.id,
-            service: name.clone(),
-            build_id: build.id,
-            image_ref: image.clone(),
-            digest: digest.clone(),
-        })
-        .collect();
-    store.db.record_deploy_images(&images)?;
-    let install = crate::install(store)?;
-    let mut failures = Vec::new();
-    let mut parts = Vec::new();
-    for (name, spec, service_build, service_image, _) in &services {
-        if service_build.id != build.id {
-            log.line(
-                None,
-                Some(name),
-                None,
-                "deploy",
-                &format!(
-                    "service {name} runs build {} ({service_image}) of its own repository",
-                    service_build.id
-                ),
-            );
-        }
-        for server_name in &spec.servers {
-            let Some(server) = servers.get(server_name) else {
-                let reason = format!("server {server_name} is not registered");
-                log.line(Some(server_name), Some(name), None, "deploy", &reason);
-                failures.push(reason);
-                continue;
-            };
-            parts.push(Part {
-                app,
-                build: service_build,
-                deploy: &deploy,
-                service: name,
-                spec,
-                server,
-                image_ref: service_image,
-                install: &install,
-                credentials: &credentials,
-                log: &log,
-            });
-        }
-    }
-    // Every service on every server at once: first the new replicas, until all are healthy;
-    // then the old ones stop, where the new ones are up.
-    let started = futures_util::future::join_all(parts.iter().map(Part::start)).await;
-    let mut up = Vec::new();
-    let mut failed_servers = Vec::new();
-    for (part, outcome) in parts.iter().zip(started) {
-        match outcome {
-            Ok(started) => up.push((part, started)),
-            Err(reason) => {
-                part.line(None, "deploy", &format!("failed: {reason}"));
-                failed_servers.push(&part.server.name);
-                failures.push(format!("{}/{}: {reason}", part.server.name, part.service));
+        let (token_id, token) = pull_token(store, &app.app, deploy.id)?;
+        let credentials = DockerCredentials {
+            username: Some(DEPLOY_USER.to_owned()),
+            password: Some(token),
+            serveraddress: Some(registry_host.to_owned()),
+            ..Default::default()
+        };
+        let images: Vec<DeployImage> = services
+            .iter()
+            .map(|(name, _, build, image, digest)| DeployImage {
+                deploy_id: deploy.id,
+                service: name.clone(),
+                build_id: build.id,
+                image_ref: image.clone(),
+                digest: digest.clone(),
+            })
+            .collect();
+        store.db.record_deploy_images(&images)?;
+        let install = crate::install(store)?;
+        let mut failures = Vec::new();
+        let mut parts = Vec::new();
+        for (name, spec, service_build, service_image, _) in &services {
+            if service_build.id != build.id {
+                log.line(
+                    None,
+                    Some(name),
+                    None,
+                    "deploy",
+                    &format!(
+                        "service {name} runs build {} ({service_image}) of its own repository",
+                        service_build.id
+                    ),
+                );
+            }
+            for server_name in &spec.servers {
+                let Some(server) = servers.get(server_name) else {
+                    let reason = format!("server {server_name} is not registered");
+                    log.line(Some(server_name), Some(name), None, "deploy", &reason);
+                    failures.push(reason);
+                    continue;
+                };
+                parts.push(Part {
+                    app,
+                    build: service_build,
+                    deploy: &deploy,
+                    service: name,
+                    spec,
+                    server,
+                    image_ref: service_image,
+                    install: &install,
+                    credentials: &credentials,
+                    log: &log,
+                });
             }
         }
-    }
-    futures_util::future::join_all(up.into_iter().map(|(part, started)| part.finish(started)))
+        // Every service on every server at once: first the new replicas, until all are healthy;
+        // then the old ones stop, where the new ones are up.
+        let started = futures_util::future::join_all(parts.iter().map(Part::start)).await;
+        let mut up = Vec::new();
+        let mut failed_servers = Vec::new();
+        for (part, outcome) in parts.iter().zip(started) {
+            match outcome {
+                Ok(started) => up.push((part, started)),
+                Err(reason) => {
+                    part.line(None, "deploy", &format!("failed: {reason}"));
+                    failed_servers.push(&part.server.name);
+                    failures.push(format!("{}/{}: {reason}", part.server.name, part.service));
+                }
+            }
+        }
+        futures_util::future::join_all(up.into_iter().map(|(part, started)| part.finish(started)))
+            .await;
+        // Where every part is up: the install's images nothing there needs any more go.
+        let hosts: Vec<String> = std::iter::once(registry_host.to_owned())
+            .chain(install.registry_host.clone())
+            .collect();
+        let mut done: Vec<&Server> = parts
+            .iter()
+            .map(|p| p.server)
+            .filter(|s| !failed_servers.contains(&&s.name))
+            .collect();
+        done.sort_by_key(|s| &s.name);
+        done.dedup_by_key(|s| &s.name);
+        futures_util::future::join_all(
+            done.into_iter()
+                .map(|server| crate::prune::prune(&log, server, &deploy, &hosts)),
+        )
         .await;
-    // Where every part is up: the install's images nothing there needs any more go.
-    let hosts: Vec<String> = std::iter::once(registry_host.to_owned())
-        .chain(install.registry_host.clone())
-        .collect();
-    let mut done: Vec<&Server> = parts
-        .iter()
-        .map(|p| p.server)
-        .filter(|s| !failed_servers.contains(&&s.name))
-        .collect();
-    done.sort_by_key(|s| &s.name);
-    done.dedup_by_key(|s| &s.name);
-    futures_util::future::join_all(
-        done.into_iter()
-            .map(|server| crate::prune::prune(&log, server, &deploy, &hosts)),
-    )
-    .await;
-    if let Err(error) = store.db.delete_token(token_id) {
-        tracing::warn!(%error, "cannot delete a deploy's pull token");
-    }
-    let (state, reason) = if failures.is_empty() {
-        ("succeeded", None)
-    } else {
-        ("failed", Some(failures.join("; ")))
+        if let Err(error) = store.db.delete_token(token_id) {
+            tracing::warn!(%error, "cannot delete a deploy's pull token");
+        }
+        let (state, reason) = if failures.is_empty() {
+            ("succeeded", None)
+        } else {
+            ("failed", Some(failures.join("; ")))
+        };
+        log.line(
+            None,
+            None,
+            None,
+            "deploy",
+            &match &reason {
+                None => format!("deploy {} succeeded", deploy.id),
+                Some(reason) => format!("deploy {} failed: {reason}", deploy.id),
+            },
+        );
+        store
+            .db
+            .finish_deploy(deploy.id, state, reason.as_deref())?;
+        metrics::counter!("buildgrid_deploys_total", "outcome" => state).increment(1);
+        metrics::histogram!("buildgrid_deploy_duration_seconds", "outcome" => state)
+            .record(deploy_started.elapsed().as_secs_f64());
+        Ok::<_, DeployError>(
+            store
+                .db
+                .deploy(deploy.id)?
+                .expect("the deploy was just recorded"),
+        )
     };
-    log.line(
-        None,
-        None,
-        None,
-        "deploy",
-        &match &reason {
-            None => format!("deploy {} succeeded", deploy.id),
-            Some(reason) => format!("deploy {} failed: {reason}", deploy.id),
-        },
-    );
-    store
-        .db
-        .finish_deploy(deploy.id, state, reason.as_deref())?;
-    metrics::counter!("buildgrid_deploys_total", "outcome" => state).increment(1);
-    metrics::histogram!("buildgrid_deploy_duration_seconds", "outcome" => state)
-        .record(deploy_started.elapsed().as_secs_f64());
-    Ok(store
-        .db
-        .deploy(deploy.id)?
-        .expect("the deploy was just recorded"))
+    holding_lease(store, deploy.id, &lease, work).await
 }
 
-/// Whether process `pid` of this machine still runs (deploys record the process running them).
-pub(crate) fn process_alive(pid: u32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
+/// Runs `work`, renewing deploy `id`'s lease every [`LEASE_RENEW_EVERY`] until it ends.
+async fn holding_lease<T>(
+    store: &Store,
+    id: i64,
+    lease: &Lease,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    let mut ticks = tokio::time::interval(LEASE_RENEW_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    let mut work = std::pin::pin!(work);
+    loop {
+        tokio::select! {
+            done = &mut work => return done,
+            _ = ticks.tick() => match store.db.renew_deploy_lease(id, lease) {
+                Ok(true) => {}
+                Ok(false) => tracing::warn!(deploy = id, "the deploy's lease was lost"),
+                Err(error) => tracing::error!(%error, deploy = id, "cannot renew the deploy's lease"),
+            },
+        }
+    }
 }
 
 /// The build to deploy: `build`, or the newest successful build of the app's own repository;

@@ -22,6 +22,7 @@ pub mod fsck;
 pub mod gc;
 pub mod image;
 pub mod ingest;
+mod lease;
 mod private_dir;
 pub mod secrets;
 
@@ -43,6 +44,7 @@ pub use db::{
 };
 pub use db::{DEFAULT_RETENTION, Pin, Retention, RetentionRule};
 pub use error::StoreError;
+pub use lease::{LEASE_REAP_EVERY, LEASE_RENEW_EVERY, LEASE_TERM, Lease};
 pub use private_dir::keep_new_files_private;
 pub use secrets::Secrets;
 

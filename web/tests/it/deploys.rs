@@ -30,7 +30,12 @@ fn running_deploy(app: &TestApp) -> buildgrid_store::Deploy {
     );
     app.store
         .db
-        .start_deploy(shop.id, build, "cli", std::process::id(), |_| true)
+        .start_deploy(
+            shop.id,
+            build,
+            "cli",
+            &buildgrid_store::Lease::this_process(),
+        )
         .unwrap()
 }
 

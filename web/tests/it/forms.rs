@@ -259,7 +259,12 @@ async fn deploys_and_rollbacks_are_confirmed_and_land_on_the_deploy_page() {
     let deployed = app
         .store
         .db
-        .start_deploy(hello.id, builds[1], "cli", std::process::id(), |_| true)
+        .start_deploy(
+            hello.id,
+            builds[1],
+            "cli",
+            &buildgrid_store::Lease::this_process(),
+        )
         .unwrap();
     app.store
         .db
@@ -308,7 +313,12 @@ async fn deploys_and_rollbacks_are_confirmed_and_land_on_the_deploy_page() {
                 actix_web::rt::time::sleep(std::time::Duration::from_millis(300)).await;
                 return store
                     .db
-                    .start_deploy(app_id, build, &trigger, std::process::id(), |_| true)
+                    .start_deploy(
+                        app_id,
+                        build,
+                        &trigger,
+                        &buildgrid_store::Lease::this_process(),
+                    )
                     .unwrap()
                     .id;
             }

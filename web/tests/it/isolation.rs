@@ -176,7 +176,12 @@ fn public_app_with_private_logs(app: &crate::support::TestApp) -> (i64, i64) {
     let deploy = app
         .store
         .db
-        .start_deploy(site.id, build, "cli", std::process::id(), |_| true)
+        .start_deploy(
+            site.id,
+            build,
+            "cli",
+            &buildgrid_store::Lease::this_process(),
+        )
         .unwrap();
     app.store
         .db

@@ -149,7 +149,7 @@ async fn a_build_whose_deploy_failed_says_so_to_who_may_see_deploys() {
     let deploy = app
         .store
         .db
-        .start_deploy(hello.id, id, "cli", std::process::id(), |_| true)
+        .start_deploy(hello.id, id, "cli", &buildgrid_store::Lease::this_process())
         .unwrap();
     app.store
         .db
@@ -170,7 +170,7 @@ async fn a_build_whose_deploy_failed_says_so_to_who_may_see_deploys() {
     let again = app
         .store
         .db
-        .start_deploy(hello.id, id, "cli", std::process::id(), |_| true)
+        .start_deploy(hello.id, id, "cli", &buildgrid_store::Lease::this_process())
         .unwrap();
     app.store
         .db
@@ -211,7 +211,7 @@ async fn a_failed_deploy_says_why_at_the_top_of_its_page() {
     let deploy = app
         .store
         .db
-        .start_deploy(hello.id, id, "cli", std::process::id(), |_| true)
+        .start_deploy(hello.id, id, "cli", &buildgrid_store::Lease::this_process())
         .unwrap();
     app.store
         .db
@@ -286,7 +286,12 @@ async fn the_timeline_stream_follows_deploys_what_runs_and_the_buttons() {
     let deploy = app
         .store
         .db
-        .start_deploy(hello.id, id, "auto", std::process::id(), |_| true)
+        .start_deploy(
+            hello.id,
+            id,
+            "auto",
+            &buildgrid_store::Lease::this_process(),
+        )
         .unwrap();
     let received = stream.until(r#"data-state=\"running\""#).await.to_owned();
     let operations = received.rsplit("event: operations\ndata: ").next().unwrap();
@@ -335,7 +340,12 @@ async fn who_may_not_see_deploys_gets_none_from_the_timeline_stream() {
         .unwrap();
     app.store
         .db
-        .start_deploy(hello.id, id, "auto", std::process::id(), |_| true)
+        .start_deploy(
+            hello.id,
+            id,
+            "auto",
+            &buildgrid_store::Lease::this_process(),
+        )
         .unwrap();
     let mut stream = EventStream::new(
         app.send(TestRequest::get().uri("/apps/acme/hello/events?after=1&watch="))
@@ -378,7 +388,12 @@ async fn the_home_page_says_what_runs_where_to_who_may_see_deploys() {
         let deploy = app
             .store
             .db
-            .start_deploy(hello.id, build, "cli", std::process::id(), |_| true)
+            .start_deploy(
+                hello.id,
+                build,
+                "cli",
+                &buildgrid_store::Lease::this_process(),
+            )
             .unwrap();
         app.store.db.finish_deploy(deploy.id, state, None).unwrap();
     };
@@ -414,7 +429,7 @@ async fn a_timeline_stream_sends_deploys_again_only_when_they_differ_from_the_pa
     let deploy = app
         .store
         .db
-        .start_deploy(hello.id, id, "cli", std::process::id(), |_| true)
+        .start_deploy(hello.id, id, "cli", &buildgrid_store::Lease::this_process())
         .unwrap();
     app.store
         .db
@@ -439,7 +454,7 @@ async fn a_timeline_stream_sends_deploys_again_only_when_they_differ_from_the_pa
     // A deploy starts: it comes.
     app.store
         .db
-        .start_deploy(hello.id, id, "cli", std::process::id(), |_| true)
+        .start_deploy(hello.id, id, "cli", &buildgrid_store::Lease::this_process())
         .unwrap();
     stream.until(r#"id=\"d2\""#).await;
 }

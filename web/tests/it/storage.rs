@@ -93,7 +93,12 @@ async fn the_image_page_says_why_an_image_stays() {
         let deploy = app
             .store
             .db
-            .start_deploy(hello.id, *id, "test", std::process::id(), |_| false)
+            .start_deploy(
+                hello.id,
+                *id,
+                "test",
+                &buildgrid_store::Lease::this_process(),
+            )
             .unwrap();
         app.store
             .db

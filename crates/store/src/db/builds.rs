@@ -4,7 +4,7 @@ use buildgrid_core::{Digest, RequestId};
 use rusqlite::{OptionalExtension, Row, params};
 
 use super::Db;
-use crate::{StoreError, now};
+use crate::{Lease, StoreError, now};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BuildState {
@@ -205,9 +205,15 @@ impl Db {
         })
     }
 
-    /// Takes the oldest queued build and marks it fetching. Queued builds of the same app and
-    /// ref that a newer queued build supersedes are marked skipped on the way.
+    /// Takes the oldest queued build and marks it fetching, under this process's lease (see
+    /// [`Db::claim_next_build_leased`]).
     pub fn claim_next_build(&self) -> Result<Option<Build>, StoreError> {
+        self.claim_next_build_leased(&Lease::this_process())
+    }
+
+    /// Takes the oldest queued build and marks it fetching, holding `lease`. Queued builds of
+    /// the same app and ref that a newer queued build supersedes are marked skipped on the way.
+    pub fn claim_next_build_leased(&self, lease: &Lease) -> Result<Option<Build>, StoreError> {
         self.with(|conn| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let queued: Vec<Build> = {
@@ -236,8 +242,10 @@ impl Db {
                     continue;
                 }
                 tx.execute(
-                    "UPDATE builds SET state = 'fetching', started_at = ?2 WHERE id = ?1",
-                    params![build.id, now()],
+                    "UPDATE builds SET state = 'fetching', started_at = ?2, lease_owner = ?3,
+                        lease_until = ?4
+                     WHERE id = ?1",
+                    params![build.id, now(), lease.owner, lease.until(now_ms())],
                 )?;
                 let mut build = build.clone();
                 build.state = BuildState::Fetching;
@@ -390,15 +398,48 @@ impl Db {
         })
     }
 
-    /// Marks every build left running by a stopped process as failed; returns their ids.
-    pub fn interrupt_running_builds(&self, reason: &str) -> Result<Vec<i64>, StoreError> {
+    /// Renews the lease of running build `id` for another term of `lease`; false when the
+    /// build no longer runs under this owner's lease (it ended, or was judged interrupted).
+    pub fn renew_build_lease(&self, id: i64, lease: &Lease) -> Result<bool, StoreError> {
+        self.with(|conn| {
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE builds SET lease_until = ?3
+                     WHERE id = ?1 AND lease_owner = ?2
+                       AND state IN ('fetching', 'building', 'storing')",
+                )?
+                .execute(params![id, lease.owner, lease.until(now_ms())])?;
+            Ok(changed == 1)
+        })
+    }
+
+    /// Marks every running build whose lease lapsed (its process stopped or was lost) as
+    /// failed with `reason`; returns their ids.
+    pub fn interrupt_lapsed_builds(&self, reason: &str) -> Result<Vec<i64>, StoreError> {
+        self.interrupt_builds_where("ifnull(lease_until, 0) <= ?1", &now_ms(), reason)
+    }
+
+    /// Marks the running builds held by `owner` as failed with `reason`; returns their ids:
+    /// what a process that stops does with its own that its workers did not end.
+    pub fn interrupt_builds_of(&self, owner: &str, reason: &str) -> Result<Vec<i64>, StoreError> {
+        self.interrupt_builds_where("lease_owner = ?1", &owner, reason)
+    }
+
+    fn interrupt_builds_where(
+        &self,
+        condition: &str,
+        value: &dyn rusqlite::ToSql,
+        reason: &str,
+    ) -> Result<Vec<i64>, StoreError> {
         self.with(|conn| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let ids: Vec<i64> = {
-                let mut stmt = tx.prepare(
-                    "SELECT id FROM builds WHERE state IN ('fetching', 'building', 'storing')",
-                )?;
-                let rows = stmt.query_map([], |row| row.get(0))?;
+                let sql = format!(
+                    "SELECT id FROM builds
+                     WHERE state IN ('fetching', 'building', 'storing') AND {condition}"
+                );
+                let mut stmt = tx.prepare(&sql)?;
+                let rows = stmt.query_map([value], |row| row.get(0))?;
                 rows.collect::<Result<_, _>>()?
             };
             for id in &ids {

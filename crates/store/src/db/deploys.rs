@@ -3,7 +3,8 @@
 use rusqlite::{OptionalExtension, Row, params};
 
 use super::Db;
-use crate::{Secrets, StoreError, now};
+use super::builds::now_ms;
+use crate::{Lease, Secrets, StoreError, now};
 
 #[derive(Debug, Clone)]
 pub struct Server {
@@ -112,12 +113,13 @@ pub struct DeployLogFilter {
     pub container: Option<String>,
 }
 
-fn mark_interrupted(conn: &rusqlite::Connection, id: i64) -> rusqlite::Result<()> {
+/// Why a deploy whose lease lapsed was interrupted.
+const LAPSED: &str = "interrupted: the process running it stopped (its lease lapsed)";
+
+fn mark_interrupted(conn: &rusqlite::Connection, id: i64, reason: &str) -> rusqlite::Result<()> {
     conn.execute(
-        "UPDATE deploys SET state = 'interrupted', finished_at = ?2,
-            reason = 'interrupted: the process running it stopped'
-         WHERE id = ?1",
-        params![id, now()],
+        "UPDATE deploys SET state = 'interrupted', finished_at = ?2, reason = ?3 WHERE id = ?1",
+        params![id, now(), reason],
     )?;
     Ok(())
 }
@@ -293,39 +295,47 @@ impl Db {
         Ok(())
     }
 
-    /// Starts a deploy of `build_id` run by process `pid`, unless one of the same app is running
-    /// in a live process (`alive`): `Err(Conflict)`. A running one whose process is gone is
-    /// marked interrupted first; its containers are the next deploy's old ones.
+    /// Starts a deploy of `build_id` holding `lease`, unless one of the same app is running
+    /// with a live lease: `Err(Conflict)`. A running one whose lease lapsed is marked
+    /// interrupted first; its containers are the next deploy's old ones.
     pub fn start_deploy(
         &self,
         app_id: i64,
         build_id: i64,
         trigger: &str,
-        pid: u32,
-        alive: impl Fn(u32) -> bool,
+        lease: &Lease,
     ) -> Result<Deploy, StoreError> {
         self.with(|conn| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let running: Option<(i64, u32)> = tx
+            let now_ms = now_ms();
+            let running: Option<(i64, Option<i64>)> = tx
                 .query_row(
-                    "SELECT id, pid FROM deploys WHERE app_id = ?1 AND state = 'running'",
+                    "SELECT id, lease_until FROM deploys WHERE app_id = ?1 AND state = 'running'",
                     [app_id],
                     |row| Ok((row.get(0)?, row.get(1)?)),
                 )
                 .optional()?;
-            if let Some((id, running_pid)) = running {
-                if alive(running_pid) {
+            if let Some((id, until)) = running {
+                if until.is_some_and(|until| until > now_ms) {
                     return Err(StoreError::Conflict(format!(
                         "deploy {id} of this app is running: deploys of one app run one at a time"
                     )));
                 }
-                mark_interrupted(&tx, id)?;
+                mark_interrupted(&tx, id, LAPSED)?;
             }
             let at = now();
             tx.execute(
-                "INSERT INTO deploys (app_id, build_id, trigger, state, started_at, pid)
-                 VALUES (?1, ?2, ?3, 'running', ?4, ?5)",
-                params![app_id, build_id, trigger, at, pid],
+                "INSERT INTO deploys (app_id, build_id, trigger, state, started_at, lease_owner,
+                    lease_until)
+                 VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6)",
+                params![
+                    app_id,
+                    build_id,
+                    trigger,
+                    at,
+                    lease.owner,
+                    lease.until(now_ms)
+                ],
             )?;
             let id = tx.last_insert_rowid();
             tx.commit()?;
@@ -342,25 +352,53 @@ impl Db {
         })
     }
 
-    /// Marks every running deploy whose process is gone (`alive` says no) interrupted, and
-    /// returns them: what a restart finds of the deploys its previous process was running.
-    pub fn interrupt_dead_deploys(
+    /// Renews the lease of running deploy `id` for another term of `lease`; false when the
+    /// deploy no longer runs under this owner's lease (it ended, or was judged interrupted).
+    pub fn renew_deploy_lease(&self, id: i64, lease: &Lease) -> Result<bool, StoreError> {
+        self.with(|conn| {
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE deploys SET lease_until = ?3
+                     WHERE id = ?1 AND state = 'running' AND lease_owner = ?2",
+                )?
+                .execute(params![id, lease.owner, lease.until(now_ms())])?;
+            Ok(changed == 1)
+        })
+    }
+
+    /// Marks every running deploy whose lease lapsed interrupted, and returns them: what a
+    /// stopped or lost process left running.
+    pub fn interrupt_lapsed_deploys(&self) -> Result<Vec<Deploy>, StoreError> {
+        self.interrupt_deploys_where("ifnull(lease_until, 0) <= ?1", &now_ms(), LAPSED)
+    }
+
+    /// Marks the running deploys held by `owner` interrupted with `reason`, and returns them:
+    /// what a process that stops does with its own.
+    pub fn interrupt_deploys_of(
         &self,
-        alive: impl Fn(u32) -> bool,
+        owner: &str,
+        reason: &str,
+    ) -> Result<Vec<Deploy>, StoreError> {
+        self.interrupt_deploys_where("lease_owner = ?1", &owner, reason)
+    }
+
+    fn interrupt_deploys_where(
+        &self,
+        condition: &str,
+        value: &dyn rusqlite::ToSql,
+        reason: &str,
     ) -> Result<Vec<Deploy>, StoreError> {
         self.with(|conn| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let running: Vec<(i64, u32)> = {
-                let mut stmt = tx.prepare("SELECT id, pid FROM deploys WHERE state = 'running'")?;
-                let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            let ids: Vec<i64> = {
+                let sql = format!("SELECT id FROM deploys WHERE state = 'running' AND {condition}");
+                let mut stmt = tx.prepare(&sql)?;
+                let rows = stmt.query_map([value], |row| row.get(0))?;
                 rows.collect::<Result<_, _>>()?
             };
             let mut interrupted = Vec::new();
-            for (id, pid) in running {
-                if alive(pid) {
-                    continue;
-                }
-                mark_interrupted(&tx, id)?;
+            for id in ids {
+                mark_interrupted(&tx, id, reason)?;
                 let sql = format!("SELECT {DEPLOY_COLUMNS} FROM deploys WHERE id = ?1");
                 interrupted.push(tx.query_row(&sql, [id], deploy_row)?);
             }

@@ -382,6 +382,18 @@ CREATE UNIQUE INDEX deleted_branches_by_branch
     ON deleted_branches(app_id, ifnull(source_id, 0), branch);
 ALTER TABLE retention ADD COLUMN drop_deleted_after INTEGER;
 "#,
+    r#"
+-- leases: a running build or deploy is alive while its lease holds. lease_owner is the token of
+-- the process running it (random per process), lease_until when the lease lapses (unix ms)
+-- unless that process renews it. A running row without a lease (left by an earlier version)
+-- counts as lapsed. The process id deploys recorded told nothing across PID namespaces and
+-- reuse, and goes.
+ALTER TABLE deploys ADD COLUMN lease_owner TEXT;
+ALTER TABLE deploys ADD COLUMN lease_until INTEGER;
+ALTER TABLE deploys DROP COLUMN pid;
+ALTER TABLE builds ADD COLUMN lease_owner TEXT;
+ALTER TABLE builds ADD COLUMN lease_until INTEGER;
+"#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {

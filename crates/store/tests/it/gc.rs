@@ -150,7 +150,12 @@ impl World {
     fn deploy(&self, id: i64, digest: &Digest) {
         let db = &self.store().db;
         let deploy = db
-            .start_deploy(self.app.id, id, "test", std::process::id(), |_| false)
+            .start_deploy(
+                self.app.id,
+                id,
+                "test",
+                &buildgrid_store::Lease::this_process(),
+            )
             .unwrap();
         db.record_deploy_images(&[DeployImage {
             deploy_id: deploy.id,

@@ -9,6 +9,7 @@ mod image_archive;
 mod image_details;
 mod image_files;
 mod ingest;
+mod leases;
 mod listing;
 mod multi_platform;
 mod private_dir;
