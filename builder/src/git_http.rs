@@ -97,8 +97,9 @@ pub(crate) async fn handle(
         // The hook names the push's request in the build it queues.
         .env("BUILDGRID_REQUEST_ID", request_id.as_deref().unwrap_or(""))
         // A push larger than this is refused by git ("pack exceeds maximum allowed size"),
-        // and every object pushed is checked before it is stored.
-        .env("GIT_CONFIG_COUNT", "2")
+        // every object pushed is checked before it is stored, and `git push -o nowait`
+        // reaches the hook.
+        .env("GIT_CONFIG_COUNT", "3")
         .env("GIT_CONFIG_KEY_0", "receive.maxInputSize")
         .env(
             "GIT_CONFIG_VALUE_0",
@@ -106,6 +107,8 @@ pub(crate) async fn handle(
         )
         .env("GIT_CONFIG_KEY_1", "receive.fsckObjects")
         .env("GIT_CONFIG_VALUE_1", "true")
+        .env("GIT_CONFIG_KEY_2", "receive.advertisePushOptions")
+        .env("GIT_CONFIG_VALUE_2", "true")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -9,6 +9,7 @@ mod delivery;
 pub mod dockerfile;
 mod export;
 pub mod fetch;
+pub mod follow;
 mod git_http;
 pub mod hooks;
 pub mod isolation;

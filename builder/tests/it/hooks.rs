@@ -3,7 +3,7 @@
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use buildgrid_builder::hooks::{install, post_receive};
+use buildgrid_builder::hooks::{self, PushOptions, install, post_receive};
 use buildgrid_core::AppRef;
 use buildgrid_store::{BuildState, RetentionRule};
 
@@ -15,12 +15,23 @@ const NEW: &str = "abcdef0123456789abcdef0123456789abcdef01";
 const OTHER: &str = "2222222222222222222222222222222222222222";
 const URL: &str = "https://grid.example.com";
 
-/// Feeds `input` to the hook of `app`; compares what it prints and the builds it queued.
+/// Feeds `input` to the hook of `app` pushed with `-o nowait` (nothing here runs the builds);
+/// compares what it prints and the builds it queued.
 #[track_caller]
 fn check(store: &TestStore, app: &str, input: &str, expected_out: &str, expected_queued: &[i64]) {
     let app = AppRef::parse(app).unwrap();
     let mut out = Vec::new();
-    let queued = post_receive(&store.store, &app, URL, None, input.as_bytes(), &mut out).unwrap();
+    let options = PushOptions::parse(["nowait"]);
+    let queued = post_receive(
+        &store.store,
+        &app,
+        URL,
+        None,
+        &options,
+        input.as_bytes(),
+        &mut out,
+    )
+    .unwrap();
     let out = String::from_utf8(out).unwrap();
     assert_eq!(
         out.trim(),
@@ -84,9 +95,10 @@ fn other_refs_deletions_and_noise_queue_nothing() {
              {OLD} {NEW}\n"
         ),
         "
-buildgrid: refs/heads/feature is not refs/heads/main, the branch acme/web builds; not building it
-buildgrid: refs/tags/v1 is not refs/heads/main, the branch acme/web builds; not building it
+buildgrid: branch feature is not main, the branch acme/web builds; not building it
+buildgrid: tag v1 pushed: only pushes to branch main build acme/web; not building it
 buildgrid: branch main deleted; retention stops keeping its builds in 7 days (pinned and deployed ones stay)
+buildgrid: a deletion builds nothing
 ",
         &[],
     );
@@ -103,7 +115,7 @@ fn a_deleted_branch_is_recorded_until_a_push_brings_it_back() {
         "acme/web",
         &format!("{OLD} {ZERO} refs/heads/feature/x\n"),
         "buildgrid: branch feature/x deleted; retention stops keeping its builds in 7 days \
-         (pinned and deployed ones stay)",
+         (pinned and deployed ones stay)\nbuildgrid: a deletion builds nothing",
         &[],
     );
     let deleted = store.store.db.deleted_branches(app.id).unwrap();
@@ -125,8 +137,9 @@ fn a_deleted_branch_is_recorded_until_a_push_brings_it_back() {
         &format!("{OLD} {ZERO} refs/heads/old\n{ZERO} {NEW} refs/heads/feature/x\n"),
         "
 buildgrid: branch old deleted; retention stops keeping its builds from now on (pinned and deployed ones stay)
+buildgrid: a deletion builds nothing
 buildgrid: branch feature/x is back; retention keeps its builds again
-buildgrid: refs/heads/feature/x is not refs/heads/main, the branch acme/web builds; not building it
+buildgrid: branch feature/x is not main, the branch acme/web builds; not building it
 ",
         &[],
     );
@@ -148,7 +161,7 @@ fn several_lines_in_one_push() {
 buildgrid: build 1 queued for 222222222222 (release)
 buildgrid: watch it at https://grid.example.com/builds/1
 buildgrid: or run: buildgrid build-log 1 --follow
-buildgrid: refs/heads/main is not refs/heads/release, the branch acme/web builds; not building it
+buildgrid: branch main is not release, the branch acme/web builds; not building it
 ",
         &[1],
     );
@@ -178,6 +191,120 @@ fn an_unregistered_app_builds_nothing() {
         &format!("{OLD} {NEW} refs/heads/main\n"),
         "buildgrid: app acme/api is not registered; nothing to build",
         &[],
+    );
+}
+
+/// Without `-o nowait` the hook prints the build's log as it is stored, a line while the build
+/// is quiet, and the result; here the store plays the worker's part.
+#[test]
+fn a_push_shows_its_build_until_it_ends() {
+    let store = test_store();
+    store.create_app("acme/web", "main");
+    let app = AppRef::parse("acme/web").unwrap();
+    let mut out = Vec::new();
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let db = &store.store.db;
+            while db.build(1).unwrap().is_none() {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            db.set_build_state(1, BuildState::Building).unwrap();
+            let line = |seq: i64, line: &str| buildgrid_store::LogLine {
+                seq,
+                at_ms: 0,
+                step: Some("1/2".into()),
+                line: line.into(),
+            };
+            // Line 1 is the queuing request's.
+            db.append_logs(1, &[line(2, "Step 1/2 : FROM base"), line(3, "slow")])
+                .unwrap();
+            std::thread::sleep(hooks::KEEPALIVE + std::time::Duration::from_millis(500));
+            db.finish_build(1, BuildState::Failed, Some("a RUN step failed"), None)
+                .unwrap();
+        });
+        let queued = post_receive(
+            &store.store,
+            &app,
+            URL,
+            Some(&buildgrid_core::RequestId::parse("push-1").unwrap()),
+            &PushOptions::default(),
+            format!("{OLD} {NEW} refs/heads/main\n").as_bytes(),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(queued, [1]);
+    });
+    let out = String::from_utf8(out).unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[..6],
+        [
+            "buildgrid: build 1 queued for abcdef012345 (main)",
+            "buildgrid: watch it at https://grid.example.com/builds/1",
+            "buildgrid: its log follows until it ends (`git push -o nowait` returns at once)",
+            "requested by request push-1",
+            "Step 1/2 : FROM base",
+            "slow",
+        ],
+        "{out}"
+    );
+    assert!(
+        lines[6].starts_with("buildgrid: ... still building (step 1/2, "),
+        "{out}"
+    );
+    assert_eq!(
+        lines[7..],
+        [
+            "buildgrid: build 1 FAILED: a RUN step failed",
+            "buildgrid: the commit is pushed, but no image was made from it; fix the build and push again",
+            "buildgrid: build page https://grid.example.com/builds/1",
+        ],
+        "{out}"
+    );
+
+    // A commit built before: only the result of its build is shown.
+    check(
+        &store,
+        "acme/web",
+        &format!("{OLD} {OTHER} refs/heads/main\n"),
+        "
+buildgrid: build 2 queued for 222222222222 (main)
+buildgrid: watch it at https://grid.example.com/builds/2
+buildgrid: or run: buildgrid build-log 2 --follow
+",
+        &[2],
+    );
+    let digest = buildgrid_core::Digest::parse(&format!("sha256:{}", "ab".repeat(32))).unwrap();
+    let image = format!("grid.example.com/acme/web.demo:{OTHER}");
+    store
+        .store
+        .db
+        .finish_build(2, BuildState::Succeeded, None, Some((&image, &digest)))
+        .unwrap();
+    let mut out = Vec::new();
+    post_receive(
+        &store.store,
+        &app,
+        URL,
+        None,
+        &PushOptions::parse(["verbose"]),
+        format!("{OLD} {OTHER} refs/heads/main\n").as_bytes(),
+        &mut out,
+    )
+    .unwrap();
+    assert_eq!(
+        String::from_utf8(out).unwrap().trim(),
+        format!(
+            "
+buildgrid: push option \"verbose\" is not one buildgrid knows (nowait); ignored
+buildgrid: 222222222222 is already built by build 2
+buildgrid: watch it at https://grid.example.com/builds/2
+buildgrid: build 2 succeeded
+buildgrid: image {image}
+buildgrid: build page https://grid.example.com/builds/2
+"
+        )
+        .trim()
     );
 }
 

@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use buildgrid_core::AppRef;
-use buildgrid_store::{Build, BuildState, NewApp, NewBuild, Queued, Store};
+use buildgrid_store::{BuildState, NewApp, NewBuild, Queued, Store};
 use clap::{Args, Subcommand};
 
 #[derive(Subcommand)]
@@ -220,76 +220,48 @@ pub fn build_log(store: &Store, args: BuildLogArgs) -> anyhow::Result<()> {
 /// because another build does its work (the same commit, or a newer build of the same branch)
 /// hands over to that build, which is followed in its place.
 fn follow(store: &Store, id: i64) -> anyhow::Result<()> {
-    let mut id = id;
-    let mut after = 0;
-    let mut waited = Duration::ZERO;
-    loop {
-        let build = store
-            .db
-            .build(id)?
-            .with_context(|| format!("no build {id}"))?;
-        let lines = store.db.log_lines(id, after, 10_000)?;
-        let mut out = std::io::stdout().lock();
-        for line in &lines {
-            writeln!(out, "{}", line.line)?;
-            after = line.seq;
-        }
-        out.flush()?;
-        if !lines.is_empty() {
-            continue;
-        }
-        if build.state == BuildState::Skipped
-            && let Some(other) = doing_the_work(store, &build)?
-        {
-            eprintln!(
-                "build {id} skipped ({}): following build {other}",
-                build.reason.unwrap_or_default()
-            );
-            id = other;
-            after = 0;
-            continue;
-        }
-        if build.state.is_finished() {
-            return match build.state {
-                BuildState::Succeeded => {
-                    println!("{}", build.image_ref.unwrap_or_default());
-                    Ok(())
+    use buildgrid_builder::follow::{Follow, HandOver, Seen};
+    let how = Follow {
+        quiet: Duration::from_secs(10),
+        hand_over: HandOver::SameCommitOrNewer,
+    };
+    let mut hinted = false;
+    let mut out = std::io::stdout().lock();
+    let build = buildgrid_builder::follow::follow(store, id, how, |seen| {
+        match seen {
+            Seen::Line(line) => writeln!(out, "{}", line.line)?,
+            Seen::HandedOver { skipped, to } => {
+                out.flush()?;
+                eprintln!(
+                    "build {} skipped ({}): following build {to}",
+                    skipped.id,
+                    skipped.reason.as_deref().unwrap_or_default()
+                );
+            }
+            Seen::Quiet { build, .. } => {
+                if build.state == BuildState::Queued && !hinted {
+                    hinted = true;
+                    eprintln!(
+                        "build {} is still queued: is `buildgrid serve` running on this data directory?",
+                        build.id
+                    );
                 }
-                state => bail!("build {id} {state}: {}", build.reason.unwrap_or_default()),
-            };
+            }
         }
-        if build.state == BuildState::Queued && waited == Duration::from_secs(10) {
-            eprintln!(
-                "build {id} is still queued: is `buildgrid serve` running on this data directory?"
-            );
+        // Line by line, as the build writes them.
+        out.flush()
+    })?;
+    match build.state {
+        BuildState::Succeeded => {
+            writeln!(out, "{}", build.image_ref.unwrap_or_default())?;
+            Ok(())
         }
-        std::thread::sleep(Duration::from_millis(200));
-        waited += Duration::from_millis(200);
+        state => bail!(
+            "build {} {state}: {}",
+            build.id,
+            build.reason.unwrap_or_default()
+        ),
     }
-}
-
-/// The build that does the work of skipped build `build`: the older running or succeeded build
-/// of its commit, or else the newest later build of its branch (which superseded it in the
-/// queue). `None` when there is none to follow.
-fn doing_the_work(store: &Store, build: &Build) -> anyhow::Result<Option<i64>> {
-    if let Some(commit) = &build.commit_id
-        && let Some(other) = store
-            .db
-            .other_build_of_commit(build.app_id, commit, build.id)?
-    {
-        return Ok(Some(other));
-    }
-    let newer = store
-        .db
-        .builds_of_app(build.app_id, 100)?
-        .into_iter()
-        .find(|other| {
-            other.id > build.id
-                && other.git_ref == build.git_ref
-                && other.source_id == build.source_id
-                && other.state != BuildState::Skipped
-        });
-    Ok(newer.map(|other| other.id))
 }
 
 pub fn cancel(store: &Store, id: i64) -> anyhow::Result<()> {
@@ -320,15 +292,21 @@ pub fn hook(store: &Store, command: HookCommand) -> anyhow::Result<()> {
             let request = std::env::var("BUILDGRID_REQUEST_ID")
                 .ok()
                 .and_then(|id| buildgrid_core::RequestId::parse(&id));
-            buildgrid_builder::hooks::post_receive(
+            let options = buildgrid_builder::hooks::PushOptions::from_env();
+            let printed = buildgrid_builder::hooks::post_receive(
                 store,
                 &app,
                 &public_url,
                 request.as_ref(),
+                &options,
                 std::io::stdin().lock(),
                 std::io::stdout().lock(),
-            )?;
-            Ok(())
+            );
+            match printed {
+                // The pusher stopped waiting (an interrupted `git push`): the build goes on.
+                Err(buildgrid_builder::follow::FollowError::Write(_)) => Ok(()),
+                result => result.map(drop).map_err(Into::into),
+            }
         }
     }
 }
