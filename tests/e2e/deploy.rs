@@ -261,7 +261,7 @@ fn two_services_roll_out_a_failure_leaves_the_old_serving_and_a_rollback_works()
 }
 
 #[test]
-fn a_deploy_whose_process_died_is_interrupted_and_its_containers_replaced() {
+fn a_deploy_whose_process_died_is_interrupted_once_its_lease_lapses_and_its_containers_replaced() {
     ensure_base_image();
     let _cleanup = Cleanup("acme/halt");
     let buildgrid = Buildgrid::spawn();
@@ -307,7 +307,33 @@ fn a_deploy_whose_process_died_is_interrupted_and_its_containers_replaced() {
         vec!["bg.acme.halt.slow.d1.r0".to_owned()]
     );
 
-    let second = buildgrid.cli_ok(&["deploy", "acme/halt"]);
+    // Its lease lives on for a while (renewed every 5 s for 15 s): the next deploy is refused
+    // until it lapses, then marks it interrupted (unless serve did first) and replaces it.
+    let refused = buildgrid.cli(&["deploy", "acme/halt"]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("deploy 1 of this app is running"),
+        "{stderr}"
+    );
+    let killed = std::time::Instant::now();
+    let second = loop {
+        let output = buildgrid.cli(&["deploy", "acme/halt"]);
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        if output.status.success() {
+            break stdout;
+        }
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("deploy 1 of this app is running"),
+            "{stderr}"
+        );
+        assert!(
+            killed.elapsed() < std::time::Duration::from_secs(30),
+            "deploy 1's lease did not lapse"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
     assert!(second.contains("deploy 2 succeeded"), "{second}");
     assert!(
         second.contains("[local slow bg.acme.halt.slow.d1.r0] stopped and removed"),

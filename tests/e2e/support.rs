@@ -181,6 +181,54 @@ impl Buildgrid {
         let _ = self.child.wait();
     }
 
+    /// A server running as process 1 of a PID namespace of its own, as in a container: through
+    /// `unshare --pid --fork --mount-proc --kill-child` (needs root).
+    pub fn spawn_as_pid1() -> Buildgrid {
+        let data = tempfile::tempdir().unwrap();
+        let (child, addr) = start_in(data.path(), &[], &[], PID1);
+        Buildgrid {
+            data,
+            addr,
+            child,
+            env: Vec::new(),
+        }
+    }
+
+    /// Kills the server of [`Buildgrid::spawn_as_pid1`] with SIGKILL (`kill -9`, as a crash
+    /// would) and starts it again the same way: process 1 of a new PID namespace again.
+    pub fn restart_as_pid1(&mut self) {
+        let (serve, _) = self.pid1_serve();
+        run_ok("kill", &["-9", &serve.to_string()]);
+        // `unshare` ends with its child.
+        let _ = self.child.wait();
+        let (child, addr) = start_in(self.data.path(), &[], &[], PID1);
+        self.child = child;
+        self.addr = addr;
+    }
+
+    /// The process id of the server of [`Buildgrid::spawn_as_pid1`] (the child of `unshare`)
+    /// here, and in its own PID namespace.
+    pub fn pid1_serve(&self) -> (u32, u32) {
+        let unshare = self.child.id();
+        let children =
+            std::fs::read_to_string(format!("/proc/{unshare}/task/{unshare}/children")).unwrap();
+        let serve: u32 = children
+            .split_whitespace()
+            .next()
+            .expect("unshare has started serve")
+            .parse()
+            .unwrap();
+        let status = std::fs::read_to_string(format!("/proc/{serve}/status")).unwrap();
+        let inner = status
+            .lines()
+            .find_map(|l| l.strip_prefix("NSpid:"))
+            .and_then(|ids| ids.split_whitespace().last())
+            .expect("the status names the process ids of its namespaces")
+            .parse()
+            .unwrap();
+        (serve, inner)
+    }
+
     /// Starts the server again on the same data directory (on a new port).
     pub fn restart(&mut self) {
         self.kill();
@@ -239,14 +287,36 @@ impl Buildgrid {
     }
 }
 
+/// What runs `serve` as process 1 of a new PID namespace (with its own `/proc`), killed when
+/// `unshare` is.
+const PID1: &[&str] = &["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"];
+
 /// Starts `buildgrid serve` on a free port with its data in `<dir>/data`.
 fn start(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> (Child, SocketAddr) {
+    start_in(dir, env, args, &[])
+}
+
+/// [`start`], through the command `wrapper` (with its arguments) when it is not empty.
+fn start_in(
+    dir: &Path,
+    env: &[(&str, &str)],
+    args: &[&str],
+    wrapper: &[&str],
+) -> (Child, SocketAddr) {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(dir.join("serve.log"))
         .unwrap();
-    let mut child = Command::new(BIN)
+    let mut command = match wrapper.split_first() {
+        Some((program, wrapper_args)) => {
+            let mut command = Command::new(program);
+            command.args(wrapper_args).arg(BIN);
+            command
+        }
+        None => Command::new(BIN),
+    };
+    let mut child = command
         .args(["serve", "--listen", "127.0.0.1:0", "--data"])
         .arg(dir.join("data"))
         .args(args)
