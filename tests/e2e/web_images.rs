@@ -12,9 +12,10 @@ use crate::fixtures::{BASE, Source, build_log, create_app, ensure_base_image, wa
 use crate::support::{Buildgrid, TestImage, run, run_ok};
 use crate::web::Driver;
 
+/// Pushes `main` with `-o nowait`: the test acts while the pushed build runs.
 fn push(buildgrid: &Buildgrid, source: &Source, token: &str, app: &str) -> i64 {
     let url = format!("http://push:{token}@{}/git/{app}.git", buildgrid.host());
-    let output = source.git(&["push", &url, "main"]);
+    let output = source.git(&["push", "-o", "nowait", &url, "main"]);
     let after = output
         .split("buildgrid: build ")
         .nth(1)
