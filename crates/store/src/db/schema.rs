@@ -394,6 +394,12 @@ ALTER TABLE deploys DROP COLUMN pid;
 ALTER TABLE builds ADD COLUMN lease_owner TEXT;
 ALTER TABLE builds ADD COLUMN lease_until INTEGER;
 "#,
+    r#"
+-- Collection deletes a blob's layer rows by the blob's digest and their legacy paths by diff id:
+-- without these, each deletion scans the whole table.
+CREATE INDEX layers_by_digest ON layers(digest);
+CREATE INDEX legacy_layer_paths_by_diff_id ON legacy_layer_paths(diff_id);
+"#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
