@@ -124,8 +124,11 @@ pub fn run(
             server = server.workers(workers);
         }
         // Signals are handled below: SIGTERM and SIGINT alike stop gracefully.
+        // Blob answers go out as headers then body windows: with Nagle's algorithm on, a small
+        // blob's last segment waits for the client's delayed ACK (~40 ms).
         let server = server
             .disable_signals()
+            .tcp_nodelay(true)
             .shutdown_timeout(args.shutdown_grace)
             .bind(args.listen)
             .with_context(|| format!("cannot listen on {}", args.listen))?;
