@@ -400,6 +400,12 @@ ALTER TABLE builds ADD COLUMN lease_until INTEGER;
 CREATE INDEX layers_by_digest ON layers(digest);
 CREATE INDEX legacy_layer_paths_by_diff_id ON legacy_layer_paths(diff_id);
 "#,
+    r#"
+-- Deleting a blob row checks the foreign keys that name it; manifests and repo_blobs are keyed
+-- by repository first, so without these each check scans the whole table.
+CREATE INDEX manifests_by_digest ON manifests(digest);
+CREATE INDEX repo_blobs_by_digest ON repo_blobs(digest);
+"#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
