@@ -4,7 +4,7 @@ use actix_files::HttpRange;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use buildgrid_core::{Digest, ErrorCode};
-use buildgrid_store::BlobBody;
+use buildgrid_store::{BlobBody, StoreError};
 use bytes::Bytes;
 use futures_util::{TryStreamExt, stream};
 
@@ -118,9 +118,26 @@ pub(crate) async fn get(
     }
     let store = registry.store.clone();
     let range = start..start + length;
-    let body = web::block(move || store.blobs.open(&digest, Some(range)))
+    let at = digest.clone();
+    let opened = web::block(move || store.blobs.open(&at, Some(range)))
         .await
-        .map_err(|e| RegistryError::internal(&e))??;
+        .map_err(|e| RegistryError::internal(&e))?;
+    let body = match opened {
+        Ok(body) => body,
+        // Collected between the row's lookup and the read: its row has gone too, and the
+        // blob is unknown now. Bytes missing under a row that stays are the store's fault.
+        Err(StoreError::BlobMissing(_))
+            if registry.store.db.repo_blob(&name, &digest)?.is_none() =>
+        {
+            return Err(unknown(
+                registry,
+                &name,
+                ErrorCode::BlobUnknown,
+                format!("blob {digest} is not in repository {name}: it was just removed"),
+            ));
+        }
+        Err(error) => return Err(error.into()),
+    };
     let response = response.no_chunking(length);
     Ok(match body {
         BlobBody::File(file) => response.streaming(read_range(file, start, length)),

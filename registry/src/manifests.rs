@@ -6,7 +6,7 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse};
 use buildgrid_access::Principal;
 use buildgrid_core::{Digest, ErrorCode, NameError, Reference, RepoName};
-use buildgrid_store::ManifestRow;
+use buildgrid_store::{ManifestRow, StoreError};
 use bytes::Bytes;
 
 use crate::{Registry, RegistryError};
@@ -19,6 +19,13 @@ pub(crate) struct ManifestCache {
     entries: Mutex<HashMap<Digest, Bytes>>,
 }
 
+/// Why a manifest's bytes could not be read.
+enum Missing {
+    /// Not in the blob store.
+    Blob,
+    Other(RegistryError),
+}
+
 /// Past this many cached bytes the cache starts over.
 const CACHE_LIMIT: usize = 8 << 20;
 
@@ -29,14 +36,18 @@ impl ManifestCache {
         &self,
         digest: &Digest,
         store: &Arc<buildgrid_store::Store>,
-    ) -> Result<Bytes, RegistryError> {
+    ) -> Result<Bytes, Missing> {
         if let Some(bytes) = self.entries.lock().unwrap().get(digest) {
             return Ok(bytes.clone());
         }
         let (store, at) = (store.clone(), digest.clone());
         let bytes = actix_web::web::block(move || store.blobs.read(&at))
             .await
-            .map_err(|e| RegistryError::internal(&e))??;
+            .map_err(|e| Missing::Other(RegistryError::internal(&e)))?
+            .map_err(|e| match e {
+                StoreError::BlobMissing(_) => Missing::Blob,
+                other => Missing::Other(other.into()),
+            })?;
         let bytes = Bytes::from(bytes);
         let mut entries = self.entries.lock().unwrap();
         let used: usize = entries.values().map(Bytes::len).sum();
@@ -170,10 +181,34 @@ pub(crate) async fn get(
     if not_modified {
         return Ok(response.finish());
     }
-    let bytes = registry
+    let bytes = match registry
         .manifests
         .get_or_load(&row.digest, &registry.store)
-        .await?;
+        .await
+    {
+        Ok(bytes) => bytes,
+        // Collected between the row's lookup and the read: unknown now, as its row says.
+        Err(Missing::Blob)
+            if registry
+                .store
+                .db
+                .manifest_by_digest(&name, &row.digest)?
+                .is_none() =>
+        {
+            return Err(unknown(
+                registry,
+                &name,
+                ErrorCode::ManifestUnknown,
+                format!("manifest {reference} is not in repository {name}: it was just removed"),
+            ));
+        }
+        Err(Missing::Blob) => {
+            return Err(RegistryError::internal(&StoreError::BlobMissing(
+                row.digest.clone(),
+            )));
+        }
+        Err(Missing::Other(error)) => return Err(error),
+    };
     Ok(response.body(bytes))
 }
 
