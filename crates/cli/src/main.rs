@@ -8,6 +8,7 @@ mod config;
 mod deploys;
 mod gc;
 mod metrics;
+mod proxy;
 mod request_log;
 mod serve;
 mod store;
@@ -121,6 +122,9 @@ enum Command {
     /// Move the blobs between the data directory and an object store.
     #[command(subcommand)]
     Store(store::StoreCommand),
+    /// The proxy that gives a service a fixed address on a server, and changes of its routes.
+    #[command(subcommand)]
+    Proxy(proxy::ProxyCommand),
     /// Called by git hooks of the apps' repositories.
     #[command(subcommand, hide = true)]
     Hook(builds::HookCommand),
@@ -162,6 +166,7 @@ fn main() -> anyhow::Result<()> {
             config.serve(args, &mut shown)?,
         ),
         Command::Store(command) => store::run(&open()?, command),
+        Command::Proxy(command) => proxy::run(command),
         Command::Config(ConfigCommand::Check(args)) => {
             config.serve(args, &mut shown)?;
             print!("{}", config::render(&config, &shown));
