@@ -13,6 +13,7 @@ mod deploy;
 mod deploy_faults;
 mod deploy_leases;
 mod deploy_logs;
+mod deploy_proxy;
 mod deploy_prune;
 mod deploy_sources;
 mod deploy_web;

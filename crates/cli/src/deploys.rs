@@ -55,6 +55,14 @@ pub struct ServiceArgs {
     /// between deploys so that new replicas start before the old ones stop.
     #[arg(long = "port")]
     ports: Vec<String>,
+    /// A fixed port for the service on each of its servers, answered by buildgrid's proxy
+    /// there: it forwards to the replicas' first port and switches to new replicas only once
+    /// every one of them is healthy.
+    #[arg(long)]
+    publish: Option<u16>,
+    /// With --publish: only requests for this host name, so several services share a port.
+    #[arg(long, requires = "publish")]
+    host: Option<String>,
     /// `KEY=VALUE`; repeat for more.
     #[arg(long = "env")]
     env: Vec<String>,
@@ -258,6 +266,10 @@ pub fn service(store: &Store, command: ServiceCommand) -> anyhow::Result<()> {
                 servers: args.servers,
                 network_host: args.network_host,
                 source: source.as_ref().map(|s| s.image_repo.to_string()),
+                publish: args.publish.map(|port| spec::Publish {
+                    port,
+                    host: args.host.as_deref().map(str::to_ascii_lowercase),
+                }),
             };
             spec.validate()?;
             let mine = spec.host_ports();
@@ -267,6 +279,21 @@ pub fn service(store: &Store, command: ServiceCommand) -> anyhow::Result<()> {
                     && other.servers.iter().any(|s| spec.servers.contains(s))
                 {
                     bail!(spec::SpecError::PortsOverlap);
+                }
+                if let Ok(other_spec) = serde_json::from_str::<ServiceSpec>(&other.spec)
+                    && let (Some(theirs), Some(ours)) = (&other_spec.publish, &spec.publish)
+                    && theirs == ours
+                    && other_spec.servers.iter().any(|s| spec.servers.contains(s))
+                {
+                    bail!(
+                        "service {} already publishes port {}{} on a server of this one",
+                        other.name,
+                        ours.port,
+                        ours.host
+                            .as_deref()
+                            .map(|h| format!(" for {h}"))
+                            .unwrap_or_default()
+                    );
                 }
             }
             store

@@ -12,6 +12,7 @@
 mod docker_url;
 mod output;
 mod part;
+pub mod proxy;
 mod prune;
 mod recover;
 mod run;

@@ -24,6 +24,8 @@ pub(crate) struct Started {
     docker: Docker,
     old: Vec<crate::Labelled>,
     new: Vec<String>,
+    /// The slot of the new replicas' host ports.
+    slot: u32,
 }
 
 /// One service on one server.
@@ -101,15 +103,30 @@ impl Part<'_> {
                 }
             }
         }
-        Ok(Started { docker, old, new })
+        Ok(Started {
+            docker,
+            old,
+            new,
+            slot,
+        })
     }
 
-    /// After every part is healthy: what the new replicas printed, then the old ones stopped,
-    /// all at once (one at a time, a service's grace period would count once per replica).
-    pub async fn finish(&self, started: Started) {
-        let Started { docker, old, new } = started;
+    /// After every part is healthy: what the new replicas printed, the proxy switched to
+    /// them (for a published service), then the old ones stopped, all at once (one at a
+    /// time, a service's grace period would count once per replica). When the proxy does not
+    /// switch, the old replicas keep running and take the traffic, and the part fails.
+    pub async fn finish(&self, started: Started) -> Result<(), String> {
+        let Started {
+            docker,
+            old,
+            new,
+            slot,
+        } = started;
         for name in &new {
             self.printed_lines(&docker, name, FIRST_LINES).await;
+        }
+        if let Some(publish) = &self.spec.publish {
+            self.switch_proxy(&docker, publish, slot).await?;
         }
         let stops = old.into_iter().map(|container| {
             let docker = &docker;
@@ -129,6 +146,48 @@ impl Part<'_> {
             }
         });
         futures_util::future::join_all(stops).await;
+        Ok(())
+    }
+
+    /// Points the server's proxy at the new replicas, and waits until the old ones have
+    /// answered their last request.
+    async fn switch_proxy(
+        &self,
+        docker: &Docker,
+        publish: &crate::spec::Publish,
+        slot: u32,
+    ) -> Result<(), String> {
+        let note = |text: &str| self.line(None, "proxy", text);
+        let proxy = crate::proxy::ensure(docker, self.install, &note).await?;
+        let targets: Vec<String> = (0..self.spec.replicas)
+            .map(|replica| {
+                format!(
+                    "127.0.0.1:{}",
+                    host_port(self.spec.ports[0].host, replica, slot)
+                )
+            })
+            .collect();
+        let health_path = match &self.spec.health {
+            Health::Http { path } => Some(path.as_str()),
+            _ => None,
+        };
+        let owner = format!("{}/{}", self.app.app, self.service);
+        let report = crate::proxy::switch(
+            docker,
+            &proxy,
+            &owner,
+            publish.port,
+            publish.host.as_deref(),
+            &targets,
+            health_path,
+            self.spec.health_timeout,
+            self.spec.stop_grace.max(1),
+        )
+        .await?;
+        for line in report.lines().filter(|l| !l.trim().is_empty()) {
+            note(line.trim());
+        }
+        Ok(())
     }
 
     async fn pull(&self, docker: &Docker) -> Result<(), String> {

@@ -224,8 +224,18 @@ pub async fn deploy(
                 }
             }
         }
-        futures_util::future::join_all(up.into_iter().map(|(part, started)| part.finish(started)))
-            .await;
+        let finished = futures_util::future::join_all(
+            up.into_iter()
+                .map(|(part, started)| async move { (part, part.finish(started).await) }),
+        )
+        .await;
+        for (part, outcome) in finished {
+            if let Err(reason) = outcome {
+                part.line(None, "deploy", &format!("failed: {reason}"));
+                failed_servers.push(&part.server.name);
+                failures.push(format!("{}/{}: {reason}", part.server.name, part.service));
+            }
+        }
         // Where every part is up: the install's images nothing there needs any more go.
         let hosts: Vec<String> = std::iter::once(registry_host.to_owned())
             .chain(install.registry_host.clone())

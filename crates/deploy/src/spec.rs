@@ -45,6 +45,18 @@ pub struct ServiceSpec {
     /// image (`<namespace>/<app>.<repo>` of another repository).
     #[serde(default)]
     pub source: Option<String>,
+    /// The service's fixed address on each of its servers, answered by the install's proxy
+    /// there (`crate::proxy`), which forwards to the replicas' first published port.
+    #[serde(default)]
+    pub publish: Option<Publish>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Publish {
+    /// The port the proxy listens on, on every address of the server.
+    pub port: u16,
+    /// Only requests for this host name (several services can then share a port).
+    pub host: Option<String>,
 }
 
 /// How long a new replica may take to become healthy, unless a service says.
@@ -66,6 +78,12 @@ pub enum SpecError {
     HealthTimeout,
     #[error("an HTTP health check needs a published port (--port)")]
     HealthWithoutPort,
+    #[error("a published service needs a port of its replicas to forward to (--port)")]
+    PublishWithoutPort,
+    #[error("the published port {0} is one of the replicas' own host ports")]
+    PublishOnReplicaPort(u16),
+    #[error("invalid host name {0:?} to publish for")]
+    PublishHost(String),
     #[error("a service runs on at least one server (--server)")]
     NoServer,
     #[error(
@@ -105,6 +123,23 @@ impl ServiceSpec {
         }
         if self.servers.is_empty() {
             return Err(SpecError::NoServer);
+        }
+        if let Some(publish) = &self.publish {
+            if self.ports.is_empty() {
+                return Err(SpecError::PublishWithoutPort);
+            }
+            if self.host_ports().contains(&u32::from(publish.port)) {
+                return Err(SpecError::PublishOnReplicaPort(publish.port));
+            }
+            if let Some(host) = &publish.host
+                && (host.is_empty()
+                    || host.len() > 253
+                    || !host
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'))
+            {
+                return Err(SpecError::PublishHost(host.clone()));
+            }
         }
         Ok(())
     }
