@@ -77,7 +77,9 @@ pub struct StateArg {
 }
 
 pub fn run(command: ProxyCommand) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // Requests are served on the proxy's own threads; this runtime has the control socket,
+    // health checks and signals.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
@@ -161,9 +163,11 @@ pub fn run(command: ProxyCommand) -> anyhow::Result<()> {
 }
 
 async fn serve(state: PathBuf, bind: IpAddr, grace: u64) -> anyhow::Result<()> {
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let proxy = Proxy::start(Settings {
         state: state.clone(),
         bind,
+        workers,
     })
     .await?;
     proxy.serve_control()?;

@@ -40,6 +40,23 @@ pub struct Settings {
     pub state: PathBuf,
     /// The address the published ports listen on (all of the server's by default).
     pub bind: IpAddr,
+    /// Threads that accept and forward.
+    pub workers: usize,
+}
+
+/// A thread running a single-threaded runtime until `exit` turns true.
+fn worker(
+    index: usize,
+    mut exit: watch::Receiver<bool>,
+) -> std::io::Result<tokio::runtime::Handle> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let handle = runtime.handle().clone();
+    std::thread::Builder::new()
+        .name(format!("proxy-{index}"))
+        .spawn(move || runtime.block_on(stopped(&mut exit)))?;
+    Ok(handle)
 }
 
 /// A running proxy.
@@ -56,7 +73,13 @@ struct Shared {
     /// Idle connections to replicas.
     pool: Arc<forward::Pool>,
     /// Per port: the task accepting on it, and the listening socket to hand to a new proxy.
-    listeners: Mutex<HashMap<u16, (JoinHandle<()>, std::net::TcpListener)>>,
+    listeners: Mutex<HashMap<u16, (Vec<JoinHandle<()>>, std::net::TcpListener)>>,
+    /// One single-threaded runtime per core: a client connection, its requests and its
+    /// connections to replicas stay on the thread that accepted it.
+    workers: Vec<tokio::runtime::Handle>,
+    /// Ends the workers' threads once the proxy has stopped.
+    workers_exit: watch::Sender<bool>,
+    next_worker: std::sync::atomic::AtomicUsize,
     /// Whether a new proxy took the sockets: the control socket is then its.
     handed_over: std::sync::atomic::AtomicBool,
     /// Set to true when the proxy stops: listeners stop accepting, connections end after
@@ -103,6 +126,14 @@ impl Proxy {
         }
         let ports = table.ports();
         let (stopping, _) = watch::channel(false);
+        let (workers_exit, _) = watch::channel(false);
+        let workers = (0..settings.workers.max(1))
+            .map(|i| worker(i, workers_exit.subscribe()))
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(|e| ProxyError::State {
+                path: settings.state.clone(),
+                source: e,
+            })?;
         let proxy = Proxy {
             shared: Arc::new(Shared {
                 settings,
@@ -111,6 +142,9 @@ impl Proxy {
                 upstream: forward::upstream_client(),
                 pool: Arc::default(),
                 listeners: Mutex::new(HashMap::new()),
+                workers,
+                workers_exit,
+                next_worker: Default::default(),
                 handed_over: std::sync::atomic::AtomicBool::new(false),
                 stopping,
                 changes: tokio::sync::Mutex::new(()),
@@ -179,8 +213,10 @@ impl Proxy {
     pub async fn stop(self, grace: Duration) {
         self.shared.stopping.send_replace(true);
         let handles: Vec<_> = self.shared.listeners.lock().unwrap().drain().collect();
-        for (_, (handle, _)) in handles {
-            let _ = handle.await;
+        for (_, (tasks, _)) in handles {
+            for task in tasks {
+                let _ = task.await;
+            }
         }
         let deadline = Instant::now() + grace;
         while self.shared.connections.available_permits() < MAX_CONNECTIONS
@@ -195,6 +231,7 @@ impl Proxy {
         {
             let _ = std::fs::remove_file(control::socket_path(&self.shared.settings.state));
         }
+        self.shared.workers_exit.send_replace(true);
     }
 }
 
@@ -216,9 +253,18 @@ impl Shared {
         let listen_error = |source| ProxyError::Listen { address, source };
         let kept = socket.try_clone().map_err(listen_error)?;
         socket.set_nonblocking(true).map_err(listen_error)?;
-        let listener = TcpListener::from_std(socket).map_err(listen_error)?;
-        let task = tokio::spawn(self.clone().accept(listener, port));
-        self.listeners.lock().unwrap().insert(port, (task, kept));
+        // One task accepts and hands the connections to the workers in turn.
+        let shared = self.clone();
+        let task = self.workers[0].spawn(async move {
+            match TcpListener::from_std(socket) {
+                Ok(listener) => shared.accept(listener, port).await,
+                Err(e) => tracing::error!(port, "cannot accept: {e}"),
+            }
+        });
+        self.listeners
+            .lock()
+            .unwrap()
+            .insert(port, (vec![task], kept));
         Ok(())
     }
 
@@ -265,26 +311,46 @@ impl Shared {
                 },
                 _ = crate::stopped(&mut stopping) => break,
             };
-            let _ = stream.set_nodelay(true);
-            let shared = self.clone();
-            tokio::spawn(async move {
-                let _permit = permit;
-                shared.connection(stream, peer, port).await;
-            });
+            self.dispatch(stream, peer, port, permit);
         }
-        // Connections already in the queue are served, not reset by closing the socket; a new
-        // proxy listening on the same port (SO_REUSEPORT) takes the next ones.
+        // Connections already in the queue are served rather than reset when the socket
+        // closes (after a handover the socket stays open in the new proxy, which takes them).
         while let Some(Ok((stream, peer))) = listener.accept().now_or_never() {
             let Ok(permit) = self.connections.clone().acquire_owned().await else {
                 break;
             };
-            let _ = stream.set_nodelay(true);
-            let shared = self.clone();
-            tokio::spawn(async move {
-                let _permit = permit;
-                shared.connection(stream, peer, port).await;
-            });
+            self.dispatch(stream, peer, port, permit);
         }
+    }
+
+    /// Hands an accepted connection to the workers in turn, so each serves as many.
+    fn dispatch(
+        self: &Arc<Self>,
+        stream: tokio::net::TcpStream,
+        peer: SocketAddr,
+        port: u16,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) {
+        let _ = stream.set_nodelay(true);
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::warn!(%peer, "cannot hand a connection to a worker: {e}");
+                return;
+            }
+        };
+        let worker = self
+            .next_worker
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            % self.workers.len();
+        let shared = self.clone();
+        self.workers[worker].spawn(async move {
+            let _permit = permit;
+            match tokio::net::TcpStream::from_std(stream) {
+                Ok(stream) => shared.connection(stream, peer, port).await,
+                Err(e) => tracing::warn!(%peer, "cannot serve a connection: {e}"),
+            }
+        });
     }
 
     async fn connection(

@@ -95,6 +95,7 @@ async fn start_proxy(state: &std::path::Path) -> Proxy {
     let proxy = Proxy::start(Settings {
         state: state.to_owned(),
         bind: "127.0.0.1".parse().unwrap(),
+        workers: 2,
     })
     .await
     .unwrap();
@@ -418,6 +419,7 @@ async fn routes_come_back_after_a_restart_and_a_new_proxy_takes_over_under_load(
     let second = Proxy::start(Settings {
         state: state.path().to_owned(),
         bind: "127.0.0.1".parse().unwrap(),
+        workers: 2,
     })
     .await
     .unwrap();
