@@ -59,6 +59,12 @@ fn worker(
     Ok(handle)
 }
 
+/// A port the proxy listens on: the task accepting on it, and the socket to hand over.
+struct Listening {
+    task: JoinHandle<()>,
+    socket: std::net::TcpListener,
+}
+
 /// A running proxy.
 pub struct Proxy {
     shared: Arc<Shared>,
@@ -73,7 +79,7 @@ struct Shared {
     /// Idle connections to replicas.
     pool: Arc<forward::Pool>,
     /// Per port: the task accepting on it, and the listening socket to hand to a new proxy.
-    listeners: Mutex<HashMap<u16, (Vec<JoinHandle<()>>, std::net::TcpListener)>>,
+    listeners: Mutex<HashMap<u16, Listening>>,
     /// One single-threaded runtime per core: a client connection, its requests and its
     /// connections to replicas stay on the thread that accepted it.
     workers: Vec<tokio::runtime::Handle>,
@@ -213,10 +219,8 @@ impl Proxy {
     pub async fn stop(self, grace: Duration) {
         self.shared.stopping.send_replace(true);
         let handles: Vec<_> = self.shared.listeners.lock().unwrap().drain().collect();
-        for (_, (tasks, _)) in handles {
-            for task in tasks {
-                let _ = task.await;
-            }
+        for (_, listening) in handles {
+            let _ = listening.task.await;
         }
         let deadline = Instant::now() + grace;
         while self.shared.connections.available_permits() < MAX_CONNECTIONS
@@ -264,7 +268,7 @@ impl Shared {
         self.listeners
             .lock()
             .unwrap()
-            .insert(port, (vec![task], kept));
+            .insert(port, Listening { task, socket: kept });
         Ok(())
     }
 
@@ -276,7 +280,7 @@ impl Shared {
             .lock()
             .unwrap()
             .iter()
-            .map(|(port, (_, socket))| Ok((*port, socket.try_clone()?)))
+            .map(|(port, listening)| Ok((*port, listening.socket.try_clone()?)))
             .collect::<std::io::Result<Vec<_>>>()?;
         let stream = stream.into_std()?;
         stream.set_nonblocking(false)?;
