@@ -120,6 +120,30 @@ fn a_published_service_answers_on_its_fixed_port_across_deploys_a_failure_a_roll
         "--server",
         "second",
     ]);
+    // A second service shares the published port under a host name of its own; the two
+    // parts of each deploy on the server start one proxy between them.
+    let api_base = free_ports();
+    buildgrid.cli_ok(&[
+        "service",
+        "add",
+        "acme/front",
+        "api",
+        "--command",
+        "hello && exec httpd -f -p $PORT -h /www",
+        "--port",
+        &format!("{api_base}:8080"),
+        "--network-host",
+        "--health-http",
+        "/",
+        "--stop-grace",
+        "1",
+        "--publish",
+        &publish.to_string(),
+        "--host",
+        "API.example",
+        "--server",
+        "second",
+    ]);
     // A port the replicas use cannot be published.
     let refused = buildgrid.cli(&[
         "service",
@@ -158,6 +182,28 @@ fn a_published_service_answers_on_its_fixed_port_across_deploys_a_failure_a_roll
             .collect::<Vec<_>>()
     };
     assert_eq!(proxies().len(), 1, "one proxy on the server");
+    let proxy = proxies().pop().unwrap();
+    let routes = second.docker(&[
+        "exec",
+        &proxy,
+        "/buildgrid",
+        "proxy",
+        "routes",
+        "--state",
+        "/state",
+    ]);
+    let routes = String::from_utf8_lossy(&routes.stdout).into_owned();
+    assert!(
+        routes.contains(&format!("{publish}\t*\tacme/front/edge"))
+            && routes.contains(&format!("{publish}\tapi.example\tacme/front/api")),
+        "{routes}"
+    );
+    let by_name = reqwest::blocking::Client::new()
+        .get(format!("http://127.0.0.1:{publish}/"))
+        .header("host", "api.example")
+        .send()
+        .unwrap();
+    assert!(by_name.status().is_success());
 
     let load = Load::start(publish);
     std::thread::sleep(Duration::from_millis(500));
@@ -203,7 +249,6 @@ fn a_published_service_answers_on_its_fixed_port_across_deploys_a_failure_a_roll
     );
 
     // The proxy keeps its routes across its own restart.
-    let proxy = proxies().pop().unwrap();
     let restarted = second.docker(&["restart", "-t", "5", &proxy]);
     assert!(restarted.status.success(), "{restarted:?}");
     let deadline = Instant::now() + Duration::from_secs(20);

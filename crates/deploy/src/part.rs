@@ -158,7 +158,7 @@ impl Part<'_> {
         slot: u32,
     ) -> Result<(), String> {
         let note = |text: &str| self.line(None, "proxy", text);
-        let proxy = crate::proxy::ensure(docker, self.install, &note).await?;
+        let proxy = crate::proxy::ensure(docker, &self.server.name, self.install, &note).await?;
         let targets: Vec<String> = (0..self.spec.replicas)
             .map(|replica| {
                 format!(

@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
@@ -158,11 +158,20 @@ fn volume_name(install: &Install) -> String {
 /// when missing, an older one replaced after the new one took its sockets. Its name.
 pub(crate) async fn ensure(
     docker: &Docker,
+    server: &str,
     install: &Install,
     note: &(dyn Fn(&str) + Sync),
 ) -> Result<String, String> {
     let image = image()?;
     let name = container_name(install, &image.hash);
+    // The parts of a deploy on one server (one per published service) start its proxy once.
+    let lock = {
+        static STARTING: OnceLock<std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>> =
+            OnceLock::new();
+        let mut locks = STARTING.get_or_init(Default::default).lock().unwrap();
+        locks.entry(server.to_owned()).or_default().clone()
+    };
+    let _starting = lock.lock().await;
     let options = ListContainersOptionsBuilder::new()
         .all(true)
         .filters(&HashMap::from([(
@@ -297,10 +306,14 @@ async fn create(
         ..Default::default()
     };
     let options = CreateContainerOptionsBuilder::new().name(name).build();
-    docker
-        .create_container(Some(options), body)
-        .await
-        .map_err(|e| format!("creating the proxy: {}", engine_message(&e)))?;
+    match docker.create_container(Some(options), body).await {
+        Ok(_) => {}
+        // Another buildgrid process of this install made it a moment ago.
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 409, ..
+        }) => return Ok(()),
+        Err(e) => return Err(format!("creating the proxy: {}", engine_message(&e))),
+    }
     docker
         .start_container(
             name,
