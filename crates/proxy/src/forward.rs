@@ -14,7 +14,7 @@ use http_body::{Body, Frame, SizeHint};
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use http_body_util::{Either, Full};
+use http_body_util::{Either, Empty, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::client::legacy::Client;
@@ -42,7 +42,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Idle connections to one replica kept for connections to come.
 const IDLE_PER_REPLICA: usize = 512;
 
-type Sender = SendRequest<Incoming>;
+/// What goes to a replica: the client's body, or nothing for a request without one.
+type UpstreamBody = Either<Incoming, Empty<Bytes>>;
+type Sender = SendRequest<UpstreamBody>;
 
 /// Connections to replicas no client connection holds, ready for the next one.
 #[derive(Default)]
@@ -180,7 +182,7 @@ pub fn requested_host<B>(request: &Request<B>) -> String {
 
 /// Forwards `request`, which came from `client`, to one of `backends`. A request that was
 /// not sent (no connection, or a kept connection the replica had closed) goes to the next
-/// replica, body and all.
+/// replica, body and all; a bodiless idempotent one also when a replica took it and failed.
 pub async fn forward(
     affinity: &Affinity,
     backends: Arc<Backends>,
@@ -202,6 +204,22 @@ pub async fn forward(
             Err(e) => return answer(StatusCode::BAD_REQUEST, format!("invalid path: {e}")),
         }
     }
+    // A request that changes nothing and has no body is sent again to the next replica when
+    // one fails before it answers (it crashed, or cut the connection), as nginx does.
+    let resend = body.is_end_stream() && parts.method.is_idempotent();
+    let spare = resend.then(|| {
+        let mut spare = Request::new(());
+        *spare.method_mut() = parts.method.clone();
+        *spare.uri_mut() = parts.uri.clone();
+        *spare.version_mut() = parts.version;
+        *spare.headers_mut() = parts.headers.clone();
+        spare
+    });
+    let body = if body.is_end_stream() {
+        Either::Right(Empty::new())
+    } else {
+        Either::Left(body)
+    };
     let mut request = Request::from_parts(parts, body);
     let mut last_error = String::from("the service has no replica");
     'targets: for target in backends.order() {
@@ -252,7 +270,20 @@ pub async fn forward(
                                 continue 'targets;
                             }
                         }
-                        None => break 'targets,
+                        // Sent, and no answer: again elsewhere only when that is safe.
+                        None => match &spare {
+                            Some(spare) => {
+                                tracing::debug!(service = %backends.service, "no answer, sending again: {last_error}");
+                                let mut again = Request::new(Either::Right(Empty::new()));
+                                *again.method_mut() = spare.method().clone();
+                                *again.uri_mut() = spare.uri().clone();
+                                *again.version_mut() = spare.version();
+                                *again.headers_mut() = spare.headers().clone();
+                                request = again;
+                                continue 'targets;
+                            }
+                            None => break 'targets,
+                        },
                     }
                 }
             }

@@ -213,7 +213,8 @@ impl Load {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deploys_under_load_answer_every_request_and_an_unhealthy_one_never_takes_traffic() {
+async fn fifty_deploys_under_load_answer_every_request_a_crash_included_and_an_unhealthy_one_never_takes_traffic()
+ {
     let state = tempfile::tempdir().unwrap();
     let proxy = start_proxy(state.path()).await;
     let port = free_port();
@@ -227,7 +228,9 @@ async fn deploys_under_load_answer_every_request_and_an_unhealthy_one_never_take
         .await
         .unwrap();
     let load = Load::start(port, 8);
-    let names = ["v1", "v2", "v3", "v4", "v5", "v6", "v7", "v8", "v9", "v10"];
+    let names: Vec<&'static str> = (1..=50)
+        .map(|i| &*Box::leak(format!("v{i}").into_boxed_str()))
+        .collect();
     for (i, name) in names.iter().enumerate() {
         let next = vec![Replica::start(name).await, Replica::start(name).await];
         if i == 4 {
@@ -268,6 +271,13 @@ async fn deploys_under_load_answer_every_request_and_an_unhealthy_one_never_take
         }
         let (_, body) = get(&client(false), port, "/").await.unwrap();
         assert_eq!(&body, name);
+        if i == 9 {
+            // This version crashes a moment after it took the traffic: one replica dies with
+            // its connections; requests it had go to the other.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            current.pop().unwrap().stop();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let (ok, failures) = load.finish().await;
