@@ -36,6 +36,7 @@ mod push;
 mod push_log;
 mod registry_protocol;
 mod remote_engines;
+mod stream_isolation;
 mod support;
 mod web;
 mod web_forms;
