@@ -53,10 +53,12 @@ fn refused(error: &webhook::WebhookError) -> ApiError {
     }
 }
 
-/// Reads a webhook body of at most [`WEBHOOK_LIMIT`] bytes within [`WEBHOOK_READ_TIME`].
-async fn read_webhook_body(payload: &mut web::Payload) -> Result<web::Bytes, ApiError> {
+/// Reads a webhook body of at most [`WEBHOOK_LIMIT`] bytes within [`WEBHOOK_READ_TIME`];
+/// with `keep` false, only counts it.
+async fn read_webhook_body(payload: &mut web::Payload, keep: bool) -> Result<web::Bytes, ApiError> {
     let read = async {
         let mut body = web::BytesMut::new();
+        let mut read = 0;
         while let Some(chunk) = payload.next().await {
             let chunk = chunk.map_err(|e| {
                 ApiError::new(
@@ -64,10 +66,13 @@ async fn read_webhook_body(payload: &mut web::Payload) -> Result<web::Bytes, Api
                     format!("cannot read the webhook body: {e}"),
                 )
             })?;
-            if body.len() + chunk.len() > WEBHOOK_LIMIT {
+            read += chunk.len();
+            if read > WEBHOOK_LIMIT {
                 return Err(too_large());
             }
-            body.extend_from_slice(&chunk);
+            if keep {
+                body.extend_from_slice(&chunk);
+            }
         }
         Ok(body.freeze())
     };
@@ -86,7 +91,8 @@ async fn read_webhook_body(payload: &mut web::Payload) -> Result<web::Bytes, Api
 
 /// A delivery is checked in the order that costs least to refuse: the provider and app name
 /// from the path, the signature header and the declared length, the app and its secret, and
-/// only then is the body read (capped and timed), its signature checked and its push queued.
+/// only then is the body read (capped and timed; dropped unread for a missing app), its
+/// signature checked and its push queued.
 pub(crate) async fn webhook_delivery(
     request: HttpRequest,
     path: web::Path<(String, String, String)>,
@@ -112,17 +118,30 @@ pub(crate) async fn webhook_delivery(
     let app = {
         let store = store.clone();
         blocking(move || store.db.app(&app)).await?
-    }
-    .ok_or_else(|| refused(&webhook::WebhookError::BadSignature))?;
-    if let Err(error) = buildgrid_core::app::check_webhook_secret(&app.webhook_secret) {
-        tracing::warn!(
-            app = %app.app,
-            %error,
-            "webhook delivery refused: the app's webhook secret is too short to check a signature"
-        );
+    };
+    // A delivery for a missing app (or one whose secret is too short to check) has its body
+    // read and dropped under the same cap and time as a real one, then gets the answer a wrong
+    // signature gets: nothing in the answer or its timing tells whether the app exists, and
+    // no body is kept for it.
+    let app = match app {
+        Some(app) => match buildgrid_core::app::check_webhook_secret(&app.webhook_secret) {
+            Ok(()) => Some(app),
+            Err(error) => {
+                tracing::warn!(
+                    app = %app.app,
+                    %error,
+                    "webhook delivery refused: the app's webhook secret is too short to check a signature"
+                );
+                None
+            }
+        },
+        None => None,
+    };
+    let Some(app) = app else {
+        read_webhook_body(&mut payload, false).await?;
         return Err(refused(&webhook::WebhookError::BadSignature));
-    }
-    let body = read_webhook_body(&mut payload).await?;
+    };
+    let body = read_webhook_body(&mut payload, true).await?;
     let verdict = webhook::verify(provider, request.headers(), &body, &app.webhook_secret)
         .map_err(|e| refused(&e))?;
     let (git_ref, commit, delivery, repository) = match verdict {
