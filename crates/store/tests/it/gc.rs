@@ -494,6 +494,12 @@ enum Step {
     Gc {
         stop: Option<StopPoint>,
     },
+    /// A client reads a build's manifest (or gets a clean "not found"), and goes on later.
+    PullStart {
+        pick: usize,
+    },
+    /// The oldest started pull reads its blobs.
+    PullContinue,
     Crash,
 }
 
@@ -516,8 +522,65 @@ fn step() -> impl Strategy<Value = Step> {
             (0..4usize).prop_map(|n| Some(StopPoint::AfterFiles(n))),
         ]
         .prop_map(|stop| Step::Gc { stop }),
+        2 => any::<usize>().prop_map(|pick| Step::PullStart { pick }),
+        2 => Just(Step::PullContinue),
         1 => Just(Step::Crash),
     ]
+}
+
+/// A pull that read its manifest and has its blobs still to read.
+struct Pull {
+    build: usize,
+    manifest: Digest,
+    blobs: Vec<Digest>,
+}
+
+/// Starts a pull of `digest`: `None` when the manifest is cleanly gone.
+fn start_pull(store: &Store, repo: &RepoName, build: usize, digest: &Digest) -> Option<Pull> {
+    store.db.manifest_by_digest(repo, digest).unwrap()?;
+    let bytes = store.blobs.read(digest).expect("a stored manifest's bytes");
+    assert_eq!(Digest::of(&bytes), *digest, "manifest {digest} is damaged");
+    let document: Value = serde_json::from_slice(&bytes).unwrap();
+    let config = document.get("config").into_iter();
+    let layers = document["layers"].as_array().into_iter().flatten();
+    let blobs = config
+        .chain(layers)
+        .map(|d| Digest::parse(d["digest"].as_str().unwrap()).unwrap())
+        .collect();
+    Some(Pull {
+        build,
+        manifest: digest.clone(),
+        blobs,
+    })
+}
+
+/// Goes on with a pull: every blob reads whole, or (only for an image collected since the pull
+/// began) a blob is cleanly missing and so is the manifest: never a damaged blob, and never a
+/// manifest still served whose blobs are gone.
+fn continue_pull(store: &Store, repo: &RepoName, pull: &Pull) -> Result<(), String> {
+    let mut missing = Vec::new();
+    for blob in &pull.blobs {
+        let served = store.db.repo_blob(repo, blob).unwrap().is_some();
+        match store.blobs.read(blob) {
+            Ok(bytes) if Digest::of(&bytes) == *blob => {}
+            Ok(_) => return Err(format!("blob {blob} is damaged")),
+            Err(_) if !served => missing.push(blob.clone()),
+            Err(e) => return Err(format!("{repo} serves {blob} but its bytes are gone: {e}")),
+        }
+    }
+    if !missing.is_empty()
+        && store
+            .db
+            .manifest_by_digest(repo, &pull.manifest)
+            .unwrap()
+            .is_some()
+    {
+        return Err(format!(
+            "manifest {} is still served but its blobs {missing:?} are gone",
+            pull.manifest
+        ));
+    }
+    Ok(())
 }
 
 /// What the model knows: every build and import, deploys and pins, and the rule.
@@ -584,6 +647,7 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
         ..Model::default()
     };
     let mut pending_allowed = false;
+    let mut pulls: std::collections::VecDeque<Pull> = Default::default();
     for (n, step) in steps.into_iter().enumerate() {
         match &step {
             Step::Build { branch, base } => {
@@ -693,6 +757,26 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                         let stored = w.tagged(&built.commit).is_some();
                         prop_assert_eq!(stored, kept.contains(&i), "build {} after {:?}", i, step);
                     }
+                }
+            }
+            Step::PullStart { pick } => {
+                if !model.builds.is_empty() {
+                    let build = pick % model.builds.len();
+                    let digest = model.builds[build].1.digest.clone();
+                    match start_pull(w.store(), &w.repo, build, &digest) {
+                        Some(pull) => pulls.push_back(pull),
+                        None => prop_assert!(
+                            !model.kept().contains(&build),
+                            "build {} is kept but its manifest is gone",
+                            build
+                        ),
+                    }
+                }
+            }
+            Step::PullContinue => {
+                if let Some(pull) = pulls.pop_front() {
+                    let result = continue_pull(w.store(), &w.repo, &pull);
+                    prop_assert!(result.is_ok(), "pull of build {}: {:?}", pull.build, result);
                 }
             }
             Step::Crash => w.reopen(),
