@@ -337,6 +337,45 @@ fn keeps_the_last_builds_of_each_branch_their_shared_layers_and_imports() {
 }
 
 #[test]
+fn pulls_under_way_during_a_collection_finish_or_find_their_image_gone() {
+    let mut w = World::new();
+    w.retain(1, 0);
+    let old = w.build("main", "base", "m0");
+    let kept = w.build("feature", "base", "f0");
+    let pull_old = start_pull(w.store(), &w.repo, 0, &old.digest).expect("stored");
+    let pull_kept = start_pull(w.store(), &w.repo, 1, &kept.digest).expect("stored");
+    w.build("main", "base", "m1");
+
+    let collection = w.gc();
+
+    assert_eq!(collection.builds, vec![old.id]);
+    // The collected image's manifest is gone with its own blobs; the shared base layer stays.
+    assert!(
+        w.store()
+            .db
+            .manifest_by_digest(&w.repo, &old.digest)
+            .unwrap()
+            .is_none()
+    );
+    let missing = pull_old
+        .blobs
+        .iter()
+        .filter(|b| w.store().blobs.read(b).is_err())
+        .count();
+    assert_eq!(missing, 2, "the collected image's config and own layer");
+    continue_pull(w.store(), &w.repo, &pull_old).unwrap();
+    // The kept image's pull reads every blob whole.
+    assert!(
+        pull_kept
+            .blobs
+            .iter()
+            .all(|b| w.store().blobs.read(b).is_ok())
+    );
+    continue_pull(w.store(), &w.repo, &pull_kept).unwrap();
+    check_fsck(w.store(), false);
+}
+
+#[test]
 fn pinned_running_and_rollback_images_stay() {
     let mut w = World::new();
     let builds: Vec<Built> = (0..5)
