@@ -123,20 +123,17 @@ pub(crate) async fn webhook_delivery(
     // read and dropped under the same cap and time as a real one, then gets the answer a wrong
     // signature gets: nothing in the answer or its timing tells whether the app exists, and
     // no body is kept for it.
-    let app = match app {
-        Some(app) => match buildgrid_core::app::check_webhook_secret(&app.webhook_secret) {
-            Ok(()) => Some(app),
-            Err(error) => {
-                tracing::warn!(
-                    app = %app.app,
-                    %error,
-                    "webhook delivery refused: the app's webhook secret is too short to check a signature"
-                );
-                None
-            }
-        },
-        None => None,
-    };
+    let app = app.filter(|app| {
+        let weak = buildgrid_core::app::check_webhook_secret(&app.webhook_secret).err();
+        if let Some(error) = &weak {
+            tracing::warn!(
+                app = %app.app,
+                %error,
+                "webhook delivery refused: the app's webhook secret is too short to check a signature"
+            );
+        }
+        weak.is_none()
+    });
     let Some(app) = app else {
         read_webhook_body(&mut payload, false).await?;
         return Err(refused(&webhook::WebhookError::BadSignature));

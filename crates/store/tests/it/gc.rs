@@ -239,10 +239,7 @@ fn pullable(store: &Store, repo: &RepoName, digest: &Digest) -> Result<(), Strin
             &Digest::parse(child["digest"].as_str().unwrap()).unwrap(),
         )?;
     }
-    let config = document.get("config").into_iter();
-    let layers = document["layers"].as_array().into_iter().flatten();
-    for descriptor in config.chain(layers) {
-        let blob = Digest::parse(descriptor["digest"].as_str().unwrap()).unwrap();
+    for blob in blobs_of(&document) {
         store
             .db
             .repo_blob(repo, &blob)
@@ -254,6 +251,16 @@ fn pullable(store: &Store, repo: &RepoName, digest: &Digest) -> Result<(), Strin
         }
     }
     Ok(())
+}
+
+/// The config and layer digests an image manifest names.
+fn blobs_of(document: &Value) -> Vec<Digest> {
+    let config = document.get("config").into_iter();
+    let layers = document["layers"].as_array().into_iter().flatten();
+    config
+        .chain(layers)
+        .map(|d| Digest::parse(d["digest"].as_str().unwrap()).unwrap())
+        .collect()
 }
 
 #[track_caller]
@@ -580,16 +587,10 @@ fn start_pull(store: &Store, repo: &RepoName, build: usize, digest: &Digest) -> 
     let bytes = store.blobs.read(digest).expect("a stored manifest's bytes");
     assert_eq!(Digest::of(&bytes), *digest, "manifest {digest} is damaged");
     let document: Value = serde_json::from_slice(&bytes).unwrap();
-    let config = document.get("config").into_iter();
-    let layers = document["layers"].as_array().into_iter().flatten();
-    let blobs = config
-        .chain(layers)
-        .map(|d| Digest::parse(d["digest"].as_str().unwrap()).unwrap())
-        .collect();
     Some(Pull {
         build,
         manifest: digest.clone(),
-        blobs,
+        blobs: blobs_of(&document),
     })
 }
 
